@@ -1,0 +1,189 @@
+"""One typed config for a run: defaults, YAML + ``key=value`` overrides, validation.
+
+Every field is documented in its comment; ``mappo train --help`` prints them.
+Validation happens in one place (:func:`validate`) and runs before any env is built.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import OmegaConf
+
+_CHOICES = {
+    "device": ("auto", "cpu", "cuda"),
+    "objective": ("clip", "kl", "clip_kl"),
+    "parameter_sharing": ("shared", "separate"),
+    "critic_input": ("state", "concat_obs", "local"),
+    "vector_mode": ("subprocess", "inprocess"),
+    "wandb_mode": ("online", "offline", "disabled"),
+}
+
+
+@dataclass
+class Config:
+    # --- environment -------------------------------------------------------------------
+    env: str = "mpe/simple_spread"  # registry name (see envs/registry.py) or "module.path:callable"
+    env_kwargs: Dict[str, Any] = field(default_factory=dict)  # keyword arguments for the env factory
+    # --- run size ----------------------------------------------------------------------
+    total_steps: int = 200_000  # env steps (vector steps x num_envs) to train for
+    num_envs: int = 8  # env copies stepped side by side
+    rollout_length: int = 128  # T: steps per env per iteration
+    seed: int = 0  # seeds torch, numpy and env resets (env i gets seed + i)
+    device: str = "auto"  # "auto" (CUDA when present) | "cpu" | "cuda"
+    vector_mode: str = "subprocess"  # "subprocess" workers, or "inprocess" for debugging
+    num_workers: int = 0  # subprocess workers; 0 means min(num_envs, CPU count)
+    # --- optimisation ------------------------------------------------------------------
+    lr: float = 5e-4  # actor learning rate
+    critic_lr: Optional[float] = None  # critic learning rate; None means the same as lr
+    gamma: float = 0.99  # discount
+    gae_lambda: float = 0.95  # GAE lambda
+    ppo_epochs: int = 10  # passes over each rollout
+    num_minibatches: int = 1  # minibatches per epoch
+    max_grad_norm: float = 10.0  # global grad-norm clip per network
+    adam_eps: float = 1e-5  # Adam epsilon
+    # --- objective (PPO, arXiv 1707.06347) ---------------------------------------------
+    objective: str = "clip"  # "clip" (Eq. 7) | "kl" (adaptive KL penalty, Sec. 4) | "clip_kl" (both)
+    clip_eps: float = 0.2  # epsilon of the clipped surrogate
+    kl_coef: float = 1.0  # initial beta of the KL penalty
+    target_kl: float = 0.01  # d_targ of the adaptive beta rule
+    entropy_coef: float = 0.01  # entropy bonus
+    value_coef: float = 1.0  # weight of the value loss
+    value_norm: bool = True  # normalise value targets with running mean/std (MAPPO paper)
+    value_clip: bool = True  # clip the value update around the old value (by clip_eps)
+    huber_delta: float = 10.0  # Huber loss delta for the value loss; 0 means squared error
+    normalize_advantages: bool = True  # standardise advantages per minibatch
+    # --- model -------------------------------------------------------------------------
+    hidden_sizes: List[int] = field(default_factory=lambda: [64, 64])  # MLP hidden layers
+    activation: str = "tanh"  # "tanh" | "relu"
+    parameter_sharing: str = "shared"  # "shared" (one actor/critic, agent id input) | "separate"
+    critic_input: str = "state"  # "state" (env.state(), else joined obs) | "concat_obs" | "local" (IPPO)
+    # --- logging -----------------------------------------------------------------------
+    wandb: bool = False  # log to Weights & Biases
+    wandb_project: str = "mappo"  # W&B project
+    wandb_mode: str = "online"  # "online" | "offline" (no account or network needed) | "disabled"
+    run_dir: Optional[str] = None  # run folder; None means runs/<name>-<time> (CLI) or no folder (API)
+    name: Optional[str] = None  # run name; None means the env name
+    log_every: int = 1  # print a console line every N iterations
+    progress: bool = True  # tqdm progress bar when attached to a terminal
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    # ------------------------------------------------------------------------------------
+    @classmethod
+    def from_yaml(cls, path: str, overrides: Optional[List[str]] = None) -> "Config":
+        """Load ``path`` and apply dotted ``key=value`` overrides on top of the defaults."""
+        base = OmegaConf.structured(cls)
+        try:
+            merged = OmegaConf.merge(base, OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides or [])))
+        except Exception as err:  # OmegaConf's own error names the key; re-raise as ValueError
+            raise ValueError(f"bad config {path!r} with overrides {overrides}: {err}") from err
+        return cls.from_dict(OmegaConf.to_container(merged, resolve=True))
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "Config":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, path: Optional[str] = None) -> str:
+        text = OmegaConf.to_yaml(OmegaConf.create(self.to_dict()))
+        if path is not None:
+            with open(path, "w") as f:
+                f.write(text)
+        return text
+
+    def replace(self, **changes: Any) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def run_name(self) -> str:
+        return self.name or self.env.replace("/", "_").replace(":", "_")
+
+
+def help_text() -> str:
+    """One line per field, read from this file's comments: the CLI's ``--help``."""
+    import inspect
+    import re
+
+    lines = []
+    for line in inspect.getsource(Config).splitlines():
+        m = re.match(r"\s+(\w+): [^=]+= (.+?)\s+# (.+)", line)
+        if m:
+            lines.append(f"  {m.group(1):<22} {m.group(3)} (default: {m.group(2)})")
+    return "\n".join(lines)
+
+
+def _check_type(cfg: Config, name: str, kind: type) -> None:
+    value = getattr(cfg, name)
+    ok = isinstance(value, kind) and not (kind in (int, float) and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        setattr(cfg, name, float(value))
+        ok = True
+    if not ok:
+        raise TypeError(f"config field {name!r} must be {kind.__name__}, got {value!r} ({type(value).__name__})")
+
+
+def validate(cfg: Config) -> None:
+    """Raise ValueError/TypeError naming the field and the allowed values."""
+    for name in ("total_steps", "num_envs", "rollout_length", "seed", "ppo_epochs", "num_minibatches",
+                 "num_workers", "log_every"):
+        _check_type(cfg, name, int)
+    for name in ("lr", "gamma", "gae_lambda", "max_grad_norm", "adam_eps", "clip_eps", "kl_coef",
+                 "target_kl", "entropy_coef", "value_coef", "huber_delta"):
+        _check_type(cfg, name, float)
+    for name in ("value_norm", "value_clip", "normalize_advantages", "wandb", "progress"):
+        _check_type(cfg, name, bool)
+    for name, allowed in _CHOICES.items():
+        if getattr(cfg, name) not in allowed:
+            raise ValueError(f"config field {name!r} must be one of {list(allowed)}, got {getattr(cfg, name)!r}")
+    if cfg.activation not in ("tanh", "relu"):
+        raise ValueError(f"config field 'activation' must be one of ['tanh', 'relu'], got {cfg.activation!r}")
+    positive_ints = ("total_steps", "num_envs", "rollout_length", "ppo_epochs", "num_minibatches", "log_every")
+    for name in positive_ints:
+        if getattr(cfg, name) < 1:
+            raise ValueError(f"config field {name!r} must be an integer >= 1, got {getattr(cfg, name)!r}")
+    if cfg.num_workers < 0:
+        raise ValueError(f"config field 'num_workers' must be >= 0 (0 = automatic), got {cfg.num_workers}")
+    if cfg.seed < 0:
+        raise ValueError(f"config field 'seed' must be >= 0, got {cfg.seed}")
+    for name in ("lr", "max_grad_norm", "adam_eps", "kl_coef", "target_kl"):
+        value = getattr(cfg, name)
+        if not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"config field {name!r} must be a finite number > 0, got {value!r}")
+    if cfg.critic_lr is not None:
+        if isinstance(cfg.critic_lr, bool) or not isinstance(cfg.critic_lr, (int, float)):
+            raise TypeError(f"config field 'critic_lr' must be float or None, got {cfg.critic_lr!r}")
+        if not cfg.critic_lr > 0:
+            raise ValueError(f"config field 'critic_lr' must be > 0 or None, got {cfg.critic_lr!r}")
+    for name in ("gamma", "gae_lambda"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ValueError(f"config field {name!r} must be in [0, 1], got {getattr(cfg, name)!r}")
+    if not 0.0 < cfg.clip_eps < 1.0:
+        raise ValueError(f"config field 'clip_eps' must be in (0, 1), got {cfg.clip_eps!r}")
+    for name in ("entropy_coef", "value_coef", "huber_delta"):
+        if not getattr(cfg, name) >= 0:
+            raise ValueError(f"config field {name!r} must be >= 0, got {getattr(cfg, name)!r}")
+    if not isinstance(cfg.hidden_sizes, (list, tuple)) or not cfg.hidden_sizes or not all(
+        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in cfg.hidden_sizes
+    ):
+        raise ValueError(f"config field 'hidden_sizes' must be a non-empty list of positive ints, got {cfg.hidden_sizes!r}")
+    cfg.hidden_sizes = list(cfg.hidden_sizes)
+    if not isinstance(cfg.env, str) or not cfg.env:
+        raise ValueError(f"config field 'env' must be a registry name or 'module:callable', got {cfg.env!r}")
+    if not isinstance(cfg.env_kwargs, dict):
+        raise TypeError(f"config field 'env_kwargs' must be a mapping, got {cfg.env_kwargs!r}")
+    cfg.env_kwargs = dict(cfg.env_kwargs)
+    batch = cfg.num_envs * cfg.rollout_length
+    if cfg.num_minibatches > batch:
+        raise ValueError(
+            f"config field 'num_minibatches' ({cfg.num_minibatches}) must be <= num_envs*rollout_length ({batch})"
+        )

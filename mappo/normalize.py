@@ -1,0 +1,48 @@
+"""Running mean/std normaliser, used as ValueNorm (MAPPO paper, Sec. 4: value normalisation)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RunningMeanStd(nn.Module):
+    """Running mean and variance of a stream of batches (Chan et al. parallel update).
+
+    ``update(x)`` folds in every element of ``x`` (or only ``x[mask]``); ``normalize`` and
+    ``denormalize`` map between raw and standardised units.  State lives in buffers so it
+    is saved with ``state_dict`` and moves with ``.to(device)``.
+    """
+
+    def __init__(self, epsilon: float = 1e-5):
+        super().__init__()
+        self.epsilon = epsilon
+        self.register_buffer("mean", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("var", torch.ones((), dtype=torch.float64))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        if mask is not None:
+            x = x[mask.bool()]
+        x = x.detach().reshape(-1).to(torch.float64)
+        n = x.numel()
+        if n == 0:
+            return
+        batch_mean = x.mean()
+        batch_var = x.var(unbiased=False)
+        total = self.count + n
+        delta = batch_mean - self.mean
+        new_mean = self.mean + delta * n / total
+        m2 = self.var * self.count + batch_var * n + delta.pow(2) * self.count * n / total
+        self.mean.copy_(new_mean)
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+    def std(self) -> torch.Tensor:
+        return torch.sqrt(self.var + self.epsilon)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / self.std()).to(x.dtype)
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x * self.std() + self.mean).to(x.dtype)

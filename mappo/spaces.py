@@ -1,0 +1,194 @@
+"""Per-agent spaces -> one fixed tensor layout for the whole team.
+
+Observations are flattened (gymnasium's ``flatten``: Box flattened, Discrete one-hot,
+MultiBinary, Dict/Tuple concatenated) and zero-padded to the widest agent, so a team
+observation is ``[A, obs_dim]``.
+
+Actions use one layout for every agent: ``num_components`` categorical components
+(Discrete is one component, MultiDiscrete one per entry) followed by ``cont_dim``
+Gaussian dimensions (Box).  An agent with fewer components than the widest gets padded
+components in which only logit 0 is valid, and padded Gaussian dimensions are masked out,
+so padded parts add nothing to log-probs or entropy.  A team action is ``[A, action_width]``.
+
+Action masks follow PettingZoo: a Dict observation with "observation" and "action_mask",
+or ``info["action_mask"]``.  Masks are ``[A, num_logits]`` booleans.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from gymnasium import spaces
+
+_OBS_LEAVES = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
+
+
+def check_obs_space(agent: str, space: spaces.Space) -> None:
+    """Raise a TypeError naming ``agent`` and the space when it cannot be flattened."""
+    if isinstance(space, _OBS_LEAVES):
+        return
+    if isinstance(space, spaces.Dict):
+        for sub in space.spaces.values():
+            check_obs_space(agent, sub)
+        return
+    if isinstance(space, spaces.Tuple):
+        for sub in space.spaces:
+            check_obs_space(agent, sub)
+        return
+    raise TypeError(
+        f"agent {agent!r}: unsupported observation space {space!r}; supported: Box, Discrete, "
+        "MultiDiscrete, MultiBinary, and Dict/Tuple of these"
+    )
+
+
+def _is_mask_dict(space: spaces.Space) -> bool:
+    return isinstance(space, spaces.Dict) and set(space.spaces) >= {"observation", "action_mask"}
+
+
+@dataclass
+class AgentSpec:
+    """How one agent's observation and action map onto the team layout."""
+
+    name: str
+    obs_space: spaces.Space  # the part that is flattened (inner "observation" for mask dicts)
+    action_space: spaces.Space
+    obs_dim: int
+    nvec: List[int]  # categorical component sizes (empty for Box)
+    cont_dim: int  # Gaussian dimensions (0 unless Box)
+    mask_in_obs: bool  # action mask is carried in a Dict observation
+
+    @classmethod
+    def build(cls, name: str, obs_space: spaces.Space, action_space: spaces.Space) -> "AgentSpec":
+        mask_in_obs = _is_mask_dict(obs_space)
+        inner = obs_space["observation"] if mask_in_obs else obs_space
+        check_obs_space(name, inner)
+        if isinstance(action_space, spaces.Discrete):
+            nvec, cont = [int(action_space.n)], 0
+        elif isinstance(action_space, spaces.MultiDiscrete):
+            if action_space.nvec.ndim != 1:
+                raise TypeError(f"agent {name!r}: MultiDiscrete action space must be 1-D, got {action_space!r}")
+            nvec, cont = [int(n) for n in action_space.nvec], 0
+        elif isinstance(action_space, spaces.Box):
+            if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+                raise TypeError(f"agent {name!r}: Box action space must have finite bounds, got {action_space!r}")
+            nvec, cont = [], int(np.prod(action_space.shape))
+        else:
+            raise TypeError(
+                f"agent {name!r}: unsupported action space {action_space!r}; supported: Discrete, MultiDiscrete, Box"
+            )
+        return cls(name, inner, action_space, int(spaces.flatdim(inner)), nvec, cont, mask_in_obs)
+
+
+class TeamSpec:
+    """The fixed team layout: agent slots from ``possible_agents``, padded widths, static masks.
+
+    Attributes (A = number of agents):
+        obs_dim: padded observation width O.
+        component_sizes: per categorical component, the largest size over agents; sum = num_logits L.
+        cont_dim: padded Gaussian width D.
+        valid_logits: ``[A, L]`` bool, the logits that exist for each agent.
+        cont_mask: ``[A, D]`` float, the Gaussian dims that exist for each agent.
+        action_width: ``len(component_sizes) + D``.
+        state_dim: width of ``env.state()`` or 0 when the env has none.
+    """
+
+    def __init__(self, agents: List[AgentSpec], state_dim: int):
+        self.agents = agents
+        self.names = [a.name for a in agents]
+        self.num_agents = len(agents)
+        self.obs_dim = max(a.obs_dim for a in agents)
+        num_components = max(len(a.nvec) for a in agents)
+        self.component_sizes = [
+            max((a.nvec[c] if c < len(a.nvec) else 1) for a in agents) for c in range(num_components)
+        ]
+        self.num_components = num_components
+        self.num_logits = int(sum(self.component_sizes))
+        self.cont_dim = max(a.cont_dim for a in agents)
+        self.action_width = num_components + self.cont_dim
+        self.state_dim = state_dim
+        self.valid_logits = np.zeros((self.num_agents, self.num_logits), dtype=bool)
+        self.cont_mask = np.zeros((self.num_agents, self.cont_dim), dtype=np.float32)
+        self.cont_low = np.zeros((self.num_agents, self.cont_dim), dtype=np.float32)
+        self.cont_high = np.zeros((self.num_agents, self.cont_dim), dtype=np.float32)
+        offsets = np.cumsum([0] + self.component_sizes)
+        for i, a in enumerate(agents):
+            for c in range(num_components):
+                n = a.nvec[c] if c < len(a.nvec) else 1  # a padded component has one valid choice: 0
+                self.valid_logits[i, offsets[c] : offsets[c] + n] = True
+            self.cont_mask[i, : a.cont_dim] = 1.0
+            if a.cont_dim:
+                self.cont_low[i, : a.cont_dim] = np.asarray(a.action_space.low, dtype=np.float32).ravel()
+                self.cont_high[i, : a.cont_dim] = np.asarray(a.action_space.high, dtype=np.float32).ravel()
+        self.logit_offsets = offsets
+
+    @classmethod
+    def from_env(cls, env: Any) -> "TeamSpec":
+        agents = [AgentSpec.build(a, env.observation_space(a), env.action_space(a)) for a in env.possible_agents]
+        if not agents:
+            raise ValueError("the env has no possible_agents")
+        return cls(agents, state_dim=0)
+
+    # --- observations ------------------------------------------------------------------------
+    def flatten_obs(self, index: int, obs: Any, out: np.ndarray) -> None:
+        """Write agent ``index``'s flattened observation into ``out`` ``[O]`` (zero-padded)."""
+        spec = self.agents[index]
+        if spec.mask_in_obs:
+            obs = obs["observation"]
+        flat = spaces.flatten(spec.obs_space, obs)
+        out[: spec.obs_dim] = flat
+        out[spec.obs_dim :] = 0.0
+
+    def action_mask(self, index: int, obs: Any, info: Optional[Dict[str, Any]], out: np.ndarray) -> None:
+        """Write agent ``index``'s logit mask ``[L]``: static validity AND the env's action mask."""
+        spec = self.agents[index]
+        out[:] = self.valid_logits[index]
+        mask = None
+        if spec.mask_in_obs:
+            mask = obs["action_mask"]
+        elif info and "action_mask" in info:
+            mask = info["action_mask"]
+        if mask is None:
+            return
+        mask = np.asarray(mask, dtype=bool).ravel()
+        if not spec.nvec:
+            return  # masks only apply to categorical actions
+        expected = int(sum(spec.nvec))
+        if mask.size != expected:
+            raise ValueError(f"agent {spec.name!r}: action mask has {mask.size} entries, expected {expected}")
+        start = 0
+        for c, n in enumerate(spec.nvec):
+            lo = self.logit_offsets[c]
+            out[lo : lo + n] &= mask[start : start + n]
+            start += n
+
+    # --- actions -------------------------------------------------------------------------------
+    def decode_action(self, index: int, action: np.ndarray) -> Any:
+        """Team-layout action row ``[action_width]`` -> a value in the agent's own action space."""
+        spec = self.agents[index]
+        space = spec.action_space
+        if isinstance(space, spaces.Discrete):
+            return int(action[0]) + int(space.start)
+        if isinstance(space, spaces.MultiDiscrete):
+            comps = action[: len(spec.nvec)].astype(np.int64)
+            return (comps + space.start).astype(space.dtype)
+        cont = action[self.num_components : self.num_components + spec.cont_dim]
+        cont = np.clip(cont, self.cont_low[index, : spec.cont_dim], self.cont_high[index, : spec.cont_dim])
+        return cont.reshape(space.shape).astype(space.dtype)
+
+    def encode_action(self, index: int, action: Any) -> np.ndarray:
+        """An action in the agent's own space -> a team-layout row ``[action_width]``."""
+        spec = self.agents[index]
+        space = spec.action_space
+        row = np.zeros(self.action_width, dtype=np.float32)
+        if isinstance(space, spaces.Discrete):
+            row[0] = int(action) - int(space.start)
+        elif isinstance(space, spaces.MultiDiscrete):
+            row[: len(spec.nvec)] = np.asarray(action) - space.start
+        else:
+            row[self.num_components : self.num_components + spec.cont_dim] = np.asarray(action).ravel()
+        return row
+
+
+def flatten_state(state: Any) -> np.ndarray:
+    return np.asarray(state, dtype=np.float32).ravel()

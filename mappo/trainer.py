@@ -1,0 +1,295 @@
+"""The training loop, top to bottom: collect -> GAE -> PPO update -> log.
+
+    trainer = Trainer(env_fn, Config(...))
+    history = trainer.train()                       # one dict per iteration
+    stats = trainer.evaluate(episodes=20)
+    trainer.save("runs/x/ckpt.pt"); Trainer.load("runs/x/ckpt.pt", env_fn)
+"""
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from . import loss as L
+from .buffer import RolloutBuffer
+from .checkpoint import load_checkpoint, save_checkpoint
+from .config import Config, validate
+from .logger import RunLogger
+from .networks import Actor, Critic
+from .normalize import RunningMeanStd
+from .policy import Policy
+from .returns import gae
+from .vector import InProcessVectorEnv, make_vector_env, probe
+
+HISTORY_KEYS = ("iteration", "env_steps", "sps", "policy_loss", "value_loss", "entropy", "approx_kl",
+                "clip_fraction", "kl_coef", "explained_variance", "lr")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("config field 'device' is 'cuda' but CUDA is not available; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    def __init__(self, env_fn: Callable[[], Any], cfg: Optional[Config] = None):
+        cfg = cfg if cfg is not None else Config()
+        if not isinstance(cfg, Config):
+            raise TypeError(f"cfg must be a mappo.Config, got {type(cfg).__name__}")
+        validate(cfg)  # before any env is built
+        if not callable(env_fn):
+            raise TypeError(f"env_fn must be a zero-argument callable returning a ParallelEnv, got {env_fn!r}")
+        self.cfg, self.env_fn = cfg, env_fn
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        self.spec, probe_env = probe(env_fn, cfg.seed)
+        probe_env.close()
+        shared = cfg.parameter_sharing == "shared"
+        self.actor = Actor(self.spec, shared, cfg.hidden_sizes, cfg.activation).to(self.device)
+        self.critic = Critic(self.spec, cfg.critic_input, shared, cfg.hidden_sizes, cfg.activation).to(self.device)
+        # separate optimisers: the critic's larger gradients never scale the actor's step
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr or cfg.lr, eps=cfg.adam_eps)
+        self.value_norm = RunningMeanStd().to(self.device)
+        self.policy = Policy(self.spec, self.actor, self.device)
+        self.kl_coef = cfg.kl_coef
+        self.env_steps = 0
+        self.iteration = 0
+        self.vec = None
+        self.history: List[Dict[str, Any]] = []
+
+    # ------------------------------------------------------------------------------------------
+    def _values(self, obs: torch.Tensor, state: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        """Critic output in raw return units ``[..., A]``."""
+        v = self.critic(obs, state, alive)
+        return self.value_norm.denormalize(v) if self.cfg.value_norm else v
+
+    def _ensure_envs(self) -> None:
+        if self.vec is None:
+            cfg = self.cfg
+            _, self.vec = make_vector_env(self.env_fn, cfg.num_envs, cfg.seed, cfg.vector_mode, cfg.num_workers)
+            self.buffer = RolloutBuffer(self.spec, cfg.rollout_length, cfg.num_envs, self.device)
+
+    def _from_env(self, name: str) -> torch.Tensor:
+        return torch.from_numpy(self.vec.arrays[name]).to(self.device)
+
+    @torch.no_grad()
+    def collect(self) -> List[Dict[str, Any]]:
+        """Fill the buffer with ``T`` steps of every env; returns the episodes that ended."""
+        buf, T = self.buffer, self.cfg.rollout_length
+        episodes: List[Dict[str, Any]] = []
+        for t in range(T):
+            obs, state = self._from_env("obs"), self._from_env("state")
+            alive, mask = self._from_env("alive"), self._from_env("action_mask")
+            actions, logp = self.policy.act_batch(obs, mask)
+            buf.obs[t], buf.state[t], buf.alive[t], buf.action_mask[t] = obs, state, alive, mask
+            buf.actions[t], buf.logp[t] = actions, logp
+            buf.values[t] = self._values(obs, state, alive)
+            self.vec.arrays["actions"][:] = actions.cpu().numpy()
+            episodes += self.vec.step()
+            buf.rewards[t] = self._from_env("reward")
+            buf.terminated[t] = self._from_env("terminated")
+            truncated = self._from_env("truncated")
+            buf.truncated[t] = truncated
+            # time limit: bootstrap from V(final observation), not V(reset observation); the
+            # other entries of next_values[t] are V(obs[t+1]), filled in after the loop
+            if truncated.any():
+                final_v = self._values(self._from_env("final_obs"), self._from_env("final_state"), alive)
+                buf.next_values[t] = torch.where(truncated, final_v, 0.0)
+            else:
+                buf.next_values[t] = 0.0
+        last_v = self._values(self._from_env("obs"), self._from_env("state"), self._from_env("alive"))
+        following = torch.cat([buf.values[1:], last_v.unsqueeze(0)], dim=0)
+        buf.next_values.copy_(torch.where(buf.truncated, buf.next_values, following))
+        return episodes
+
+    def update(self) -> Dict[str, float]:
+        """PPO epochs over the buffer; returns mean diagnostics."""
+        cfg, buf = self.cfg, self.buffer
+        adv, ret = gae(buf.rewards, buf.values, buf.next_values, buf.terminated, buf.truncated, buf.alive,
+                       cfg.gamma, cfg.gae_lambda)
+        alive = buf.alive
+        explained_var = L.explained_variance(buf.values, ret, alive)
+        if cfg.normalize_advantages:
+            mean, std = adv[alive].mean(), adv[alive].std() if alive.sum() > 1 else torch.ones((), device=adv.device)
+            adv = (adv - mean) / (std + 1e-8)
+        buf.advantages.copy_(adv * alive)
+        if cfg.value_norm:
+            self.value_norm.update(ret, alive)
+            buf.returns.copy_(self.value_norm.normalize(ret))
+            old_values = self.value_norm.normalize(buf.values)
+        else:
+            buf.returns.copy_(ret)
+            old_values = buf.values
+        buf.data["old_values"] = old_values
+        sums: Dict[str, float] = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0}
+        count = 0
+        for _ in range(cfg.ppo_epochs):
+            for mb in buf.minibatches(cfg.num_minibatches):
+                mask = mb["alive"]
+                dist = self.actor(mb["obs"], mb["action_mask"])
+                new_logp = dist.log_prob(mb["actions"])
+                entropy = L.masked_mean(dist.entropy(), mask)
+                p_loss, info = L.policy_loss(new_logp, mb["logp"], mb["advantages"], mask, cfg.objective,
+                                             cfg.clip_eps, self.kl_coef)
+                values = self.critic(mb["obs"], mb["state"], mask)
+                v_loss = L.value_loss(values, mb["old_values"], mb["returns"], mask,
+                                      cfg.clip_eps if cfg.value_clip else None, cfg.huber_delta)
+                self.actor_opt.zero_grad(set_to_none=True)
+                self.critic_opt.zero_grad(set_to_none=True)
+                (p_loss - cfg.entropy_coef * entropy + cfg.value_coef * v_loss).backward()
+                torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
+                torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
+                self.actor_opt.step()
+                self.critic_opt.step()
+                sums["policy_loss"] += p_loss.item()
+                sums["value_loss"] += v_loss.item()
+                sums["entropy"] += entropy.item()
+                sums["clip_fraction"] += float(info["clip_fraction"])
+                count += 1
+        del buf.data["old_values"]
+        with torch.no_grad():  # KL[pi_old, pi_new] over the whole batch, after the update (PPO Sec. 4)
+            new_logp = self.actor(buf.obs, buf.action_mask).log_prob(buf.actions)
+            _, info = L.policy_loss(new_logp, buf.logp, buf.advantages, alive, cfg.objective, cfg.clip_eps, 0.0)
+            approx_kl = float(info["approx_kl"])
+        stats = {k: v / count for k, v in sums.items()}
+        stats["approx_kl"] = approx_kl
+        stats["kl_coef"] = self.kl_coef  # the beta used in this update
+        if cfg.objective in ("kl", "clip_kl"):
+            self.kl_coef = L.update_kl_coef(self.kl_coef, approx_kl, cfg.target_kl)
+        stats["explained_variance"] = explained_var
+        return stats
+
+    def train(self, total_steps: Optional[int] = None, run_dir: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Train until ``total_steps`` env steps (default ``cfg.total_steps``); returns this call's history.
+
+        ``run_dir`` (default ``cfg.run_dir``) receives config.yaml, metrics.jsonl and ckpt.pt.
+        """
+        cfg = self.cfg
+        total = int(total_steps if total_steps is not None else cfg.total_steps)
+        run_dir = run_dir if run_dir is not None else cfg.run_dir
+        self._ensure_envs()
+        steps_per_iter = cfg.num_envs * cfg.rollout_length
+        logger = RunLogger(cfg, run_dir, total, self.env_steps)
+        history: List[Dict[str, Any]] = []
+        try:
+            while self.env_steps < total:
+                start = time.perf_counter()
+                episodes = self.collect()
+                stats = self.update()
+                self.env_steps += steps_per_iter
+                self.iteration += 1
+                elapsed = time.perf_counter() - start
+                row: Dict[str, Any] = {"iteration": self.iteration, "env_steps": self.env_steps,
+                                       "sps": steps_per_iter / elapsed, **stats, "lr": self.actor_opt.param_groups[0]["lr"]}
+                if episodes:
+                    row["team_return"] = float(np.mean([e["team_return"] for e in episodes]))
+                    row["episode_length"] = float(np.mean([e["length"] for e in episodes]))
+                    row["episodes"] = len(episodes)
+                history.append(row)
+                self.history.append(row)
+                logger.log(row)
+            if run_dir is not None:
+                import os
+
+                self.save(os.path.join(run_dir, "ckpt.pt"))
+        finally:
+            logger.close()
+        return history
+
+    # ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, episodes: int = 20, deterministic: bool = True, seed: Optional[int] = None) -> Dict[str, Any]:
+        """Run ``episodes`` full episodes in one in-process env; returns mean returns and lengths.
+
+        ``team_return_mean`` sums rewards over agents; ``return_mean`` is per agent.
+        """
+        if episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {episodes}")
+        seed = self.cfg.seed + 1_000_003 if seed is None else seed
+        vec = InProcessVectorEnv([self.env_fn], self.spec, seed)
+        vec.reset()
+        done: List[Dict[str, Any]] = []
+        try:
+            while len(done) < episodes:
+                obs = torch.from_numpy(vec.arrays["obs"]).to(self.device)
+                mask = torch.from_numpy(vec.arrays["action_mask"]).to(self.device)
+                actions, _ = self.policy.act_batch(obs, mask, deterministic)
+                vec.arrays["actions"][:] = actions.cpu().numpy()
+                done += vec.step()
+        finally:
+            vec.close()
+        team = np.array([e["team_return"] for e in done])
+        per_agent = np.array([e["agent_returns"] for e in done])
+        return {
+            "team_return_mean": float(team.mean()),
+            "team_return_std": float(team.std()),
+            "return_mean": {name: float(per_agent[:, k].mean()) for k, name in enumerate(self.spec.names)},
+            "episode_length_mean": float(np.mean([e["length"] for e in done])),
+            "episodes": len(done),
+        }
+
+    # ------------------------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            "format": 1,
+            "config": self.cfg.to_dict(),
+            "actor": self.actor.state_dict(),
+            "critic": self.critic.state_dict(),
+            "actor_opt": self.actor_opt.state_dict(),
+            "critic_opt": self.critic_opt.state_dict(),
+            "value_norm": self.value_norm.state_dict(),
+            "kl_coef": float(self.kl_coef),
+            "env_steps": int(self.env_steps),
+            "iteration": int(self.iteration),
+        }
+
+    def save(self, path: str) -> None:
+        save_checkpoint(path, self.state_dict())
+
+    @classmethod
+    def load(cls, path: str, env_fn: Callable[[], Any], **overrides: Any) -> "Trainer":
+        """Rebuild a trainer from ``save``'s file; ``overrides`` replace config fields (e.g. device)."""
+        payload = load_checkpoint(path)
+        cfg = Config.from_dict({**payload["config"], **overrides})
+        trainer = cls(env_fn, cfg)
+        trainer.actor.load_state_dict(payload["actor"])
+        trainer.critic.load_state_dict(payload["critic"])
+        trainer.actor_opt.load_state_dict(payload["actor_opt"])
+        trainer.critic_opt.load_state_dict(payload["critic_opt"])
+        trainer.value_norm.load_state_dict(payload["value_norm"])
+        trainer.kl_coef = payload["kl_coef"]
+        trainer.env_steps = payload["env_steps"]
+        trainer.iteration = payload["iteration"]
+        return trainer
+
+    def close(self) -> None:
+        if self.vec is not None:
+            self.vec.close()
+            self.vec = None
+
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+

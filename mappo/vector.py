@@ -1,0 +1,325 @@
+"""E copies of a PettingZoo ParallelEnv -> batched numpy arrays with fixed agent slots.
+
+Agent slots come from ``possible_agents`` and never change.  An agent that has left the
+episode keeps its slot with ``alive=False``, a zero observation and no action sent to the
+env.  Envs reset themselves when every agent is done; the observation returned for that
+step is the first of the next episode, and ``final_obs``/``final_state`` keep the last one
+so a time-limit truncation can bootstrap from it (DESIGN.md, "time limits are not deaths").
+
+Arrays (E envs, A agents, O obs width, L logits, S state width, W action width):
+    obs [E, A, O] float32, action_mask [E, A, L] bool, alive [E, A] bool, state [E, S] float32,
+    reward [E, A] float32, terminated [E, A] bool, truncated [E, A] bool,
+    final_obs [E, A, O], final_state [E, S], env_done [E] bool, actions [E, A, W] float32.
+
+Two back ends share the per-env logic in :class:`EnvSlot`: ``InProcessVectorEnv`` (for
+debugging) and ``SubprocVectorEnv``, whose workers each step a slice of the envs and write
+straight into shared-memory arrays, so nothing is pickled per step but a short command.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import traceback
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+from .spaces import TeamSpec, flatten_state
+
+EnvFn = Callable[[], Any]
+
+_FIELDS = ("obs", "action_mask", "alive", "state", "reward", "terminated", "truncated",
+           "final_obs", "final_state", "env_done", "actions")
+
+
+def make_parallel(env: Any) -> Any:
+    """Return a ParallelEnv: AEC envs are converted, anything else is refused clearly."""
+    from pettingzoo.utils.env import AECEnv, ParallelEnv
+
+    if isinstance(env, AECEnv):
+        from pettingzoo.utils.conversions import aec_to_parallel
+
+        return aec_to_parallel(env)
+    if isinstance(env, ParallelEnv) or (hasattr(env, "possible_agents") and hasattr(env, "step")):
+        return env
+    raise TypeError(f"env_fn must return a PettingZoo ParallelEnv or AECEnv, got {type(env).__name__}")
+
+
+def env_state(env: Any) -> Optional[np.ndarray]:
+    """``env.state()`` flattened, or None when the env does not implement it."""
+    state_fn = getattr(env, "state", None)
+    if state_fn is None:
+        return None
+    try:
+        return flatten_state(state_fn())
+    except (NotImplementedError, AttributeError):
+        return None
+
+
+def probe(env_fn: EnvFn, seed: int) -> tuple:
+    """Build one env to read the team layout; returns ``(spec, env)`` with the env reset."""
+    env = make_parallel(env_fn())
+    spec = TeamSpec.from_env(env)
+    env.reset(seed=seed)
+    state = env_state(env)
+    spec.state_dim = 0 if state is None else int(state.size)
+    return spec, env
+
+
+def allocate(spec: TeamSpec, num_envs: int, alloc: Callable[[tuple, Any], np.ndarray] = np.zeros) -> Dict[str, np.ndarray]:
+    E, A, O, L, S, W = num_envs, spec.num_agents, spec.obs_dim, spec.num_logits, spec.state_dim, spec.action_width
+    shapes = {
+        "obs": ((E, A, O), np.float32), "action_mask": ((E, A, L), np.bool_), "alive": ((E, A), np.bool_),
+        "state": ((E, S), np.float32), "reward": ((E, A), np.float32), "terminated": ((E, A), np.bool_),
+        "truncated": ((E, A), np.bool_), "final_obs": ((E, A, O), np.float32), "final_state": ((E, S), np.float32),
+        "env_done": ((E,), np.bool_), "actions": ((E, A, W), np.float32),
+    }
+    return {k: alloc(*shapes[k]) for k in _FIELDS}
+
+
+class EnvSlot:
+    """One env writing into row ``index`` of the shared arrays; handles auto-reset and episode stats."""
+
+    def __init__(self, env: Any, spec: TeamSpec, arrays: Dict[str, np.ndarray], index: int, seed: int):
+        self.env, self.spec, self.a, self.i, self.seed = env, spec, arrays, index, seed
+        self.names = spec.names
+        self.team_return = 0.0
+        self.agent_returns = np.zeros(spec.num_agents)
+        self.length = 0
+
+    def _write_obs(self, obs: Dict[str, Any], infos: Dict[str, Any], alive_names) -> None:
+        a, i = self.a, self.i
+        for k, name in enumerate(self.names):
+            if name in alive_names and name in obs:
+                self.spec.flatten_obs(k, obs[name], a["obs"][i, k])
+                self.spec.action_mask(k, obs[name], infos.get(name), a["action_mask"][i, k])
+                a["alive"][i, k] = True
+            else:  # death masking: zero input, only the padded "valid" logits, no action sent
+                a["obs"][i, k] = 0.0
+                a["action_mask"][i, k] = self.spec.valid_logits[k]
+                a["alive"][i, k] = False
+        if self.spec.state_dim:
+            state = env_state(self.env)
+            a["state"][i] = state
+
+    def reset(self, seed: Optional[int]) -> None:
+        obs, infos = self.env.reset(seed=seed)
+        self._write_obs(obs, infos or {}, set(self.env.agents))
+        self.team_return, self.length = 0.0, 0
+        self.agent_returns[:] = 0.0
+
+    def step(self) -> Optional[Dict[str, Any]]:
+        """Step with ``actions[i]``; returns the finished episode's stats, if one finished."""
+        a, i, spec = self.a, self.i, self.spec
+        acting = [k for k, name in enumerate(self.names) if a["alive"][i, k]]
+        actions = {self.names[k]: spec.decode_action(k, a["actions"][i, k]) for k in acting}
+        obs, rewards, terms, truncs, infos = self.env.step(actions)
+        infos = infos or {}
+        a["reward"][i] = 0.0
+        a["terminated"][i] = False
+        a["truncated"][i] = False
+        for k in acting:
+            name = self.names[k]
+            a["reward"][i, k] = float(rewards.get(name, 0.0))
+            a["terminated"][i, k] = bool(terms.get(name, False))
+            a["truncated"][i, k] = bool(truncs.get(name, False))
+        # an agent that ends by truncation bootstraps from its last observation
+        a["final_obs"][i] = 0.0
+        for k in acting:
+            if self.names[k] in obs:
+                spec.flatten_obs(k, obs[self.names[k]], a["final_obs"][i, k])
+        self.team_return += float(a["reward"][i].sum())
+        self.agent_returns += a["reward"][i]
+        self.length += 1
+        still = [n for n in self.env.agents if not (terms.get(n, False) or truncs.get(n, False))]
+        done = len(still) == 0
+        a["env_done"][i] = done
+        if spec.state_dim:
+            a["final_state"][i] = env_state(self.env) if obs else a["state"][i]
+        if not done:
+            self._write_obs(obs, infos, set(still))
+            return None
+        episode = {"team_return": self.team_return, "length": self.length,
+                   "agent_returns": self.agent_returns.tolist()}
+        self.reset(seed=None)
+        return episode
+
+
+class InProcessVectorEnv:
+    """All envs in this process: simple and easy to debug."""
+
+    def __init__(self, env_fns: List[EnvFn], spec: TeamSpec, seed: int, first_env: Any = None):
+        self.num_envs, self.spec = len(env_fns), spec
+        self.arrays = allocate(spec, self.num_envs)
+        envs = [first_env if (j == 0 and first_env is not None) else make_parallel(fn()) for j, fn in enumerate(env_fns)]
+        self.slots = [EnvSlot(env, spec, self.arrays, j, seed + j) for j, env in enumerate(envs)]
+        self.seed = seed
+
+    def reset(self) -> None:
+        for slot in self.slots:
+            slot.reset(seed=slot.seed)
+
+    def step(self) -> List[Dict[str, Any]]:
+        """Step every env with ``arrays["actions"]``; returns stats of episodes that ended."""
+        episodes = []
+        for slot in self.slots:
+            try:
+                ep = slot.step()
+            except Exception as err:
+                raise RuntimeError(f"env {slot.i} raised {type(err).__name__}: {err}") from err
+            if ep is not None:
+                episodes.append(ep)
+        return episodes
+
+    def render(self, index: int = 0) -> Any:
+        return self.slots[index].env.render()
+
+    def close(self) -> None:
+        for slot in self.slots:
+            try:
+                slot.env.close()
+            except Exception:
+                pass
+
+
+def _shared_array(shape: tuple, dtype: Any) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape)) * dtype.itemsize
+    raw = mp.RawArray("b", max(n, 1))
+    return np.frombuffer(raw, dtype=np.uint8, count=n).view(dtype).reshape(shape)
+
+
+def _worker(conn: Any, env_fns: List[EnvFn], indices: List[int], spec: TeamSpec, arrays: Dict[str, np.ndarray],
+            seed: int) -> None:
+    slots = []
+    current = indices[0]
+    try:
+        for fn, j in zip(env_fns, indices):
+            current = j
+            slots.append(EnvSlot(make_parallel(fn()), spec, arrays, j, seed + j))
+        conn.send(("ok", None))
+        while True:
+            cmd = conn.recv()
+            if cmd == "step":
+                episodes = []
+                for slot in slots:
+                    current = slot.i
+                    ep = slot.step()
+                    if ep is not None:
+                        episodes.append(ep)
+                conn.send(("ok", episodes))
+            elif cmd == "reset":
+                for slot in slots:
+                    current = slot.i
+                    slot.reset(seed=slot.seed)
+                conn.send(("ok", None))
+            elif cmd == "render":
+                conn.send(("ok", slots[0].env.render()))
+            elif cmd == "close":
+                break
+    except KeyboardInterrupt:
+        pass
+    except Exception as err:  # report which env failed, with the original traceback
+        try:
+            conn.send(("error", (current, f"{type(err).__name__}: {err}", traceback.format_exc())))
+        except Exception:
+            pass
+    finally:
+        for slot in slots:
+            try:
+                slot.env.close()
+            except Exception:
+                pass
+        conn.close()
+
+
+class SubprocVectorEnv:
+    """Envs split over worker processes that write into shared-memory arrays."""
+
+    def __init__(self, env_fns: List[EnvFn], spec: TeamSpec, seed: int, num_workers: int = 0):
+        self.num_envs, self.spec = len(env_fns), spec
+        self.arrays = allocate(spec, self.num_envs, alloc=_shared_array)
+        num_workers = num_workers or min(self.num_envs, os.cpu_count() or 1)
+        num_workers = max(1, min(num_workers, self.num_envs))
+        chunks = np.array_split(np.arange(self.num_envs), num_workers)
+        # fork keeps env_fn usable even when it is a lambda or closure (not picklable)
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        self.conns, self.procs = [], []
+        for chunk in chunks:
+            parent, child = ctx.Pipe()
+            idx = [int(j) for j in chunk]
+            proc = ctx.Process(target=_worker, args=(child, [env_fns[j] for j in idx], idx, spec, self.arrays, seed),
+                               daemon=True)
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+        self._closed = False
+        self._gather()
+
+    def _gather(self) -> List[Any]:
+        results, error = [], None
+        for conn, proc in zip(self.conns, self.procs):
+            try:
+                status, payload = conn.recv()
+            except (EOFError, ConnectionResetError, BrokenPipeError):
+                error = error or RuntimeError(f"env worker pid {proc.pid} died (exit code {proc.exitcode})")
+                continue
+            if status == "error" and error is None:
+                index, message, tb = payload
+                error = RuntimeError(f"env {index} raised {message}\n--- worker traceback ---\n{tb}")
+            results.append(payload)
+        if error is not None:
+            self.close()
+            raise error
+        return results
+
+    def reset(self) -> None:
+        for conn in self.conns:
+            conn.send("reset")
+        self._gather()
+
+    def step(self) -> List[Dict[str, Any]]:
+        for conn in self.conns:
+            conn.send("step")
+        return [ep for eps in self._gather() for ep in eps]
+
+    def render(self, index: int = 0) -> Any:
+        self.conns[0].send("render")
+        status, payload = self.conns[0].recv()
+        return payload
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for conn in self.conns:
+            try:
+                conn.send("close")
+            except Exception:
+                pass
+        for proc in self.procs:
+            proc.join(timeout=2)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=1)
+        for conn in self.conns:
+            conn.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def make_vector_env(env_fn: EnvFn, num_envs: int, seed: int, mode: str = "subprocess", num_workers: int = 0):
+    """Returns ``(spec, vec_env)``; the vector env is reset with env ``i`` seeded ``seed + i``."""
+    spec, first = probe(env_fn, seed)
+    if mode == "inprocess":
+        vec = InProcessVectorEnv([env_fn] * num_envs, spec, seed, first_env=first)
+    else:
+        first.close()
+        vec = SubprocVectorEnv([env_fn] * num_envs, spec, seed, num_workers)
+    vec.reset()
+    return spec, vec
