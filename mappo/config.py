@@ -76,6 +76,10 @@ class Config:
     @classmethod
     def from_yaml(cls, path: str, overrides: Optional[List[str]] = None) -> "Config":
         """Load ``path`` and apply dotted ``key=value`` overrides on top of the defaults."""
+        import os
+
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config file {path!r} not found")
         base = OmegaConf.structured(cls)
         try:
             merged = OmegaConf.merge(base, OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides or [])))

@@ -1,0 +1,84 @@
+import pytest
+
+import mappo
+from mappo.config import Config
+
+
+def test_defaults_are_valid_and_contract_fields_exist():
+    cfg = mappo.Config(total_steps=200_000, num_envs=16, seed=0)
+    for name in ("total_steps", "num_envs", "rollout_length", "seed", "device", "lr", "gamma", "gae_lambda",
+                 "ppo_epochs", "num_minibatches", "max_grad_norm", "objective", "clip_eps", "kl_coef", "target_kl",
+                 "entropy_coef", "value_coef", "value_norm", "hidden_sizes", "parameter_sharing", "critic_input",
+                 "wandb", "wandb_project", "wandb_mode", "run_dir"):
+        assert hasattr(cfg, name), name
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    ("lr", -1e-3, "'lr'"),
+    ("num_envs", 0, "'num_envs'"),
+    ("gamma", 1.5, r"'gamma'.*\[0, 1\]"),
+    ("gamma", -0.1, r"'gamma'"),
+    ("parameter_sharing", "partial", r"'parameter_sharing'.*\['shared', 'separate'\]"),
+    ("objective", "trpo", r"'objective'.*\['clip', 'kl', 'clip_kl'\]"),
+    ("critic_input", "global", r"'critic_input'.*\['state', 'concat_obs', 'local'\]"),
+    ("device", "tpu", r"'device'"),
+    ("clip_eps", 0.0, r"'clip_eps'"),
+    ("hidden_sizes", [], r"'hidden_sizes'"),
+    ("num_minibatches", 10**9, r"'num_minibatches'"),
+])
+def test_bad_values_raise_value_error_naming_field(field, value, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        Config(**{field: value})
+
+
+@pytest.mark.parametrize("field,value", [("num_envs", 2.5), ("lr", "fast"), ("value_norm", "yes"), ("seed", True)])
+def test_bad_types_raise_type_error_naming_field(field, value):
+    with pytest.raises(TypeError, match=repr(field)):
+        Config(**{field: value})
+
+
+def test_bad_config_fails_before_any_env_is_built():
+    built = []
+
+    def env_fn():
+        built.append(1)
+        raise AssertionError("env must not be built")
+
+    cfg = Config()
+    cfg.lr = -1.0  # mutated after construction: the Trainer validates again
+    with pytest.raises(ValueError, match="'lr'"):
+        mappo.Trainer(env_fn, cfg)
+    assert built == []
+
+
+def test_yaml_round_trip_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    Config(lr=1e-3, hidden_sizes=[32, 16], env_kwargs={"N": 2}, objective="clip_kl").to_yaml(str(path))
+    cfg = Config.from_yaml(str(path), overrides=["lr=3e-4", "parameter_sharing=separate", "hidden_sizes=[8]"])
+    assert cfg.lr == 3e-4 and cfg.parameter_sharing == "separate" and cfg.hidden_sizes == [8]
+    assert cfg.env_kwargs == {"N": 2} and cfg.objective == "clip_kl"
+    again = Config.from_yaml(str(path))
+    assert again == Config(lr=1e-3, hidden_sizes=[32, 16], env_kwargs={"N": 2}, objective="clip_kl")
+
+
+def test_yaml_errors_name_the_problem(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.001\nnot_a_field: 3\n")
+    with pytest.raises(ValueError, match="not_a_field"):
+        Config.from_yaml(str(path))
+    path.write_text("gamma: 2.0\n")
+    with pytest.raises(ValueError, match="'gamma'"):
+        Config.from_yaml(str(path))
+    with pytest.raises(ValueError, match="'objective'"):
+        Config.from_yaml(str(tmp_path / "c.yaml"), overrides=["gamma=0.9", "objective=foo"])
+    with pytest.raises(FileNotFoundError):
+        Config.from_yaml(str(tmp_path / "missing.yaml"))
+
+
+def test_every_shipped_config_loads():
+    import glob
+
+    paths = sorted(glob.glob("configs/*.yaml"))
+    assert paths
+    for p in paths:
+        Config.from_yaml(p)

@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from mappo.returns import gae
+
+
+def _t(x, dtype=torch.float32):
+    return torch.tensor(x, dtype=dtype)
+
+
+def slow_gae(rewards, values, next_values, term, trunc, alive, gamma, lam):
+    """Reference: per-series forward sums of discounted deltas until the episode ends."""
+    T = len(rewards)
+    adv = []
+    for t in range(T):
+        if not alive[t]:
+            adv.append(0.0)
+            continue
+        total, coef = 0.0, 1.0
+        for k in range(t, T):
+            if not alive[k]:  # a departed agent's steps carry nothing
+                break
+            delta = rewards[k] + gamma * (0.0 if term[k] else next_values[k]) - values[k]
+            total += coef * delta
+            if term[k] or trunc[k]:
+                break
+            coef *= gamma * lam
+        adv.append(total)
+    return adv
+
+
+def test_gae_hand_computed_no_done():
+    # T=3, gamma=0.9, lam=0.8, V = [1, 2, 3], bootstrap V(s3) = 4, rewards [1, 0, 2]
+    r, v, nv = _t([1.0, 0.0, 2.0]), _t([1.0, 2.0, 3.0]), _t([2.0, 3.0, 4.0])
+    f = torch.zeros(3, dtype=torch.bool)
+    adv, ret = gae(r, v, nv, f, f, ~f, 0.9, 0.8)
+    d2 = 2 + 0.9 * 4 - 3  # 2.6
+    d1 = 0 + 0.9 * 3 - 2  # 0.7
+    d0 = 1 + 0.9 * 2 - 1  # 1.8
+    a2 = d2
+    a1 = d1 + 0.72 * a2
+    a0 = d0 + 0.72 * a1
+    assert adv.tolist() == pytest.approx([a0, a1, a2], abs=1e-6)
+    assert ret.tolist() == pytest.approx([a0 + 1, a1 + 2, a2 + 3], abs=1e-6)
+
+
+def test_gae_truncation_bootstraps_from_final_value_and_termination_does_not():
+    r, v = _t([1.0, 1.0]), _t([0.5, 0.5])
+    nv = _t([10.0, 7.0])  # step 0 truncated: V(final obs) = 10 (not V of the reset obs)
+    term, trunc = _t([0, 0], torch.bool), _t([1, 0], torch.bool)
+    alive = torch.ones(2, dtype=torch.bool)
+    adv, _ = gae(r, v, nv, term, trunc, alive, 0.5, 1.0)
+    # step 0: 1 + 0.5 * 10 - 0.5 = 5.5, recursion cut; step 1: 1 + 0.5 * 7 - 0.5 = 4
+    assert adv.tolist() == pytest.approx([5.5, 4.0])
+    adv_term, _ = gae(r, v, nv, trunc, term, alive, 0.5, 1.0)  # same step terminated instead
+    assert adv_term.tolist() == pytest.approx([0.5, 4.0])  # 1 + 0 - 0.5
+
+
+def test_gae_split_at_terminal_equals_two_halves():
+    g = torch.Generator().manual_seed(0)
+    T = 8
+    r, v, nv = torch.randn(T, generator=g), torch.randn(T, generator=g), torch.randn(T, generator=g)
+    term = torch.zeros(T, dtype=torch.bool)
+    term[3] = True
+    f = torch.zeros(T, dtype=torch.bool)
+    alive = torch.ones(T, dtype=torch.bool)
+    full, _ = gae(r, v, nv, term, f, alive, 0.99, 0.95)
+    first, _ = gae(r[:4], v[:4], nv[:4], term[:4], f[:4], alive[:4], 0.99, 0.95)
+    second, _ = gae(r[4:], v[4:], nv[4:], term[4:], f[4:], alive[4:], 0.99, 0.95)
+    assert torch.allclose(full, torch.cat([first, second]))
+
+
+def test_gae_matches_slow_reference_with_deaths_and_batch_dims():
+    g = torch.Generator().manual_seed(1)
+    T, E, A = 12, 3, 2
+    r, v, nv = (torch.randn(T, E, A, generator=g) for _ in range(3))
+    term = torch.rand(T, E, A, generator=g) < 0.15
+    trunc = (torch.rand(T, E, A, generator=g) < 0.1) & ~term
+    alive = torch.rand(T, E, A, generator=g) < 0.9
+    adv, _ = gae(r, v, nv, term, trunc, alive, 0.97, 0.9)
+    for e in range(E):
+        for a in range(A):
+            ref = slow_gae(*(x[:, e, a].tolist() for x in (r, v, nv, term, trunc, alive)), 0.97, 0.9)
+            assert adv[:, e, a].tolist() == pytest.approx(ref, abs=1e-5)
+    assert torch.all(adv[~alive] == 0)

@@ -1,0 +1,113 @@
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+from mappo.buffer import RolloutBuffer
+from mappo.spaces import AgentSpec, TeamSpec
+from tests.toy_envs import HeterogeneousEnv, MaskedEnv, TextObsEnv
+
+
+def _team(obs_spaces, act_spaces, state_dim=0):
+    return TeamSpec([AgentSpec.build(n, obs_spaces[n], act_spaces[n]) for n in obs_spaces], state_dim)
+
+
+def test_flatten_box_discrete_multibinary_dict_tuple():
+    obs = {
+        "box": spaces.Box(-1, 1, (2, 3), np.float32),
+        "disc": spaces.Discrete(4, start=1),
+        "mb": spaces.MultiBinary(3),
+        "dict": spaces.Dict({"a": spaces.Discrete(2), "b": spaces.Box(0, 1, (2,), np.float32)}),
+        "tup": spaces.Tuple((spaces.Discrete(3), spaces.MultiBinary(2))),
+    }
+    team = _team(obs, {n: spaces.Discrete(2) for n in obs})
+    assert [a.obs_dim for a in team.agents] == [6, 4, 3, 4, 5]
+    assert team.obs_dim == 6
+    out = np.full(6, 9.0, np.float32)
+    team.flatten_obs(0, np.arange(6, dtype=np.float32).reshape(2, 3), out)
+    assert out.tolist() == [0, 1, 2, 3, 4, 5]
+    team.flatten_obs(1, 3, out)  # Discrete(4, start=1): value 3 is index 2, then zero padding
+    assert out.tolist() == [0, 0, 1, 0, 0, 0]
+    team.flatten_obs(2, np.array([1, 0, 1], np.int8), out)
+    assert out.tolist() == [1, 0, 1, 0, 0, 0]
+    team.flatten_obs(3, {"a": 1, "b": np.array([0.25, 0.5], np.float32)}, out)
+    assert out.tolist() == [0, 1, 0.25, 0.5, 0, 0]
+    team.flatten_obs(4, (2, np.array([0, 1], np.int8)), out)
+    assert out.tolist() == [0, 0, 1, 0, 1, 0]
+
+
+def test_unsupported_spaces_name_the_agent():
+    with pytest.raises(TypeError, match=r"agent 'agent_0'.*Text"):
+        TeamSpec.from_env(TextObsEnv())
+    with pytest.raises(TypeError, match=r"agent 'x'.*action space"):
+        AgentSpec.build("x", spaces.Box(0, 1, (1,)), spaces.Text(3))
+    with pytest.raises(TypeError, match=r"agent 'y'.*finite bounds"):
+        AgentSpec.build("y", spaces.Box(0, 1, (1,)), spaces.Box(-np.inf, np.inf, (2,)))
+
+
+def test_heterogeneous_action_layout_padding_and_static_masks():
+    team = TeamSpec.from_env(HeterogeneousEnv())
+    # pointer Discrete(3), switch MultiDiscrete([2, 2]), reader Discrete(2)
+    assert team.component_sizes == [3, 2] and team.num_logits == 5 and team.cont_dim == 0
+    assert team.action_width == 2
+    assert team.valid_logits.tolist() == [
+        [True, True, True, True, False],   # pointer: 3 logits, padded component allows only 0
+        [True, True, False, True, True],   # switch: 2 + 2
+        [True, True, False, True, False],  # reader: 2, padded component allows only 0
+    ]
+    assert team.decode_action(0, np.array([2.0, 0.0])) == 2
+    assert team.decode_action(1, np.array([1.0, 0.0])).tolist() == [1, 0]
+    row = team.encode_action(1, np.array([0, 1]))
+    assert row.tolist() == [0.0, 1.0]
+
+
+def test_box_actions_are_clipped_into_bounds_and_mixed_kinds_pad():
+    team = _team({"c": spaces.Box(0, 1, (1,)), "d": spaces.Box(0, 1, (1,))},
+                 {"c": spaces.Box(-2, 2, (2,), np.float32), "d": spaces.Discrete(3)})
+    assert team.component_sizes == [3] and team.cont_dim == 2 and team.action_width == 3
+    assert team.valid_logits.tolist() == [[True, False, False], [True, True, True]]
+    assert team.cont_mask.tolist() == [[1, 1], [0, 0]]
+    a = team.decode_action(0, np.array([0.0, 5.0, -0.5], np.float32))
+    assert a.tolist() == [2.0, -0.5] and a.dtype == np.float32
+
+
+def test_action_masks_from_dict_obs_and_info():
+    env = MaskedEnv()
+    team = TeamSpec.from_env(env)
+    obs, infos = env.reset(seed=3)
+    out = np.zeros(team.num_logits, bool)
+    team.action_mask(0, obs["agent_0"], infos["agent_0"], out)
+    assert out.tolist() == env.masks["agent_0"].astype(bool).tolist()
+    team.action_mask(1, obs["agent_1"], infos["agent_1"], out)
+    assert out.tolist() == env.masks["agent_1"].astype(bool).tolist()
+    with pytest.raises(ValueError, match="action mask has 3 entries"):
+        team.action_mask(1, obs["agent_1"], {"action_mask": np.ones(3)}, out)
+
+
+def test_masked_logits_are_never_sampled():
+    from mappo.networks import ActionDist
+
+    logits = torch.zeros(2000, 1, 4)
+    mask = torch.tensor([True, False, True, False]).expand(2000, 1, 4)
+    dist = ActionDist([4], logits, mask, None, None, None)
+    samples = dist.sample()[..., 0]
+    assert set(samples.unique().tolist()) == {0.0, 2.0}
+    assert torch.allclose(dist.entropy(), torch.full((2000, 1), np.log(2.0)))
+
+
+def test_buffer_shapes_and_minibatches():
+    team = TeamSpec.from_env(HeterogeneousEnv())
+    team.state_dim = 3
+    buf = RolloutBuffer(team, T=5, E=4, device=torch.device("cpu"))
+    assert buf.obs.shape == (5, 4, 3, team.obs_dim)
+    assert buf.state.shape == (5, 4, 3)
+    assert buf.action_mask.shape == (5, 4, 3, 5) and buf.action_mask.dtype == torch.bool
+    assert buf.actions.shape == (5, 4, 3, 2)
+    for name in ("logp", "values", "next_values", "rewards", "terminated", "truncated", "alive"):
+        assert getattr(buf, name).shape == (5, 4, 3)
+    buf.rewards.copy_(torch.arange(60.0).reshape(5, 4, 3))
+    batches = list(buf.minibatches(3, torch.Generator().manual_seed(0)))
+    assert [b["obs"].shape[0] for b in batches] == [7, 7, 6]
+    assert all(b["obs"].shape[1:] == (3, team.obs_dim) for b in batches)
+    seen = torch.cat([b["rewards"] for b in batches]).reshape(-1).sort().values
+    assert torch.equal(seen, torch.arange(60.0))  # every (t, e, a) exactly once, agents kept together

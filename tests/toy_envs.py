@@ -1,0 +1,254 @@
+"""Small PettingZoo ParallelEnvs for learning tests: each a few seconds to learn, with a known optimum.
+
+Every env checks the actions it is sent and raises on anything invalid, so a framework bug
+(an action for a dead agent, a masked action, an out-of-bounds value) fails loudly.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Dict
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+
+class _Toy(ParallelEnv):
+    """Bookkeeping shared by the toy envs: RNG, agents, time limit, action checks."""
+
+    metadata = {"name": "toy", "render_modes": []}
+    max_steps = 10
+
+    def __init__(self):
+        self.agents = []
+        self.rng = np.random.default_rng()
+        self.t = 0
+
+    @functools.lru_cache(maxsize=None)
+    def observation_space(self, agent: str) -> spaces.Space:
+        return self.obs_spaces[agent]
+
+    @functools.lru_cache(maxsize=None)
+    def action_space(self, agent: str) -> spaces.Space:
+        return self.act_spaces[agent]
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.agents = list(self.possible_agents)
+        self.t = 0
+        self._new_round()
+        return self._obs(), self._infos()
+
+    def _check(self, actions: Dict[str, Any]) -> None:
+        if set(actions) != set(self.agents):
+            raise ValueError(f"actions for {sorted(actions)} but live agents are {sorted(self.agents)}")
+        for agent, action in actions.items():
+            if not self.action_space(agent).contains(np.asarray(action, dtype=self.action_space(agent).dtype)
+                                                     if not isinstance(self.action_space(agent), spaces.Discrete)
+                                                     else action):
+                raise ValueError(f"{agent}: action {action!r} not in {self.action_space(agent)}")
+
+    def _infos(self) -> Dict[str, Any]:
+        return {a: {} for a in self.agents}
+
+    def _finish(self, rewards: Dict[str, float], leaving=()):
+        self.t += 1
+        truncated = self.t >= self.max_steps
+        terms = {a: a in leaving for a in self.agents}
+        truncs = {a: truncated and a not in leaving for a in self.agents}
+        self._new_round()
+        obs = self._obs()
+        infos = self._infos()
+        self.agents = [a for a in self.agents if not (terms[a] or truncs[a])]
+        return obs, rewards, terms, truncs, infos
+
+
+class CoordinationEnv(_Toy):
+    """Two agents see a cue c in {0,1,2}; the shared reward is 1 when agent_0 picks c and
+    agent_1 picks (c+1) % 3.  Random: 1/9 per step; optimum 1.  ``state()`` is not
+    implemented, so the critic falls back to the joined observations."""
+
+    possible_agents = ["agent_0", "agent_1"]
+    obs_spaces = {a: spaces.Box(0.0, 1.0, (3,), np.float32) for a in possible_agents}
+    act_spaces = {a: spaces.Discrete(3) for a in possible_agents}
+
+    def _new_round(self):
+        self.cue = int(self.rng.integers(3))
+
+    def _obs(self):
+        one_hot = np.eye(3, dtype=np.float32)[self.cue]
+        return {a: one_hot.copy() for a in self.agents}
+
+    def state(self):
+        raise NotImplementedError
+
+    def step(self, actions):
+        self._check(actions)
+        ok = actions["agent_0"] == self.cue and actions["agent_1"] == (self.cue + 1) % 3
+        return self._finish({a: float(ok) for a in self.agents})
+
+
+class HeterogeneousEnv(_Toy):
+    """Different spaces per agent.  "pointer": Box(4,) obs with a cue in {0,1,2}, Discrete(3)
+    action, reward 1 for the cue.  "switch": Discrete(4) obs d, MultiDiscrete([2, 2]) action,
+    reward 1 for (d % 2, d // 2).  "reader": Dict obs (Box + Discrete) with a bit, Discrete(2)
+    action, reward 1 for the bit.  Random: 1/3 + 1/4 + 1/2 per step; optimum 3."""
+
+    possible_agents = ["pointer", "switch", "reader"]
+    obs_spaces = {
+        "pointer": spaces.Box(-1.0, 1.0, (4,), np.float32),
+        "switch": spaces.Discrete(4),
+        "reader": spaces.Dict({"noise": spaces.Box(-1.0, 1.0, (2,), np.float32), "bit": spaces.Discrete(2)}),
+    }
+    act_spaces = {"pointer": spaces.Discrete(3), "switch": spaces.MultiDiscrete([2, 2]), "reader": spaces.Discrete(2)}
+
+    def _new_round(self):
+        self.cue, self.d, self.bit = int(self.rng.integers(3)), int(self.rng.integers(4)), int(self.rng.integers(2))
+
+    def _obs(self):
+        pointer = np.zeros(4, np.float32)
+        pointer[self.cue] = 1.0
+        noise = self.rng.uniform(-1, 1, 2).astype(np.float32)
+        return {"pointer": pointer, "switch": self.d, "reader": {"noise": noise, "bit": self.bit}}
+
+    def state(self):
+        return np.array([self.cue, self.d, self.bit], dtype=np.float32)
+
+    def step(self, actions):
+        self._check(actions)
+        rewards = {
+            "pointer": float(actions["pointer"] == self.cue),
+            "switch": float(list(actions["switch"]) == [self.d % 2, self.d // 2]),
+            "reader": float(actions["reader"] == self.bit),
+        }
+        return self._finish(rewards)
+
+
+class EarlyExitEnv(_Toy):
+    """Three agents each rewarded 1 for matching their own cue in {0,1,2,3}.  "scout" leaves
+    (terminates) after 3 steps; the others play 10.  Random: (3 + 10 + 10) / 4; optimum 23.
+    Sending an action for the departed scout raises."""
+
+    possible_agents = ["scout", "agent_1", "agent_2"]
+    obs_spaces = {a: spaces.Box(0.0, 1.0, (4,), np.float32) for a in possible_agents}
+    act_spaces = {a: spaces.Discrete(4) for a in possible_agents}
+    scout_steps = 3
+
+    def _new_round(self):
+        self.cues = {a: int(self.rng.integers(4)) for a in self.possible_agents}
+
+    def _obs(self):
+        return {a: np.eye(4, dtype=np.float32)[self.cues[a]] for a in self.agents}
+
+    def state(self):
+        return np.array([self.cues[a] for a in self.possible_agents] + [self.t], dtype=np.float32)
+
+    def step(self, actions):
+        self._check(actions)
+        rewards = {a: float(actions[a] == self.cues[a]) for a in self.agents}
+        leaving = ("scout",) if self.t + 1 == self.scout_steps and "scout" in self.agents else ()
+        return self._finish(rewards, leaving)
+
+
+class MaskedEnv(_Toy):
+    """Discrete(5) actions with masks the env enforces by raising.  agent_0 gets PettingZoo's
+    Dict observation {"observation", "action_mask"}; agent_1 gets ``info["action_mask"]``.
+    The cue (always allowed) pays 1; about half the other actions are masked.  A uniform
+    valid choice earns about 1/3 per step; optimum 1."""
+
+    possible_agents = ["agent_0", "agent_1"]
+    obs_spaces = {
+        "agent_0": spaces.Dict({"observation": spaces.Box(0.0, 1.0, (5,), np.float32),
+                                "action_mask": spaces.MultiBinary(5)}),
+        "agent_1": spaces.Box(0.0, 1.0, (5,), np.float32),
+    }
+    act_spaces = {a: spaces.Discrete(5) for a in possible_agents}
+
+    def _new_round(self):
+        self.cues, self.masks = {}, {}
+        for a in self.possible_agents:
+            cue = int(self.rng.integers(5))
+            mask = (self.rng.random(5) < 0.5).astype(np.int8)
+            mask[cue] = 1
+            self.cues[a], self.masks[a] = cue, mask
+
+    def _obs(self):
+        out = {}
+        for a in self.agents:
+            x = np.eye(5, dtype=np.float32)[self.cues[a]]
+            out[a] = {"observation": x, "action_mask": self.masks[a].copy()} if a == "agent_0" else x
+        return out
+
+    def _infos(self):
+        return {a: ({"action_mask": self.masks[a].copy()} if a == "agent_1" else {}) for a in self.agents}
+
+    def step(self, actions):
+        self._check(actions)
+        for a, act in actions.items():
+            if not self.masks[a][act]:
+                raise ValueError(f"{a}: masked action {act} (mask {self.masks[a]})")
+        return self._finish({a: float(actions[a] == self.cues[a]) for a in self.agents})
+
+
+class ContinuousEnv(_Toy):
+    """Two agents with Box(-1, 1, (2,)) actions, rewarded ``-|a - target|^2`` for a target in
+    [-0.8, 0.8]^2 they observe.  Out-of-bounds actions raise.  Optimum 0 per step."""
+
+    possible_agents = ["agent_0", "agent_1"]
+    obs_spaces = {a: spaces.Box(-1.0, 1.0, (2,), np.float32) for a in possible_agents}
+    act_spaces = {a: spaces.Box(-1.0, 1.0, (2,), np.float32) for a in possible_agents}
+
+    def _new_round(self):
+        self.targets = {a: self.rng.uniform(-0.8, 0.8, 2).astype(np.float32) for a in self.possible_agents}
+
+    def _obs(self):
+        return {a: self.targets[a].copy() for a in self.agents}
+
+    def state(self):
+        return np.concatenate([self.targets[a] for a in self.possible_agents])
+
+    def step(self, actions):
+        self._check(actions)
+        return self._finish({a: -float(np.sum((np.asarray(actions[a]) - self.targets[a]) ** 2)) for a in self.agents})
+
+
+class FailingEnv(CoordinationEnv):
+    """Raises on its 5th step: for error-surfacing tests."""
+
+    def step(self, actions):
+        if self.t == 4:
+            raise RuntimeError("boom from FailingEnv")
+        return super().step(actions)
+
+
+class TextObsEnv(CoordinationEnv):
+    obs_spaces = {"agent_0": spaces.Text(8), "agent_1": spaces.Box(0.0, 1.0, (3,), np.float32)}
+
+
+def random_team_return(env_fn, episodes: int = 50, seed: int = 123) -> float:
+    """Mean team return of uniformly random valid actions (respecting action masks)."""
+    env = env_fn()
+    rng = np.random.default_rng(seed)
+    totals = []
+    for ep in range(episodes):
+        obs, infos = env.reset(seed=seed + ep)
+        total = 0.0
+        while env.agents:
+            actions = {}
+            for a in env.agents:
+                space = env.action_space(a)
+                mask = None
+                if isinstance(obs[a], dict) and "action_mask" in obs[a]:
+                    mask = obs[a]["action_mask"]
+                elif "action_mask" in infos.get(a, {}):
+                    mask = infos[a]["action_mask"]
+                if mask is not None:
+                    actions[a] = int(rng.choice(np.flatnonzero(mask)))
+                else:
+                    space.seed(int(rng.integers(1 << 30)))
+                    actions[a] = space.sample()
+            obs, rewards, _, _, infos = env.step(actions)
+            total += sum(rewards.values())
+        totals.append(total)
+    return float(np.mean(totals))
