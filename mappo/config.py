@@ -58,6 +58,7 @@ class Config:
     # --- model -------------------------------------------------------------------------
     hidden_sizes: List[int] = field(default_factory=lambda: [64, 64])  # MLP hidden layers
     activation: str = "tanh"  # "tanh" | "relu"
+    input_norm: bool = False  # LayerNorm on raw network inputs (MAPPO's feature normalisation)
     parameter_sharing: str = "shared"  # "shared" (one actor/critic, agent id input) | "separate"
     critic_input: str = "state"  # "state" (env.state(), else joined obs) | "concat_obs" | "local" (IPPO)
     # --- logging -----------------------------------------------------------------------
@@ -144,7 +145,7 @@ def validate(cfg: Config) -> None:
     for name in ("lr", "gamma", "gae_lambda", "max_grad_norm", "adam_eps", "clip_eps", "kl_coef",
                  "target_kl", "entropy_coef", "value_coef", "huber_delta"):
         _check_type(cfg, name, float)
-    for name in ("value_norm", "value_clip", "normalize_advantages", "wandb", "progress"):
+    for name in ("value_norm", "value_clip", "normalize_advantages", "wandb", "progress", "input_norm"):
         _check_type(cfg, name, bool)
     for name, allowed in _CHOICES.items():
         if getattr(cfg, name) not in allowed:

@@ -35,8 +35,13 @@ class GroupedLinear(nn.Module):
 
 
 class GroupedMLP(nn.Module):
-    def __init__(self, groups: int, in_dim: int, hidden: List[int], out_dim: int, activation: str, out_gain: float):
+    """MLP over ``[..., A, in]``; ``input_norm`` standardises the raw features of each row
+    (MAPPO's "feature normalisation", a LayerNorm on the input) before the agent id is added."""
+
+    def __init__(self, groups: int, in_dim: int, hidden: List[int], out_dim: int, activation: str, out_gain: float,
+                 norm_dim: int = 0):
         super().__init__()
+        self.norm_dim = norm_dim
         act = nn.Tanh if activation == "tanh" else nn.ReLU
         gain = nn.init.calculate_gain(activation)
         layers: List[nn.Module] = []
@@ -48,6 +53,9 @@ class GroupedMLP(nn.Module):
         self.head = GroupedLinear(groups, prev, out_dim, out_gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.norm_dim:
+            feats, rest = x[..., : self.norm_dim], x[..., self.norm_dim :]
+            x = torch.cat([nn.functional.layer_norm(feats, (self.norm_dim,)), rest], dim=-1)
         return self.head(self.body(x))
 
 
@@ -144,7 +152,7 @@ class ActionDist:
 class Actor(nn.Module):
     """Decentralised actor: ``obs [..., A, O]`` -> :class:`ActionDist`."""
 
-    def __init__(self, spec: TeamSpec, shared: bool, hidden: List[int], activation: str):
+    def __init__(self, spec: TeamSpec, shared: bool, hidden: List[int], activation: str, input_norm: bool = False):
         super().__init__()
         self.shared = shared
         self.sizes = list(spec.component_sizes)
@@ -152,7 +160,8 @@ class Actor(nn.Module):
         groups = 1 if shared else spec.num_agents
         in_dim = spec.obs_dim + (spec.num_agents if shared else 0)
         # small output gain: near-uniform initial policy (Andrychowicz et al. 2021, "What matters")
-        self.net = GroupedMLP(groups, in_dim, hidden, self.num_logits + self.cont_dim, activation, out_gain=0.01)
+        self.net = GroupedMLP(groups, in_dim, hidden, self.num_logits + self.cont_dim, activation, out_gain=0.01,
+                              norm_dim=spec.obs_dim if input_norm else 0)
         self.log_std = nn.Parameter(torch.zeros(spec.num_agents, self.cont_dim))
         self.register_buffer("cont_mask", torch.as_tensor(spec.cont_mask))
 
@@ -166,12 +175,14 @@ class Actor(nn.Module):
 class Critic(nn.Module):
     """Centralised (or local, for IPPO) critic: ``features [..., A, C]`` -> values ``[..., A]``."""
 
-    def __init__(self, spec: TeamSpec, mode: str, shared: bool, hidden: List[int], activation: str):
+    def __init__(self, spec: TeamSpec, mode: str, shared: bool, hidden: List[int], activation: str,
+                 input_norm: bool = False):
         super().__init__()
         self.shared, self.mode = shared, mode
         groups = 1 if shared else spec.num_agents
-        in_dim = critic_dim(spec, mode) + (spec.num_agents if shared else 0)
-        self.net = GroupedMLP(groups, in_dim, hidden, 1, activation, out_gain=1.0)
+        feat_dim = critic_dim(spec, mode)
+        in_dim = feat_dim + (spec.num_agents if shared else 0)
+        self.net = GroupedMLP(groups, in_dim, hidden, 1, activation, out_gain=1.0, norm_dim=feat_dim if input_norm else 0)
 
     def forward(self, obs: torch.Tensor, state: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
         feats = critic_features(obs, state, alive, self.mode)

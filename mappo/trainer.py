@@ -57,8 +57,9 @@ class Trainer:
         self.spec, probe_env = probe(env_fn, cfg.seed)
         probe_env.close()
         shared = cfg.parameter_sharing == "shared"
-        self.actor = Actor(self.spec, shared, cfg.hidden_sizes, cfg.activation).to(self.device)
-        self.critic = Critic(self.spec, cfg.critic_input, shared, cfg.hidden_sizes, cfg.activation).to(self.device)
+        self.actor = Actor(self.spec, shared, cfg.hidden_sizes, cfg.activation, cfg.input_norm).to(self.device)
+        self.critic = Critic(self.spec, cfg.critic_input, shared, cfg.hidden_sizes, cfg.activation,
+                             cfg.input_norm).to(self.device)
         # separate optimisers: the critic's larger gradients never scale the actor's step
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=cfg.adam_eps)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr or cfg.lr, eps=cfg.adam_eps)

@@ -1,0 +1,254 @@
+"""Trainer behaviour: API contract, critic inputs, objectives, checkpoints, determinism, CLI, W&B."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import mappo
+from envs import make_env_fn
+from tests.toy_envs import (CoordinationEnv, ContinuousEnv, EarlyExitEnv, FailingEnv, HeterogeneousEnv, MaskedEnv,
+                            TextObsEnv)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HISTORY_KEYS = {"env_steps", "sps", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "kl_coef",
+                "explained_variance", "lr"}
+
+
+def tiny(**kw) -> mappo.Config:
+    base = dict(total_steps=200, num_envs=2, rollout_length=20, seed=0, vector_mode="inprocess", ppo_epochs=2,
+                num_minibatches=2, hidden_sizes=[16], progress=False, device="cpu")
+    base.update(kw)
+    return mappo.Config(**base)
+
+
+def strip_timing(history):
+    return [{k: v for k, v in row.items() if k != "sps"} for row in history]
+
+
+def test_history_and_evaluate_contract():
+    with mappo.Trainer(CoordinationEnv, tiny()) as trainer:
+        history = trainer.train()
+        assert len(history) == 5  # 200 steps / (2 envs x 20 steps)
+        for row in history:
+            assert HISTORY_KEYS <= set(row)
+        assert [r["env_steps"] for r in history] == [40, 80, 120, 160, 200]
+        assert "team_return" in history[-1]  # 10-step episodes end every iteration
+        stats = trainer.evaluate(episodes=3)
+    assert {"team_return_mean", "return_mean", "episode_length_mean"} <= set(stats)
+    assert stats["episode_length_mean"] == 10
+    assert set(stats["return_mean"]) == {"agent_0", "agent_1"}
+    # shared reward: the team return is the sum of the per-agent returns
+    assert stats["team_return_mean"] == pytest.approx(sum(stats["return_mean"].values()))
+
+
+@pytest.mark.parametrize("critic_input", ["state", "concat_obs", "local"])
+@pytest.mark.parametrize("sharing", ["shared", "separate"])
+def test_critic_inputs_and_sharing_run(critic_input, sharing):
+    with mappo.Trainer(HeterogeneousEnv, tiny(critic_input=critic_input, parameter_sharing=sharing)) as trainer:
+        history = trainer.train()
+    assert all(math.isfinite(r["value_loss"]) for r in history)
+
+
+def test_critic_input_widths():
+    from mappo.networks import critic_dim
+
+    for env_cls, state_dim in ((HeterogeneousEnv, 3), (CoordinationEnv, 0)):
+        with mappo.Trainer(env_cls, tiny()) as t:
+            spec = t.spec
+            assert spec.state_dim == state_dim  # CoordinationEnv.state() raises NotImplementedError
+            assert critic_dim(spec, "state") == (state_dim or spec.obs_dim * spec.num_agents)
+            assert critic_dim(spec, "concat_obs") == spec.obs_dim * spec.num_agents
+            assert critic_dim(spec, "local") == spec.obs_dim
+
+
+def test_shared_networks_get_agent_id_and_separate_networks_do_not():
+    with mappo.Trainer(CoordinationEnv, tiny(parameter_sharing="shared")) as t:
+        assert t.actor.net.body[0].weight.shape == (1, 3 + 2, 16)
+    with mappo.Trainer(CoordinationEnv, tiny(parameter_sharing="separate")) as t:
+        assert t.actor.net.body[0].weight.shape == (2, 3, 16)
+
+
+@pytest.mark.parametrize("objective", ["kl", "clip_kl"])
+def test_kl_objectives_adapt_beta(objective):
+    cfg = tiny(objective=objective, kl_coef=1.0, target_kl=0.01, total_steps=400)
+    with mappo.Trainer(CoordinationEnv, cfg) as trainer:
+        history = trainer.train()
+    betas = [r["kl_coef"] for r in history]
+    assert betas[0] == 1.0
+    for prev, row in zip(history, history[1:]):
+        kl = prev["approx_kl"]
+        expected = prev["kl_coef"] / 2 if kl < 0.01 / 1.5 else prev["kl_coef"] * 2 if kl > 0.015 else prev["kl_coef"]
+        assert row["kl_coef"] == pytest.approx(expected)
+
+
+def test_clip_objective_keeps_beta_fixed():
+    with mappo.Trainer(CoordinationEnv, tiny(objective="clip")) as trainer:
+        assert {r["kl_coef"] for r in trainer.train()} == {1.0}
+
+
+def test_same_seed_same_history_on_cpu():
+    runs = []
+    for _ in range(2):
+        with mappo.Trainer(HeterogeneousEnv, tiny(total_steps=120)) as t:
+            runs.append(strip_timing(t.train()))
+    assert runs[0] == runs[1]
+    with mappo.Trainer(HeterogeneousEnv, tiny(total_steps=120, seed=1)) as t:
+        assert strip_timing(t.train()) != runs[0]
+
+
+def test_policy_act_gives_valid_actions_for_each_agent_space():
+    for env_cls in (HeterogeneousEnv, ContinuousEnv, MaskedEnv):
+        with mappo.Trainer(env_cls, tiny()) as trainer:
+            env = env_cls()
+            obs, infos = env.reset(seed=5)
+            for _ in range(5):
+                for deterministic in (True, False):
+                    actions = trainer.policy.act(obs, deterministic=deterministic, infos=infos)
+                    assert set(actions) == set(env.agents)
+                    for agent, action in actions.items():
+                        space = env.action_space(agent)
+                        assert space.contains(action if np.isscalar(action) else np.asarray(action, space.dtype))
+                obs, _, _, _, infos = env.step(actions)  # MaskedEnv raises on a masked action
+
+
+def test_save_and_load_round_trip(tmp_path):
+    path = str(tmp_path / "x" / "ckpt.pt")
+    with mappo.Trainer(HeterogeneousEnv, tiny()) as trainer:
+        trainer.train()
+        trainer.save(path)
+        obs, _ = HeterogeneousEnv().reset(seed=1)
+        before = trainer.policy.act(obs, deterministic=True)
+        env_steps = trainer.env_steps
+    loaded = mappo.Trainer.load(path, HeterogeneousEnv)
+    after = loaded.policy.act(obs, deterministic=True)
+    assert {k: np.asarray(v).tolist() for k, v in before.items()} == {k: np.asarray(v).tolist() for k, v in after.items()}
+    assert loaded.env_steps == env_steps and loaded.cfg == trainer.cfg
+    payload = torch.load(path, weights_only=True)  # plain tensors and containers only
+    assert {"actor", "critic", "actor_opt", "critic_opt", "value_norm", "config", "env_steps"} <= set(payload)
+    assert not any(name.startswith(".ckpt-") for name in os.listdir(tmp_path / "x"))  # temp file renamed away
+
+
+def test_aec_env_is_converted():
+    from mpe2 import simple_spread_v3
+
+    with mappo.Trainer(lambda: simple_spread_v3.env(N=2, max_cycles=5), tiny(total_steps=40)) as t:
+        assert t.spec.names == ["agent_0", "agent_1"]
+        t.train()
+
+
+def test_unsupported_space_names_agent_and_space():
+    with pytest.raises(TypeError, match=r"agent 'agent_0'.*Text"):
+        mappo.Trainer(TextObsEnv, tiny())
+
+
+def test_dead_agents_get_no_action_and_zero_input():
+    from mappo.vector import make_vector_env
+
+    spec, vec = make_vector_env(EarlyExitEnv, 2, seed=0, mode="inprocess")
+    try:
+        for t in range(12):
+            vec.arrays["actions"][:] = 0.0
+            vec.step()  # EarlyExitEnv raises if an action is sent for the departed scout
+            alive = vec.arrays["alive"]
+            if t in (2, 3, 4):  # the scout left at step 3 (t=2) and stays gone until the reset
+                assert not alive[:, 0].any() and alive[:, 1:].all()
+                assert np.all(vec.arrays["obs"][:, 0] == 0)
+            if t == 2:
+                assert vec.arrays["terminated"][:, 0].all() and not vec.arrays["truncated"][:, 0].any()
+            if t == 9:  # episode end: the others truncate, everyone is back after the auto-reset
+                assert vec.arrays["truncated"][:, 1:].all() and vec.arrays["env_done"].all()
+                assert alive.all()
+    finally:
+        vec.close()
+
+
+def test_subprocess_matches_inprocess_and_errors_surface():
+    from mappo.vector import make_vector_env
+
+    trajectories = []
+    for mode in ("inprocess", "subprocess"):
+        spec, vec = make_vector_env(HeterogeneousEnv, 3, seed=7, mode=mode, num_workers=2)
+        rng = np.random.default_rng(0)
+        obs = []
+        try:
+            for _ in range(25):
+                vec.arrays["actions"][:] = rng.integers(0, 2, size=vec.arrays["actions"].shape)
+                vec.step()
+                obs.append((vec.arrays["obs"].copy(), vec.arrays["reward"].copy(), vec.arrays["alive"].copy()))
+        finally:
+            vec.close()
+        trajectories.append(obs)
+    for a, b in zip(*trajectories):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+
+    spec, vec = make_vector_env(FailingEnv, 3, seed=0, mode="subprocess", num_workers=2)
+    procs = list(vec.procs)
+    with pytest.raises(RuntimeError, match=r"env \d raised RuntimeError: boom from FailingEnv"):
+        for _ in range(10):
+            vec.step()
+    for p in procs:
+        p.join(timeout=5)
+        assert not p.is_alive()
+
+
+def test_cli_writes_run_folder(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mappo", "train", os.path.join(ROOT, "configs", "mpe_simple_spread.yaml"),
+           "total_steps=400", "num_envs=2", "rollout_length=100", "ppo_epochs=1", f"run_dir={run_dir}"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert {"config.yaml", "metrics.jsonl", "ckpt.pt"} <= set(os.listdir(run_dir))
+    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    assert len(rows) == 2 and all(HISTORY_KEYS <= set(r) for r in rows)
+    resolved = mappo.Config.from_yaml(str(run_dir / "config.yaml"))
+    assert resolved.total_steps == 400 and resolved.env == "mpe/simple_spread"
+    evaluation = subprocess.run([sys.executable, "-m", "mappo", "eval", str(run_dir), "--episodes", "2"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=300)
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert json.loads(evaluation.stdout)["episode_length_mean"] == 25
+    bad = subprocess.run([sys.executable, "-m", "mappo", "train", os.path.join(ROOT, "configs", "mpe_simple_spread.yaml"),
+                          "lr=-1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "'lr'" in bad.stderr
+
+
+def test_wandb_offline_logs_config_and_history(tmp_path, monkeypatch):
+    import wandb
+    from wandb.sdk.wandb_run import Run
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logged, configs = [], []
+    real_log = Run.log
+
+    def spy_log(self, data, *args, **kwargs):  # record, then let wandb really write the offline run
+        logged.append(dict(data))
+        configs.append(dict(self.config))
+        return real_log(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "log", spy_log)
+    cfg = tiny(wandb=True, wandb_mode="offline", run_dir=str(tmp_path / "run"))
+    with mappo.Trainer(CoordinationEnv, cfg) as t:
+        history = t.train()
+    assert wandb.run is None  # finished
+    runs = [d for d in (tmp_path / "run" / "wandb").iterdir() if d.name.startswith("offline-run")]
+    assert len(runs) == 1 and any(f.suffix == ".wandb" and f.stat().st_size > 0 for f in runs[0].iterdir())
+    assert len(logged) == len(history)
+    for row, sent in zip(history, logged):
+        assert HISTORY_KEYS <= set(sent)
+        assert sent["env_steps"] == row["env_steps"] and sent["value_loss"] == row["value_loss"]
+    assert configs[0]["parameter_sharing"] == "shared" and configs[0]["total_steps"] == 200
+
+
+def test_registry_names_and_user_callables():
+    fn = make_env_fn("tests.toy_envs:CoordinationEnv")
+    assert fn().possible_agents == ["agent_0", "agent_1"]
+    with pytest.raises(ValueError, match="unknown env"):
+        make_env_fn("nope/nothing")
+    with pytest.raises(ValueError, match="has no attribute"):
+        make_env_fn("tests.toy_envs:Missing")
+    assert make_env_fn("mpe/simple_spread", N=2)().possible_agents == ["agent_0", "agent_1"]
