@@ -115,10 +115,10 @@ class ActionDist:
         if logits is not None and spec_sizes:
             logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
             for chunk in torch.split(logits, spec_sizes, dim=-1):
-                self.cats.append(Categorical(logits=chunk))
+                self.cats.append(Categorical(logits=chunk, validate_args=False))
         self.normal = None
         if mean is not None and mean.shape[-1] > 0:
-            self.normal = Normal(mean, log_std.exp().expand_as(mean))
+            self.normal = Normal(mean, log_std.exp().expand_as(mean), validate_args=False)
             self.cont_mask = cont_mask
 
     def sample(self, deterministic: bool = False) -> torch.Tensor:

@@ -8,7 +8,7 @@ from tests.toy_envs import (CoordinationEnv, ContinuousEnv, EarlyExitEnv, Hetero
 
 # env, training steps, (optimal team return); the test requires closing `fraction` of the gap
 CASES = {
-    "coordination": (CoordinationEnv, 30_000, 20.0),
+    "coordination": (CoordinationEnv, 40_000, 20.0),
     "heterogeneous": (HeterogeneousEnv, 30_000, 30.0),
     "early_exit": (EarlyExitEnv, 30_000, 23.0),
     "masked": (MaskedEnv, 20_000, 20.0),
