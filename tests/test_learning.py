@@ -19,7 +19,7 @@ FRACTION = 0.7
 
 def small_config(steps: int, sharing: str, **extra) -> mappo.Config:
     return mappo.Config(total_steps=steps, num_envs=4, rollout_length=50, seed=0, vector_mode="inprocess",
-                        lr=3e-3, ppo_epochs=8, num_minibatches=2, entropy_coef=0.0, hidden_sizes=[64],
+                        lr=3e-3, ppo_epochs=8, num_minibatches=2, entropy_coef=0.0, hidden_sizes=[64, 64],
                         parameter_sharing=sharing, progress=False, device="cpu", **extra)
 
 
