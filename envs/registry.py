@@ -45,6 +45,21 @@ register("sisl/multiwalker", _sisl("multiwalker_v9"))
 register("sisl/pursuit", _sisl("pursuit_v4"))
 
 
+def _vmas(scenario: str, defaults: Dict[str, Any]) -> EnvFactory:
+    def factory(**kwargs: Any) -> Any:
+        from .vmas_adapter import VmasEnvFn
+
+        return VmasEnvFn(scenario, **{**defaults, **kwargs})
+
+    factory.batched = True  # make_env_fn returns factory(**kwargs): a batched env builder
+    return factory
+
+
+register("vmas/simple_spread", _vmas("simple_spread", {"max_steps": 25, "continuous_actions": False}))
+register("vmas/navigation", _vmas("navigation", {"max_steps": 100}))
+register("vmas/balance", _vmas("balance", {"max_steps": 100}))
+
+
 def _resolve(name: str) -> EnvFactory:
     if name in ENVS:
         return ENVS[name]
@@ -65,5 +80,12 @@ def _resolve(name: str) -> EnvFactory:
 
 
 def make_env_fn(name: str, **kwargs: Any) -> Callable[[], Any]:
-    """A zero-argument env factory for ``name``; a picklable partial so spawn-based workers work too."""
-    return functools.partial(_resolve(name), **kwargs)
+    """A zero-argument env factory for ``name``; a picklable partial so spawn-based workers work too.
+
+    For batched simulators (``vmas/...``) it returns a builder with ``batched = True`` that the
+    Trainer calls with ``num_envs``, ``device`` and ``seed``.
+    """
+    factory = _resolve(name)
+    if getattr(factory, "batched", False):
+        return factory(**kwargs)
+    return functools.partial(factory, **kwargs)

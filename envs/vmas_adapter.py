@@ -1,0 +1,140 @@
+"""VMAS scenarios as a batched vector env whose tensors never leave the training device.
+
+VMAS (Bettini et al. 2022) simulates all envs at once in torch.  This adapter exposes the
+same arrays as ``mappo.vector`` (``obs [E, A, O]``, ``reward [E, A]``, ...), but as torch
+tensors on the device, so the Trainer's loop runs without numpy or IPC.  One host sync per
+step remains: reading whether any env finished, to reset it and report its episode.
+VMAS can only reset one env index at a time (``reset_at``), so envs that finish on their own
+are reset in a loop over the *finished* envs; when all finish together (fixed
+``max_steps``, the usual case) one batched ``reset`` is used.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from mappo.spaces import AgentSpec, TeamSpec
+
+
+def to_gymnasium(space: Any) -> Any:
+    """VMAS speaks the older ``gym`` space classes; map them onto gymnasium's."""
+    from gymnasium import spaces
+
+    kind = type(space).__name__
+    if kind == "Box":
+        return spaces.Box(np.asarray(space.low, np.float32), np.asarray(space.high, np.float32), dtype=np.float32)
+    if kind == "Discrete":
+        return spaces.Discrete(int(space.n))
+    if kind == "MultiDiscrete":
+        return spaces.MultiDiscrete(np.asarray(space.nvec))
+    raise TypeError(f"unsupported VMAS space {space!r}")
+
+
+class VmasVectorEnv:
+    batched = True
+
+    def __init__(self, scenario: str, num_envs: int, device: Any = "cpu", seed: int = 0, max_steps: int = 100,
+                 continuous_actions: bool = True, **scenario_kwargs: Any):
+        try:
+            import vmas
+        except ImportError as err:
+            raise ImportError("VMAS envs need the vmas extra: pip install -e '.[vmas]'") from err
+        self.device = torch.device(device)
+        self.env = vmas.make_env(scenario, num_envs=num_envs, device=self.device, continuous_actions=continuous_actions,
+                                 max_steps=max_steps, seed=seed, terminated_truncated=True, dict_spaces=False,
+                                 **scenario_kwargs)
+        self.num_envs = num_envs
+        names = [agent.name for agent in self.env.agents]
+        obs_spaces, act_spaces = self.env.observation_space, self.env.action_space
+        self.spec = TeamSpec([AgentSpec.build(n, to_gymnasium(obs_spaces[i]), to_gymnasium(act_spaces[i])) for i, n in enumerate(names)], 0)
+        spec, E, A = self.spec, num_envs, self.spec.num_agents
+        zeros = lambda *shape, dtype=torch.float32: torch.zeros(shape, dtype=dtype, device=self.device)  # noqa: E731
+        self.arrays: Dict[str, torch.Tensor] = {
+            "obs": zeros(E, A, spec.obs_dim), "state": zeros(E, 0),
+            "action_mask": torch.as_tensor(spec.valid_logits, device=self.device).expand(E, A, spec.num_logits).clone(),
+            "alive": torch.ones(E, A, dtype=torch.bool, device=self.device),  # VMAS agents never leave early
+            "reward": zeros(E, A), "terminated": zeros(E, A, dtype=torch.bool), "truncated": zeros(E, A, dtype=torch.bool),
+            "final_obs": zeros(E, A, spec.obs_dim), "final_state": zeros(E, 0),
+            "env_done": zeros(E, dtype=torch.bool), "actions": zeros(E, A, spec.action_width),
+        }
+        self.low = torch.as_tensor(spec.cont_low, device=self.device)
+        self.high = torch.as_tensor(spec.cont_high, device=self.device)
+        self.team_return = zeros(E)
+        self.agent_returns = zeros(E, A)
+        self.length = zeros(E)
+
+    def _write_obs(self, obs: List[torch.Tensor], out: torch.Tensor) -> None:
+        for k, o in enumerate(obs):
+            d = o.shape[-1]
+            out[:, k, :d] = o
+
+    def set_actions(self, actions: torch.Tensor) -> None:
+        self.arrays["actions"] = actions
+
+    def reset(self) -> None:
+        self._write_obs(self.env.reset(), self.arrays["obs"])
+        self.team_return.zero_(), self.agent_returns.zero_(), self.length.zero_()
+
+    def step(self) -> List[Dict[str, Any]]:
+        a, spec = self.arrays, self.spec
+        actions = []
+        for k, agent in enumerate(spec.agents):
+            if agent.nvec:
+                actions.append(a["actions"][:, k, : len(agent.nvec)].long())
+            else:
+                c = spec.num_components
+                actions.append(torch.clamp(a["actions"][:, k, c : c + agent.cont_dim], self.low[k, : agent.cont_dim],
+                                           self.high[k, : agent.cont_dim]))
+        obs, rewards, terminated, truncated, _ = self.env.step(actions)
+        reward = torch.stack(rewards, dim=-1).to(torch.float32)
+        terminated = terminated.bool()
+        truncated = truncated.bool() & ~terminated
+        a["reward"] = reward
+        a["terminated"] = terminated.unsqueeze(-1).expand_as(reward)
+        a["truncated"] = truncated.unsqueeze(-1).expand_as(reward)
+        self._write_obs(obs, a["final_obs"])
+        done = terminated | truncated
+        a["env_done"] = done
+        self.team_return += reward.sum(-1)
+        self.agent_returns += reward
+        self.length += 1
+        if not bool(done.any()):  # the one host sync per step
+            a["obs"].copy_(a["final_obs"])
+            return []
+        index = done.nonzero().squeeze(-1)
+        episodes = [{"team_return": float(t), "length": int(n), "agent_returns": r}
+                    for t, n, r in zip(self.team_return[index].tolist(), self.length[index].tolist(),
+                                       self.agent_returns[index].tolist())]
+        if bool(done.all()):
+            obs = self.env.reset()
+        else:
+            for i in index.tolist():
+                self.env.reset_at(i, return_observations=False)
+            obs = self.env.get_from_scenario(get_observations=True, get_rewards=False, get_infos=False,
+                                             get_dones=False)[0]
+        self._write_obs(obs, a["obs"])
+        self.team_return[index] = 0.0
+        self.agent_returns[index] = 0.0
+        self.length[index] = 0.0
+        return episodes
+
+    def render(self, index: int = 0) -> Any:
+        return self.env.render(mode="rgb_array", env_index=index)
+
+    def close(self) -> None:
+        pass
+
+
+class VmasEnvFn:
+    """What ``make_env_fn("vmas/<scenario>", ...)`` returns: called by the Trainer with
+    ``num_envs``, ``device`` and ``seed`` to build one batched env."""
+
+    batched = True
+
+    def __init__(self, scenario: str, **kwargs: Any):
+        self.scenario, self.kwargs = scenario, kwargs
+
+    def __call__(self, num_envs: int = 1, device: Any = "cpu", seed: Optional[int] = 0) -> VmasVectorEnv:
+        return VmasVectorEnv(self.scenario, num_envs, device, 0 if seed is None else seed, **self.kwargs)
