@@ -18,6 +18,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mappo  # noqa: E402
+import mappo.trainer  # noqa: E402
 from envs import make_env_fn  # noqa: E402
 from mappo.vector import make_vector_env  # noqa: E402
 
@@ -38,6 +39,22 @@ def random_actions(spec, mask: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return out
 
 
+def random_actions_torch(spec, mask: torch.Tensor) -> torch.Tensor:
+    """The same as ``random_actions`` with torch on the mask's device."""
+    E, A = mask.shape[:2]
+    out = torch.zeros(E, A, spec.action_width, device=mask.device)
+    start = 0
+    for c, size in enumerate(spec.component_sizes):
+        m = mask[..., start : start + size].float()
+        out[..., c] = torch.argmax(torch.rand_like(m) * m + m, dim=-1).float()
+        start += size
+    if spec.cont_dim:
+        low = torch.as_tensor(spec.cont_low, device=mask.device)
+        high = torch.as_tensor(spec.cont_high, device=mask.device)
+        out[..., spec.num_components :] = low + (high - low) * torch.rand(E, A, spec.cont_dim, device=mask.device)
+    return out
+
+
 def peak_rss_mb() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -55,13 +72,25 @@ def main() -> None:
     E = cfg.num_envs
 
     # 1. raw env stepping: random valid actions through the same vector env
-    spec, vec = make_vector_env(env_fn, E, cfg.seed, cfg.vector_mode, cfg.num_workers)
+    batched = getattr(env_fn, "batched", False)
+    if batched:  # VMAS: random actions drawn on the device, no numpy
+        device = mappo.trainer.resolve_device(cfg.device)
+        vec = env_fn(num_envs=E, device=device, seed=cfg.seed)
+        vec.reset()
+        spec = vec.spec
+    else:
+        spec, vec = make_vector_env(env_fn, E, cfg.seed, cfg.vector_mode, cfg.num_workers)
     rng = np.random.default_rng(0)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < args.seconds / 2:
-        vec.arrays["actions"][:] = random_actions(spec, vec.arrays["action_mask"], rng)
+        if batched:
+            vec.set_actions(random_actions_torch(spec, vec.arrays["action_mask"]))
+        else:
+            vec.arrays["actions"][:] = random_actions(spec, vec.arrays["action_mask"], rng)
         vec.step()
         steps += E
+    if batched and device.type == "cuda":
+        torch.cuda.synchronize()
     raw_sps = steps / (time.perf_counter() - start)
     vec.close()
 
