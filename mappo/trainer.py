@@ -57,10 +57,9 @@ class Trainer:
         # a batched simulator (VMAS) builds all its envs at once, on the training device
         self.batched = bool(getattr(env_fn, "batched", False))
         self.vec = None
+        self.buffer = None
         if self.batched:
-            self.vec = env_fn(num_envs=cfg.num_envs, device=self.device, seed=cfg.seed)
-            self.vec.reset()
-            self.spec = self.vec.spec
+            self._ensure_envs()  # the batched env is the only source of its spec
         else:
             self.spec, probe_env = probe(env_fn, cfg.seed)
             probe_env.close()
@@ -77,7 +76,6 @@ class Trainer:
         self.kl_coef = cfg.kl_coef
         self.env_steps = 0
         self.iteration = 0
-        self.buffer = RolloutBuffer(self.spec, cfg.rollout_length, cfg.num_envs, self.device) if self.batched else None
         self.history: List[Dict[str, Any]] = []
 
     # ------------------------------------------------------------------------------------------
@@ -92,6 +90,7 @@ class Trainer:
             if self.batched:
                 self.vec = self.env_fn(num_envs=cfg.num_envs, device=self.device, seed=cfg.seed)
                 self.vec.reset()
+                self.spec = self.vec.spec
             else:
                 _, self.vec = make_vector_env(self.env_fn, cfg.num_envs, cfg.seed, cfg.vector_mode, cfg.num_workers)
             self.buffer = RolloutBuffer(self.spec, cfg.rollout_length, cfg.num_envs, self.device)
