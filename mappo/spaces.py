@@ -192,3 +192,28 @@ class TeamSpec:
 
 def flatten_state(state: Any) -> np.ndarray:
     return np.asarray(state, dtype=np.float32).ravel()
+
+
+def random_actions(spec: TeamSpec, mask: Any, generator: Optional[Any] = None) -> Any:
+    """Uniformly random valid actions for a batch: mask ``[E, A, L]`` -> actions ``[E, A, W]``.
+
+    Works on torch tensors (on the mask's device) and numpy arrays alike; used for raw env
+    throughput (``scripts/bench_throughput.py``) and conformance tests.  Each categorical
+    component picks uniformly among its allowed entries; Gaussian dims are uniform in the box.
+    """
+    import torch
+
+    as_numpy = isinstance(mask, np.ndarray)
+    m_all = torch.from_numpy(mask) if as_numpy else mask
+    E, A = m_all.shape[:2]
+    out = torch.zeros(E, A, spec.action_width, device=m_all.device)
+    for c, size in enumerate(spec.component_sizes):
+        m = m_all[..., spec.logit_offsets[c] : spec.logit_offsets[c] + size].float()
+        scores = torch.rand(m.shape, generator=generator, device=m.device)
+        out[..., c] = torch.argmax(scores * m + m, dim=-1).float()  # argmax over allowed entries only
+    if spec.cont_dim:
+        low = torch.as_tensor(spec.cont_low, device=m_all.device)
+        high = torch.as_tensor(spec.cont_high, device=m_all.device)
+        u = torch.rand(E, A, spec.cont_dim, generator=generator, device=m_all.device)
+        out[..., spec.num_components :] = low + (high - low) * u
+    return out.numpy() if as_numpy else out

@@ -29,6 +29,11 @@ HISTORY_KEYS = ("iteration", "env_steps", "sps", "policy_loss", "value_loss", "e
                 "clip_fraction", "kl_coef", "explained_variance", "lr")
 
 
+# the buffer fields one PPO minibatch needs
+UPDATE_KEYS = ("actor_in", "critic_in", "alive", "action_mask", "actions", "logp", "advantages", "returns",
+               "old_values")
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -131,23 +136,24 @@ class Trainer:
             actions, logp = self.policy.act_batch(obs, mask)
             buf.obs[t], buf.state[t], buf.alive[t], buf.action_mask[t] = obs, state, alive, mask
             buf.actions[t], buf.logp[t] = actions, logp
-            buf.values[t] = self._values(obs, state, alive)
             self._send_actions(self.vec, actions)
             episodes += self.vec.step()
             buf.rewards[t] = self._from_env("reward")
             buf.terminated[t] = self._from_env("terminated")
-            truncated = self._from_env("truncated")
-            buf.truncated[t] = truncated
-            # time limit: bootstrap from V(final observation), not V(reset observation); the
-            # other entries of next_values[t] are V(obs[t+1]), filled in after the loop
-            if truncated.any():
-                final_v = self._values(self._from_env("final_obs"), self._from_env("final_state"), alive)
-                buf.next_values[t] = torch.where(truncated, final_v, 0.0)
-            else:
-                buf.next_values[t] = 0.0
+            buf.truncated[t] = self._from_env("truncated")
+            # kept for the time-limit bootstrap below: V(final observation), not V(reset observation)
+            buf.final_obs[t], buf.final_state[t] = self._from_env("final_obs"), self._from_env("final_state")
+        # Values in one batched pass after the rollout rather than one small critic call per
+        # step: per-step inference is overhead-bound on the CPU, and on a GPU this is T times
+        # fewer kernel launches (issue 3).
+        buf.values.copy_(self._values(buf.obs, buf.state, buf.alive))
         last_v = self._values(self._from_env("obs"), self._from_env("state"), self._from_env("alive"))
         following = torch.cat([buf.values[1:], last_v.unsqueeze(0)], dim=0)
-        buf.next_values.copy_(torch.where(buf.truncated, buf.next_values, following))
+        ts, es = torch.nonzero(buf.truncated.any(-1), as_tuple=True)
+        if len(ts):
+            final_v = self._values(buf.final_obs[ts, es], buf.final_state[ts, es], buf.alive[ts, es])
+            following[ts, es] = torch.where(buf.truncated[ts, es], final_v, following[ts, es])
+        buf.next_values.copy_(following)
         return episodes
 
     def update(self) -> Dict[str, float]:
@@ -169,17 +175,20 @@ class Trainer:
             buf.returns.copy_(ret)
             old_values = buf.values
         buf.data["old_values"] = old_values
+        # network inputs (normalised features + agent id) are the same in every epoch: build once
+        buf.data["actor_in"] = self.actor.inputs(buf.obs)
+        buf.data["critic_in"] = self.critic.inputs(buf.obs, buf.state, alive)
         sums: Dict[str, float] = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0}
         count = 0
         for _ in range(cfg.ppo_epochs):
-            for mb in buf.minibatches(cfg.num_minibatches):
+            for mb in buf.minibatches(cfg.num_minibatches, UPDATE_KEYS):
                 mask = mb["alive"]
-                dist = self.actor(mb["obs"], mb["action_mask"])
+                dist = self.actor.dist(mb["actor_in"], mb["action_mask"])
                 new_logp = dist.log_prob(mb["actions"])
                 entropy = L.masked_mean(dist.entropy(), mask)
                 p_loss, info = L.policy_loss(new_logp, mb["logp"], mb["advantages"], mask, cfg.objective,
                                              cfg.clip_eps, self.kl_coef)
-                values = self.critic(mb["obs"], mb["state"], mask)
+                values = self.critic.values(mb["critic_in"])
                 v_loss = L.value_loss(values, mb["old_values"], mb["returns"], mask,
                                       cfg.clip_eps if cfg.value_clip else None, cfg.huber_delta)
                 self.actor_opt.zero_grad(set_to_none=True)
@@ -194,11 +203,12 @@ class Trainer:
                 sums["entropy"] += entropy.item()
                 sums["clip_fraction"] += float(info["clip_fraction"])
                 count += 1
-        del buf.data["old_values"]
         with torch.no_grad():  # KL[pi_old, pi_new] over the whole batch, after the update (PPO Sec. 4)
-            new_logp = self.actor(buf.obs, buf.action_mask).log_prob(buf.actions)
+            new_logp = self.actor.dist(buf.data["actor_in"], buf.action_mask).log_prob(buf.actions)
             _, info = L.policy_loss(new_logp, buf.logp, buf.advantages, alive, cfg.objective, cfg.clip_eps, 0.0)
             approx_kl = float(info["approx_kl"])
+        for key in ("old_values", "actor_in", "critic_in"):
+            del buf.data[key]
         stats = {k: v / count for k, v in sums.items()}
         stats["approx_kl"] = approx_kl
         stats["kl_coef"] = self.kl_coef  # the beta used in this update

@@ -12,7 +12,6 @@ import resource
 import sys
 import time
 
-import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -20,39 +19,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mappo  # noqa: E402
 import mappo.trainer  # noqa: E402
 from envs import make_env_fn  # noqa: E402
+from mappo.spaces import random_actions  # noqa: E402
 from mappo.vector import make_vector_env  # noqa: E402
-
-
-def random_actions(spec, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Uniform valid actions for the whole batch: mask ``[E, A, L]`` -> ``[E, A, W]``."""
-    E, A = mask.shape[:2]
-    out = np.zeros((E, A, spec.action_width), np.float32)
-    start = 0
-    for c, size in enumerate(spec.component_sizes):
-        m = mask[..., start : start + size]
-        scores = rng.random(m.shape) * m  # argmax of random scores over the valid entries
-        out[..., c] = np.argmax(scores + m, axis=-1)
-        start += size
-    if spec.cont_dim:
-        low, high = spec.cont_low, spec.cont_high
-        out[..., spec.num_components :] = rng.uniform(low, high, size=(E, A, spec.cont_dim))
-    return out
-
-
-def random_actions_torch(spec, mask: torch.Tensor) -> torch.Tensor:
-    """The same as ``random_actions`` with torch on the mask's device."""
-    E, A = mask.shape[:2]
-    out = torch.zeros(E, A, spec.action_width, device=mask.device)
-    start = 0
-    for c, size in enumerate(spec.component_sizes):
-        m = mask[..., start : start + size].float()
-        out[..., c] = torch.argmax(torch.rand_like(m) * m + m, dim=-1).float()
-        start += size
-    if spec.cont_dim:
-        low = torch.as_tensor(spec.cont_low, device=mask.device)
-        high = torch.as_tensor(spec.cont_high, device=mask.device)
-        out[..., spec.num_components :] = low + (high - low) * torch.rand(E, A, spec.cont_dim, device=mask.device)
-    return out
 
 
 def peak_rss_mb() -> float:
@@ -73,20 +41,19 @@ def main() -> None:
 
     # 1. raw env stepping: random valid actions through the same vector env
     batched = getattr(env_fn, "batched", False)
-    if batched:  # VMAS: random actions drawn on the device, no numpy
+    if batched:
         device = mappo.trainer.resolve_device(cfg.device)
         vec = env_fn(num_envs=E, device=device, seed=cfg.seed)
         vec.reset()
         spec = vec.spec
     else:
         spec, vec = make_vector_env(env_fn, E, cfg.seed, cfg.vector_mode, cfg.num_workers)
-    rng = np.random.default_rng(0)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < args.seconds / 2:
-        if batched:
-            vec.set_actions(random_actions_torch(spec, vec.arrays["action_mask"]))
+        if batched:  # VMAS: random actions drawn on the device, no numpy
+            vec.set_actions(random_actions(spec, vec.arrays["action_mask"]))
         else:
-            vec.arrays["actions"][:] = random_actions(spec, vec.arrays["action_mask"], rng)
+            vec.arrays["actions"][:] = random_actions(spec, vec.arrays["action_mask"])
         vec.step()
         steps += E
     if batched and device.type == "cuda":

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from envs import make_env_fn
+from mappo.spaces import random_actions
 from mappo.vector import make_vector_env
 
 E = 3
@@ -19,16 +20,13 @@ def check_conformance(spec, vec, steps, episode_length):
                 "state": ((E, spec.state_dim), np.float32), "reward": ((E, A), np.float32),
                 "terminated": ((E, A), np.bool_), "truncated": ((E, A), np.bool_), "final_obs": ((E, A, O), np.float32),
                 "env_done": ((E,), np.bool_)}
-    rng = np.random.default_rng(0)
+    generator = torch.Generator().manual_seed(0)
     episodes = []
     for t in range(steps):
         mask = as_np(vec.arrays["action_mask"])
         assert (mask & ~spec.valid_logits).sum() == 0  # masks never allow a logit the agent lacks
-        actions = np.zeros((E, A, W), np.float32)
-        for c, size in enumerate(spec.component_sizes):
-            start = spec.logit_offsets[c]
-            m = mask[..., start : start + size]
-            actions[..., c] = np.argmax(rng.random(m.shape) * m + m, axis=-1)
+        actions = random_actions(spec, mask, generator)
+        assert actions.shape == (E, A, W)
         if hasattr(vec, "set_actions"):
             vec.set_actions(torch.as_tensor(actions, device=vec.arrays["obs"].device))
         else:

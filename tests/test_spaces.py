@@ -106,8 +106,28 @@ def test_buffer_shapes_and_minibatches():
     for name in ("logp", "values", "next_values", "rewards", "terminated", "truncated", "alive"):
         assert getattr(buf, name).shape == (5, 4, 3)
     buf.rewards.copy_(torch.arange(60.0).reshape(5, 4, 3))
-    batches = list(buf.minibatches(3, torch.Generator().manual_seed(0)))
+    batches = list(buf.minibatches(3, ("obs", "rewards"), torch.Generator().manual_seed(0)))
+    assert all(set(b) == {"obs", "rewards"} for b in batches)
     assert [b["obs"].shape[0] for b in batches] == [7, 7, 6]
     assert all(b["obs"].shape[1:] == (3, team.obs_dim) for b in batches)
     seen = torch.cat([b["rewards"] for b in batches]).reshape(-1).sort().values
     assert torch.equal(seen, torch.arange(60.0))  # every (t, e, a) exactly once, agents kept together
+
+
+def test_random_actions_respect_masks_and_bounds():
+    from mappo.spaces import random_actions
+
+    team = TeamSpec([AgentSpec.build("d", spaces.Box(-1, 1, (2,)), spaces.Discrete(4)),
+                     AgentSpec.build("c", spaces.Box(-1, 1, (2,)), spaces.Box(-2.0, 3.0, (2,), np.float32))], 0)
+    mask = np.zeros((5000, 2, team.num_logits), dtype=bool)
+    mask[:, 0, [1, 3]] = True  # agent "d" may only pick 1 or 3
+    mask[:, 1] = team.valid_logits[1]
+    acts = random_actions(team, mask, torch.Generator().manual_seed(0))
+    assert isinstance(acts, np.ndarray) and acts.shape == (5000, 2, team.action_width)
+    picks = acts[:, 0, 0]
+    assert set(np.unique(picks)) == {1.0, 3.0}
+    assert abs((picks == 1.0).mean() - 0.5) < 0.03  # uniform over the allowed entries
+    cont = acts[:, 1, team.num_components :]
+    assert cont.min() >= -2.0 and cont.max() <= 3.0 and cont.std() > 1.0
+    as_torch = random_actions(team, torch.from_numpy(mask))
+    assert torch.is_tensor(as_torch) and as_torch.shape == acts.shape
