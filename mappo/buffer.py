@@ -7,19 +7,25 @@ import torch
 
 from .spaces import TeamSpec
 
+# fields that hold a recurrent hidden state: a minibatch takes them at each chunk's first step only
+HIDDEN_KEYS = ("actor_h", "critic_h")
+
 
 class RolloutBuffer:
     """One iteration of experience.
 
-    Fields (T steps, E envs, A agents, O obs, S state, L logits, W action width):
+    Fields (T steps, E envs, A agents, O obs, S state, L logits, W action width, H hidden):
         obs [T,E,A,O], state [T,E,S], alive [T,E,A] bool, action_mask [T,E,A,L] bool,
         actions [T,E,A,W], logp [T,E,A], values [T,E,A] (raw units), next_values [T,E,A],
         rewards [T,E,A], terminated [T,E,A] bool, truncated [T,E,A] bool,
         final_obs [T,E,A,O], final_state [T,E,S] (the last observation before an auto-reset),
-        advantages [T,E,A], returns [T,E,A] (filled after GAE).
+        resets [T,E,A] bool (episode start or agent gone: a recurrent state restarts),
+        advantages [T,E,A], returns [T,E,A] (filled after GAE),
+        and with ``hidden_size`` H > 0: actor_h, critic_h [T,E,A,H], the recurrent states
+        before step t (before its reset).
     """
 
-    def __init__(self, spec: TeamSpec, T: int, E: int, device: torch.device):
+    def __init__(self, spec: TeamSpec, T: int, E: int, device: torch.device, hidden_size: int = 0):
         A = spec.num_agents
         f32, b = torch.float32, torch.bool
         shapes = {
@@ -29,8 +35,11 @@ class RolloutBuffer:
             "values": ((T, E, A), f32), "next_values": ((T, E, A), f32), "rewards": ((T, E, A), f32),
             "terminated": ((T, E, A), b), "truncated": ((T, E, A), b),
             "final_obs": ((T, E, A, spec.obs_dim), f32), "final_state": ((T, E, spec.state_dim), f32),
-            "advantages": ((T, E, A), f32), "returns": ((T, E, A), f32),
+            "resets": ((T, E, A), b), "advantages": ((T, E, A), f32), "returns": ((T, E, A), f32),
         }
+        if hidden_size:
+            shapes["actor_h"] = ((T, E, A, hidden_size), f32)
+            shapes["critic_h"] = ((T, E, A, hidden_size), f32)
         self.T, self.E, self.A = T, E, A
         self.data: Dict[str, torch.Tensor] = {k: torch.zeros(s, dtype=d, device=device) for k, (s, d) in shapes.items()}
 
@@ -40,16 +49,28 @@ class RolloutBuffer:
             return data[name]
         raise AttributeError(name)
 
-    def minibatches(self, num_minibatches: int, keys: Sequence[str], generator: torch.Generator | None = None
-                    ) -> Iterator[Dict[str, torch.Tensor]]:
-        """Shuffle the ``T*E`` env-steps and yield ``num_minibatches`` dicts of ``[B, A, ...]`` tensors
-        holding the fields ``keys``.
+    def minibatches(self, num_minibatches: int, keys: Sequence[str], chunk_length: int = 1,
+                    generator: torch.Generator | None = None) -> Iterator[Dict[str, torch.Tensor]]:
+        """Cut the rollout into ``T / chunk_length`` chunks per env, shuffle the chunks, and yield
+        ``num_minibatches`` dicts holding the fields ``keys``.
 
-        Agents stay together in a row so per-agent (separate) networks see their own slot.
+        Each field comes as ``[chunk_length, B, A, ...]`` (time first, B chunks), except the
+        hidden states (:data:`HIDDEN_KEYS`), which come as ``[B, A, H]`` from each chunk's first
+        step: recurrent training replays each chunk from there (truncated BPTT over
+        ``chunk_length`` steps, the MAPPO paper's data chunks).  Feed-forward training uses
+        ``chunk_length=1``: single env-steps, shuffled.  Agents stay together in a row so
+        per-agent (separate) networks see their own slot.
         """
-        n = self.T * self.E
-        flat = {k: self.data[k].reshape(n, *self.data[k].shape[2:]) for k in keys}
+        T, E, L = self.T, self.E, chunk_length
+        if T % L:
+            raise ValueError(f"chunk_length {L} must divide the rollout length {T}")
+        n = (T // L) * E
+
+        def chunks(x: torch.Tensor) -> torch.Tensor:  # [T, E, ...] -> [n, L, ...]
+            return x.reshape(T // L, L, E, *x.shape[2:]).transpose(1, 2).reshape(n, L, *x.shape[2:])
+
+        seq = {k: chunks(self.data[k]) for k in keys}
         device = self.data["obs"].device
         perm = torch.randperm(n, generator=generator).to(device)
         for idx in torch.tensor_split(perm, num_minibatches):
-            yield {k: v[idx] for k, v in flat.items()}
+            yield {k: v[idx, 0] if k in HIDDEN_KEYS else v[idx].transpose(0, 1) for k, v in seq.items()}

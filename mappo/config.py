@@ -16,7 +16,8 @@ _CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "objective": ("clip", "kl", "clip_kl"),
     "parameter_sharing": ("shared", "separate"),
-    "critic_input": ("state", "concat_obs", "local"),
+    "critic_input": ("state", "concat_obs", "local", "agent_specific"),
+    "lr_schedule": ("constant", "linear"),
     "vector_mode": ("subprocess", "inprocess"),
     "wandb_mode": ("online", "offline", "disabled"),
 }
@@ -44,6 +45,7 @@ class Config:
     num_minibatches: int = 1  # minibatches per epoch
     max_grad_norm: float = 10.0  # global grad-norm clip per network
     adam_eps: float = 1e-5  # Adam epsilon
+    lr_schedule: str = "constant"  # "constant" | "linear" (decay to 0 at total_steps)
     # --- objective (PPO, arXiv 1707.06347) ---------------------------------------------
     objective: str = "clip"  # "clip" (Eq. 7) | "kl" (adaptive KL penalty, Sec. 4) | "clip_kl" (both)
     clip_eps: float = 0.2  # epsilon of the clipped surrogate
@@ -51,7 +53,8 @@ class Config:
     target_kl: float = 0.01  # d_targ of the adaptive beta rule
     entropy_coef: float = 0.01  # entropy bonus
     value_coef: float = 1.0  # weight of the value loss
-    value_norm: bool = True  # normalise value targets with running mean/std (MAPPO paper)
+    value_norm: bool = True  # normalise value targets with running mean/std (MAPPO paper's ValueNorm)
+    popart: bool = False  # PopArt: ValueNorm that also rescales the value head (exclusive with value_norm)
     value_clip: bool = True  # clip the value update around the old value (by clip_eps)
     huber_delta: float = 10.0  # Huber loss delta for the value loss; 0 means squared error
     normalize_advantages: bool = True  # standardise advantages per minibatch
@@ -60,7 +63,9 @@ class Config:
     activation: str = "tanh"  # "tanh" | "relu"
     input_norm: bool = False  # LayerNorm on raw network inputs (MAPPO's feature normalisation)
     parameter_sharing: str = "shared"  # "shared" (one actor/critic, agent id input) | "separate"
-    critic_input: str = "state"  # "state" (env.state(), else joined obs) | "concat_obs" | "local" (IPPO)
+    critic_input: str = "state"  # "state" (env.state(), else joined obs) | "concat_obs" | "local" (IPPO) | "agent_specific" (state + own obs)
+    recurrent: bool = False  # GRU actor and critic (MAPPO paper's recurrent policies)
+    chunk_length: int = 10  # BPTT chunk length for recurrent training; must divide rollout_length
     # --- logging -----------------------------------------------------------------------
     wandb: bool = False  # log to Weights & Biases
     wandb_project: str = "mappo"  # W&B project
@@ -140,19 +145,21 @@ def _check_type(cfg: Config, name: str, kind: type) -> None:
 def validate(cfg: Config) -> None:
     """Raise ValueError/TypeError naming the field and the allowed values."""
     for name in ("total_steps", "num_envs", "rollout_length", "seed", "ppo_epochs", "num_minibatches",
-                 "num_workers", "log_every"):
+                 "num_workers", "log_every", "chunk_length"):
         _check_type(cfg, name, int)
     for name in ("lr", "gamma", "gae_lambda", "max_grad_norm", "adam_eps", "clip_eps", "kl_coef",
                  "target_kl", "entropy_coef", "value_coef", "huber_delta"):
         _check_type(cfg, name, float)
-    for name in ("value_norm", "value_clip", "normalize_advantages", "wandb", "progress", "input_norm"):
+    for name in ("value_norm", "value_clip", "normalize_advantages", "wandb", "progress", "input_norm", "popart",
+                 "recurrent"):
         _check_type(cfg, name, bool)
     for name, allowed in _CHOICES.items():
         if getattr(cfg, name) not in allowed:
             raise ValueError(f"config field {name!r} must be one of {list(allowed)}, got {getattr(cfg, name)!r}")
     if cfg.activation not in ("tanh", "relu"):
         raise ValueError(f"config field 'activation' must be one of ['tanh', 'relu'], got {cfg.activation!r}")
-    positive_ints = ("total_steps", "num_envs", "rollout_length", "ppo_epochs", "num_minibatches", "log_every")
+    positive_ints = ("total_steps", "num_envs", "rollout_length", "ppo_epochs", "num_minibatches", "log_every",
+                     "chunk_length")
     for name in positive_ints:
         if getattr(cfg, name) < 1:
             raise ValueError(f"config field {name!r} must be an integer >= 1, got {getattr(cfg, name)!r}")
@@ -187,8 +194,14 @@ def validate(cfg: Config) -> None:
     if not isinstance(cfg.env_kwargs, dict):
         raise TypeError(f"config field 'env_kwargs' must be a mapping, got {cfg.env_kwargs!r}")
     cfg.env_kwargs = dict(cfg.env_kwargs)
-    batch = cfg.num_envs * cfg.rollout_length
-    if cfg.num_minibatches > batch:
-        raise ValueError(
-            f"config field 'num_minibatches' ({cfg.num_minibatches}) must be <= num_envs*rollout_length ({batch})"
-        )
+    if cfg.popart and cfg.value_norm:
+        raise ValueError("config fields 'popart' and 'value_norm' are mutually exclusive (PopArt is ValueNorm plus "
+                         "a rescaled value head); set value_norm=false to use popart=true")
+    if cfg.recurrent and cfg.rollout_length % cfg.chunk_length:
+        raise ValueError(f"config field 'chunk_length' ({cfg.chunk_length}) must divide rollout_length "
+                         f"({cfg.rollout_length}) when recurrent=true")
+    # recurrent minibatches are made of whole chunks; feed-forward ones of single steps
+    units = cfg.num_envs * (cfg.rollout_length // cfg.chunk_length if cfg.recurrent else cfg.rollout_length)
+    if cfg.num_minibatches > units:
+        what = "num_envs*rollout_length/chunk_length" if cfg.recurrent else "num_envs*rollout_length"
+        raise ValueError(f"config field 'num_minibatches' ({cfg.num_minibatches}) must be <= {what} ({units})")

@@ -3,10 +3,15 @@
 Parameter sharing is a switch, not a class: a :class:`GroupedMLP` holds ``G`` weight sets,
 ``G = 1`` for "shared" and ``G = A`` for "separate".  Inputs are ``[..., A, in]`` and agent
 ``a`` uses weight set ``a`` (separate) or 0 (shared), all in one batched matmul.
+
+Recurrent networks (``recurrent=True``, MAPPO paper Sec. 4 / App. C) put a GRU between the
+MLP body and the head.  They take sequences ``[L, B, A, in]``, a hidden state ``[B, A, H]``
+from before step 0 and ``resets [L, B, A]`` (episode start or agent gone), which zero the
+hidden state before that step.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -54,6 +59,42 @@ class GroupedMLP(nn.Module):
         return self.head(self.body(x))
 
 
+class GroupedGRUCell(nn.Module):
+    """``torch.nn.GRUCell``'s equations with G weight sets over ``[..., A, in]``:
+    r = s(W_ir x + b_ir + W_hr h + b_hr), z = s(W_iz x + b_iz + W_hz h + b_hz),
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h."""
+
+    def __init__(self, groups: int, in_dim: int, hidden: int):
+        super().__init__()
+        self.hidden = hidden
+        self.x2h = GroupedLinear(groups, in_dim, 3 * hidden, gain=1.0)
+        self.h2h = GroupedLinear(groups, hidden, 3 * hidden, gain=1.0)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        xr, xz, xn = self.x2h(x).chunk(3, dim=-1)
+        hr, hz, hn = self.h2h(h).chunk(3, dim=-1)
+        r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
+        n = torch.tanh(xn + r * hn)
+        return (1 - z) * n + z * h
+
+
+def run_gru(cell: GroupedGRUCell, x: torch.Tensor, h: torch.Tensor, resets: torch.Tensor
+            ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unroll ``cell`` over ``x [L, ..., A, in]`` from ``h [..., A, H]``.
+
+    ``resets [L, ..., A]`` zeroes the hidden state before step t.  Returns the outputs
+    ``[L, ..., A, H]``, the hidden states *before* each step's reset ``[L, ..., A, H]`` (what the
+    rollout buffer stores: replaying from them, with the same resets, gives the same outputs)
+    and the final hidden state ``[..., A, H]``.
+    """
+    outs, before = [], []
+    for t in range(x.shape[0]):
+        before.append(h)
+        h = cell(x[t], h * (~resets[t]).unsqueeze(-1).to(h.dtype))
+        outs.append(h)
+    return torch.stack(outs), torch.stack(before), h
+
+
 # --------------------------------------------------------------------------------------------
 # inputs: parameter-free, so the update builds them once per iteration, not once per epoch
 def network_input(feats: torch.Tensor, normalize: bool, agent_eye: Optional[torch.Tensor]) -> torch.Tensor:
@@ -75,28 +116,31 @@ def critic_features(obs: torch.Tensor, state: torch.Tensor, alive: torch.Tensor,
 
     obs ``[..., A, O]`` (dead agents already zero), state ``[..., S]`` (S may be 0), alive ``[..., A]``.
     "state": the global state, or the joined observations when the env has no ``state()``;
-    "concat_obs": the joined observations; "local": the agent's own observation (IPPO).
-    A dead agent's critic input is zeroed (death masking, MAPPO paper Sec. 4.4); it is
-    also left out of the loss.
+    "concat_obs": the joined observations; "local": the agent's own observation (IPPO);
+    "agent_specific": the global state (as "state") followed by the agent's own observation,
+    the paper's agent-specific "AS" state (the agent id is added by :func:`network_input`).
+    A dead agent's critic input is zeroed, so it sees a zero state plus its id (death
+    masking, MAPPO paper Sec. 4.4); it is also left out of the loss.
     """
     A = obs.shape[-2]
     if mode == "local":
         feats = obs
     else:
-        if mode == "state" and state.shape[-1] > 0:
+        if mode in ("state", "agent_specific") and state.shape[-1] > 0:
             glob = state
         else:
             glob = obs.reshape(*obs.shape[:-2], -1)
         feats = glob.unsqueeze(-2).expand(*glob.shape[:-1], A, glob.shape[-1])
+        if mode == "agent_specific":
+            feats = torch.cat([feats, obs], dim=-1)
     return feats * alive.unsqueeze(-1).to(feats.dtype)
 
 
 def critic_dim(spec: TeamSpec, mode: str) -> int:
     if mode == "local":
         return spec.obs_dim
-    if mode == "state" and spec.state_dim > 0:
-        return spec.state_dim
-    return spec.obs_dim * spec.num_agents
+    glob = spec.state_dim if (mode in ("state", "agent_specific") and spec.state_dim > 0) else spec.obs_dim * spec.num_agents
+    return glob + (spec.obs_dim if mode == "agent_specific" else 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,9 +204,10 @@ class ActionDist:
 
 
 class Actor(nn.Module):
-    """Decentralised actor: ``obs [..., A, O]`` -> :class:`ActionDist`."""
+    """Decentralised actor: ``obs [..., A, O]`` -> :class:`ActionDist` (and, if recurrent, a hidden state)."""
 
-    def __init__(self, spec: TeamSpec, shared: bool, hidden: List[int], activation: str, input_norm: bool = False):
+    def __init__(self, spec: TeamSpec, shared: bool, hidden: List[int], activation: str, input_norm: bool = False,
+                 recurrent: bool = False):
         super().__init__()
         self.shared = shared
         self.sizes = list(spec.component_sizes)
@@ -171,50 +216,93 @@ class Actor(nn.Module):
         in_dim = spec.obs_dim + (spec.num_agents if shared else 0)
         # small output gain: near-uniform initial policy (Andrychowicz et al. 2021, "What matters")
         self.net = GroupedMLP(groups, in_dim, hidden, self.num_logits + self.cont_dim, activation, out_gain=0.01)
+        self.gru = GroupedGRUCell(groups, hidden[-1], hidden[-1]) if recurrent else None
+        self.hidden_size = hidden[-1]
         self.input_norm = input_norm
         self.log_std = nn.Parameter(torch.zeros(spec.num_agents, self.cont_dim))
         self.register_buffer("cont_mask", torch.as_tensor(spec.cont_mask))
         self.register_buffer("agent_eye", torch.eye(spec.num_agents) if shared else None, persistent=False)
 
+    @property
+    def recurrent(self) -> bool:
+        return self.gru is not None
+
     def inputs(self, obs: torch.Tensor) -> torch.Tensor:
         """obs ``[..., A, O]`` -> network input ``[..., A, in]``."""
         return network_input(obs, self.input_norm, self.agent_eye)
 
-    def forward(self, obs: torch.Tensor, mask: torch.Tensor) -> ActionDist:
-        return self.dist(self.inputs(obs), mask)
+    def forward(self, obs: torch.Tensor, mask: torch.Tensor, hidden: Optional[torch.Tensor] = None,
+                resets: Optional[torch.Tensor] = None) -> Tuple[ActionDist, Optional[torch.Tensor]]:
+        return self.dist(self.inputs(obs), mask, hidden, resets)
 
-    def dist(self, x: torch.Tensor, mask: torch.Tensor) -> ActionDist:
-        """From prepared inputs ``x [..., A, in]`` (see :meth:`inputs`)."""
-        out = self.net(x)
+    def dist(self, x: torch.Tensor, mask: torch.Tensor, hidden: Optional[torch.Tensor] = None,
+             resets: Optional[torch.Tensor] = None) -> Tuple[ActionDist, Optional[torch.Tensor]]:
+        """From prepared inputs (see :meth:`inputs`) -> ``(dist, final hidden or None)``.
+
+        Feed-forward: ``x [..., A, in]``.  Recurrent: ``x [L, B, A, in]``, ``hidden [B, A, H]``,
+        ``resets [L, B, A]`` (see :func:`run_gru`).
+        """
+        feats = self.net.body(x)
+        h_last = None
+        if self.gru is not None:
+            feats, _, h_last = run_gru(self.gru, feats, hidden, resets)
+        out = self.net.head(feats)
         logits, mean = out[..., : self.num_logits], out[..., self.num_logits :]
-        return ActionDist(self.sizes, logits if self.num_logits else None, mask,
+        dist = ActionDist(self.sizes, logits if self.num_logits else None, mask,
                           mean if self.cont_dim else None, self.log_std, self.cont_mask)
+        return dist, h_last
+
+
+class CriticOut(NamedTuple):
+    values: torch.Tensor  # [..., A], in the critic's (possibly normalised) units
+    feats: torch.Tensor  # [..., A, H]: the last hidden layer (the GRU output when recurrent)
+    h_before: Optional[torch.Tensor]  # recurrent: [L, B, A, H] hidden state before each step's reset
+    h_last: Optional[torch.Tensor]  # recurrent: [B, A, H] after the last step
 
 
 class Critic(nn.Module):
     """Centralised (or local, for IPPO) critic: ``features [..., A, C]`` -> values ``[..., A]``."""
 
     def __init__(self, spec: TeamSpec, mode: str, shared: bool, hidden: List[int], activation: str,
-                 input_norm: bool = False):
+                 input_norm: bool = False, recurrent: bool = False):
         super().__init__()
         self.shared, self.mode = shared, mode
         groups = 1 if shared else spec.num_agents
         feat_dim = critic_dim(spec, mode)
         in_dim = feat_dim + (spec.num_agents if shared else 0)
         self.net = GroupedMLP(groups, in_dim, hidden, 1, activation, out_gain=1.0)
+        self.gru = GroupedGRUCell(groups, hidden[-1], hidden[-1]) if recurrent else None
+        self.hidden_size = hidden[-1]
         self.input_norm = input_norm
         self.register_buffer("agent_eye", torch.eye(spec.num_agents) if shared else None, persistent=False)
+
+    @property
+    def recurrent(self) -> bool:
+        return self.gru is not None
 
     def inputs(self, obs: torch.Tensor, state: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
         """-> network input ``[..., A, in]``; see :func:`critic_features`."""
         return network_input(critic_features(obs, state, alive, self.mode), self.input_norm, self.agent_eye)
 
-    def forward(self, obs: torch.Tensor, state: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
-        return self.values(self.inputs(obs, state, alive))
+    def values(self, x: torch.Tensor, hidden: Optional[torch.Tensor] = None,
+               resets: Optional[torch.Tensor] = None) -> CriticOut:
+        """From prepared inputs ``x`` (``[..., A, in]``, or ``[L, B, A, in]`` when recurrent)."""
+        feats = self.net.body(x)
+        h_before = h_last = None
+        if self.gru is not None:
+            feats, h_before, h_last = run_gru(self.gru, feats, hidden, resets)
+        return CriticOut(self.net.head(feats).squeeze(-1), feats, h_before, h_last)
 
-    def values(self, x: torch.Tensor) -> torch.Tensor:
-        """From prepared inputs ``x [..., A, in]`` -> ``[..., A]``."""
-        return self.net(x).squeeze(-1)
+    def next_values(self, x: torch.Tensor, prev_feats: torch.Tensor,
+                    resets: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Values of one further step ``x [B, A, in]`` that follows a step whose :class:`CriticOut`
+        ``feats`` were ``prev_feats`` (a recurrent critic continues from them; ``resets [B, A]``
+        starts afresh)."""
+        feats = self.net.body(x)
+        if self.gru is not None:
+            h = prev_feats if resets is None else prev_feats * (~resets).unsqueeze(-1).to(prev_feats.dtype)
+            feats = self.gru(feats, h)
+        return self.net.head(feats).squeeze(-1)
 
 
 def count_parameters(module: nn.Module) -> int:

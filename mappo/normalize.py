@@ -46,3 +46,19 @@ class RunningMeanStd(nn.Module):
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x * self.std() + self.mean).to(x.dtype)
+
+
+@torch.no_grad()
+def popart_rescale(weight: torch.Tensor, bias: torch.Tensor, old_mean: torch.Tensor, old_std: torch.Tensor,
+                   new_mean: torch.Tensor, new_std: torch.Tensor) -> None:
+    """PopArt's "preserving outputs precisely" step (van Hasselt et al. 2016, Alg. 1), in place.
+
+    The value head ``v = h @ weight + bias`` predicts normalised values, so the raw-unit value
+    is ``std * v + mean``.  When the statistics move from (old_mean, old_std) to (new_mean,
+    new_std), ``weight <- weight * old_std / new_std`` and
+    ``bias <- (old_std * bias + old_mean - new_mean) / new_std`` leave every raw-unit output
+    unchanged.  ``weight [..., H, 1]``, ``bias [..., 1]``; statistics are scalars.
+    """
+    scale = (old_std / new_std).to(weight.dtype)
+    weight.mul_(scale)
+    bias.copy_(((old_std * bias + old_mean - new_mean) / new_std).to(bias.dtype))

@@ -11,15 +11,35 @@ from .spaces import TeamSpec
 
 
 class Policy:
+    """Wraps an :class:`Actor`.  A recurrent policy keeps its hidden state between ``act``
+    calls; call :meth:`reset` at the start of each episode."""
+
     def __init__(self, spec: TeamSpec, actor: Actor, device: torch.device):
         self.spec, self.actor, self.device = spec, actor, device
+        self.hidden: Optional[torch.Tensor] = None
 
     @torch.no_grad()
-    def act_batch(self, obs: torch.Tensor, mask: torch.Tensor, deterministic: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
-        """obs ``[..., A, O]``, mask ``[..., A, L]`` -> (actions ``[..., A, W]``, log-probs ``[..., A]``)."""
-        dist = self.actor(obs, mask)
+    def act_batch(self, obs: torch.Tensor, mask: torch.Tensor, deterministic: bool = False,
+                  hidden: Optional[torch.Tensor] = None, resets: Optional[torch.Tensor] = None
+                  ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """One step for a batch: obs ``[E, A, O]``, mask ``[E, A, L]``, and for a recurrent actor
+        ``hidden [E, A, H]`` and ``resets [E, A]`` -> (actions ``[E, A, W]``, log-probs ``[E, A]``,
+        the new hidden state or None)."""
+        if not self.actor.recurrent:
+            dist, _ = self.actor(obs, mask)
+            actions = dist.sample(deterministic)
+            return actions, dist.log_prob(actions), None
+        if hidden is None:
+            hidden = torch.zeros(*obs.shape[:-1], self.actor.hidden_size, device=obs.device)
+        if resets is None:
+            resets = torch.zeros(obs.shape[:-1], dtype=torch.bool, device=obs.device)
+        dist, hidden = self.actor(obs.unsqueeze(0), mask.unsqueeze(0), hidden, resets.unsqueeze(0))
         actions = dist.sample(deterministic)
-        return actions, dist.log_prob(actions)
+        return actions[0], dist.log_prob(actions)[0], hidden
+
+    def reset(self) -> None:
+        """Forget the recurrent state (start of a new episode)."""
+        self.hidden = None
 
     def act(self, obs: Dict[str, Any], deterministic: bool = True,
             infos: Optional[Dict[str, Dict[str, Any]]] = None) -> Dict[str, Any]:
@@ -38,7 +58,9 @@ class Policy:
             if name in obs:
                 spec.flatten_obs(k, obs[name], flat[k])
                 spec.action_mask(k, obs[name], (infos or {}).get(name), mask[k])
-        actions, _ = self.act_batch(torch.as_tensor(flat, device=self.device).unsqueeze(0),
-                                    torch.as_tensor(mask, device=self.device).unsqueeze(0), deterministic)
+        gone = torch.tensor([[name not in obs for name in spec.names]], device=self.device)
+        actions, _, self.hidden = self.act_batch(torch.as_tensor(flat, device=self.device).unsqueeze(0),
+                                                 torch.as_tensor(mask, device=self.device).unsqueeze(0),
+                                                 deterministic, self.hidden, gone)
         rows = actions[0].cpu().numpy()
         return {name: spec.decode_action(k, rows[k]) for k, name in enumerate(spec.names) if name in obs}

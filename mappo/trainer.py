@@ -15,12 +15,12 @@ import numpy as np
 import torch
 
 from . import loss as L
-from .buffer import RolloutBuffer
+from .buffer import HIDDEN_KEYS, RolloutBuffer
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import Config, validate
 from .logger import RunLogger
 from .networks import Actor, Critic
-from .normalize import RunningMeanStd
+from .normalize import RunningMeanStd, popart_rescale
 from .policy import Policy
 from .returns import gae
 from .vector import InProcessVectorEnv, make_vector_env, probe
@@ -31,7 +31,12 @@ HISTORY_KEYS = ("iteration", "env_steps", "sps", "policy_loss", "value_loss", "e
 
 # the buffer fields one PPO minibatch needs
 UPDATE_KEYS = ("actor_in", "critic_in", "alive", "action_mask", "actions", "logp", "advantages", "returns",
-               "old_values")
+               "old_values", "resets")
+
+
+def linear_schedule(step: int, total: int) -> float:
+    """Fraction of the base learning rate at ``step`` of ``total``: 1 -> 0, linearly."""
+    return max(0.0, 1.0 - step / total)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -69,13 +74,16 @@ class Trainer:
             self.spec, probe_env = probe(env_fn, cfg.seed)
             probe_env.close()
         shared = cfg.parameter_sharing == "shared"
-        self.actor = Actor(self.spec, shared, cfg.hidden_sizes, cfg.activation, cfg.input_norm).to(self.device)
+        self.actor = Actor(self.spec, shared, cfg.hidden_sizes, cfg.activation, cfg.input_norm,
+                           cfg.recurrent).to(self.device)
         self.critic = Critic(self.spec, cfg.critic_input, shared, cfg.hidden_sizes, cfg.activation,
-                             cfg.input_norm).to(self.device)
+                             cfg.input_norm, cfg.recurrent).to(self.device)
         # separate optimisers: the critic's larger gradients never scale the actor's step
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=cfg.adam_eps, foreach=True)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr or cfg.lr, eps=cfg.adam_eps,
                                            foreach=True)
+        # ValueNorm and PopArt share the running statistics; PopArt also rescales the value head
+        self.normalize_values = cfg.value_norm or cfg.popart
         self.value_norm = RunningMeanStd().to(self.device)
         self.policy = Policy(self.spec, self.actor, self.device)
         self.kl_coef = cfg.kl_coef
@@ -84,10 +92,9 @@ class Trainer:
         self.history: List[Dict[str, Any]] = []
 
     # ------------------------------------------------------------------------------------------
-    def _values(self, obs: torch.Tensor, state: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
-        """Critic output in raw return units ``[..., A]``."""
-        v = self.critic(obs, state, alive)
-        return self.value_norm.denormalize(v) if self.cfg.value_norm else v
+    def _raw(self, v: torch.Tensor) -> torch.Tensor:
+        """Critic output -> raw return units."""
+        return self.value_norm.denormalize(v) if self.normalize_values else v
 
     def _ensure_envs(self) -> None:
         if self.vec is None:
@@ -98,7 +105,14 @@ class Trainer:
                 self.spec = self.vec.spec
             else:
                 _, self.vec = make_vector_env(self.env_fn, cfg.num_envs, cfg.seed, cfg.vector_mode, cfg.num_workers)
-            self.buffer = RolloutBuffer(self.spec, cfg.rollout_length, cfg.num_envs, self.device)
+            hidden = cfg.hidden_sizes[-1] if cfg.recurrent else 0
+            self.buffer = RolloutBuffer(self.spec, cfg.rollout_length, cfg.num_envs, self.device, hidden)
+            # carried across iterations: recurrent states [E, A, H] (before the next step's reset)
+            # and which envs start an episode at the next step
+            A = self.spec.num_agents
+            self.actor_h = torch.zeros(cfg.num_envs, A, hidden, device=self.device)
+            self.critic_h = torch.zeros(cfg.num_envs, A, hidden, device=self.device)
+            self.episode_start = torch.ones(cfg.num_envs, dtype=torch.bool, device=self.device)
 
     def _from_env(self, name: str, vec: Any = None) -> torch.Tensor:
         x = (vec or self.vec).arrays[name]
@@ -133,9 +147,13 @@ class Trainer:
         for t in range(T):
             obs, state = self._from_env("obs"), self._from_env("state")
             alive, mask = self._from_env("alive"), self._from_env("action_mask")
-            actions, logp = self.policy.act_batch(obs, mask)
+            # a recurrent state restarts at an episode's first step and for agents that are gone
+            resets = self.episode_start.unsqueeze(-1) | ~alive
+            if self.actor.recurrent:
+                buf.actor_h[t] = self.actor_h
+            actions, logp, self.actor_h = self.policy.act_batch(obs, mask, hidden=self.actor_h, resets=resets)
             buf.obs[t], buf.state[t], buf.alive[t], buf.action_mask[t] = obs, state, alive, mask
-            buf.actions[t], buf.logp[t] = actions, logp
+            buf.actions[t], buf.logp[t], buf.resets[t] = actions, logp, resets
             self._send_actions(self.vec, actions)
             episodes += self.vec.step()
             buf.rewards[t] = self._from_env("reward")
@@ -143,18 +161,36 @@ class Trainer:
             buf.truncated[t] = self._from_env("truncated")
             # kept for the time-limit bootstrap below: V(final observation), not V(reset observation)
             buf.final_obs[t], buf.final_state[t] = self._from_env("final_obs"), self._from_env("final_state")
-        # Values in one batched pass after the rollout rather than one small critic call per
-        # step: per-step inference is overhead-bound on the CPU, and on a GPU this is T times
-        # fewer kernel launches (issue 3).
-        buf.values.copy_(self._values(buf.obs, buf.state, buf.alive))
-        last_v = self._values(self._from_env("obs"), self._from_env("state"), self._from_env("alive"))
+            self.episode_start = self._from_env("env_done").clone()
+        self._compute_values()
+        return episodes
+
+    def _compute_values(self) -> None:
+        """``values`` and ``next_values`` for the whole rollout in one batched critic pass.
+
+        One pass after the rollout rather than one small critic call per step: per-step
+        inference is overhead-bound on the CPU, and on a GPU it is T times fewer kernel launches
+        (issue 3).  A recurrent critic is unrolled over the T steps from the state carried over
+        from the last rollout, with the same resets the actor saw.
+        """
+        buf, critic = self.buffer, self.critic
+        out = critic.values(critic.inputs(buf.obs, buf.state, buf.alive), self.critic_h, buf.resets)
+        buf.values.copy_(self._raw(out.values))
+        if critic.recurrent:
+            buf.critic_h.copy_(out.h_before)
+            self.critic_h = out.h_last
+        # V(obs[t+1]): the next stored step, and for the last step the env's current observation
+        obs, state, alive = self._from_env("obs"), self._from_env("state"), self._from_env("alive")
+        resets = self.episode_start.unsqueeze(-1) | ~alive
+        last_v = self._raw(critic.next_values(critic.inputs(obs, state, alive), out.feats[-1], resets))
         following = torch.cat([buf.values[1:], last_v.unsqueeze(0)], dim=0)
+        # time limit: bootstrap from V(final observation), which continues the ended episode
         ts, es = torch.nonzero(buf.truncated.any(-1), as_tuple=True)
         if len(ts):
-            final_v = self._values(buf.final_obs[ts, es], buf.final_state[ts, es], buf.alive[ts, es])
+            x = critic.inputs(buf.final_obs[ts, es], buf.final_state[ts, es], buf.alive[ts, es])
+            final_v = self._raw(critic.next_values(x, out.feats[ts, es]))
             following[ts, es] = torch.where(buf.truncated[ts, es], final_v, following[ts, es])
         buf.next_values.copy_(following)
-        return episodes
 
     def update(self) -> Dict[str, float]:
         """PPO epochs over the buffer; returns mean diagnostics."""
@@ -167,8 +203,12 @@ class Trainer:
             mean, std = adv[alive].mean(), adv[alive].std() if alive.sum() > 1 else torch.ones((), device=adv.device)
             adv = (adv - mean) / (std + 1e-8)
         buf.advantages.copy_(adv * alive)
-        if cfg.value_norm:
+        if self.normalize_values:
+            old_mean, old_std = self.value_norm.mean.clone(), self.value_norm.std()
             self.value_norm.update(ret, alive)
+            if cfg.popart:  # keep the critic's raw-unit outputs unchanged under the new statistics
+                head = self.critic.net.head
+                popart_rescale(head.weight, head.bias, old_mean, old_std, self.value_norm.mean, self.value_norm.std())
             buf.returns.copy_(self.value_norm.normalize(ret))
             old_values = self.value_norm.normalize(buf.values)
         else:
@@ -178,17 +218,20 @@ class Trainer:
         # network inputs (normalised features + agent id) are the same in every epoch: build once
         buf.data["actor_in"] = self.actor.inputs(buf.obs)
         buf.data["critic_in"] = self.critic.inputs(buf.obs, buf.state, alive)
+        keys = UPDATE_KEYS + (HIDDEN_KEYS if cfg.recurrent else ())
+        chunk = cfg.chunk_length if cfg.recurrent else 1
         sums: Dict[str, float] = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0}
         count = 0
         for _ in range(cfg.ppo_epochs):
-            for mb in buf.minibatches(cfg.num_minibatches, UPDATE_KEYS):
+            for mb in buf.minibatches(cfg.num_minibatches, keys, chunk):
+                # mb fields are [chunk, B, A, ...]; hidden states [B, A, H] at each chunk's start
                 mask = mb["alive"]
-                dist = self.actor.dist(mb["actor_in"], mb["action_mask"])
+                dist, _ = self.actor.dist(mb["actor_in"], mb["action_mask"], mb.get("actor_h"), mb["resets"])
                 new_logp = dist.log_prob(mb["actions"])
                 entropy = L.masked_mean(dist.entropy(), mask)
                 p_loss, info = L.policy_loss(new_logp, mb["logp"], mb["advantages"], mask, cfg.objective,
                                              cfg.clip_eps, self.kl_coef)
-                values = self.critic.values(mb["critic_in"])
+                values = self.critic.values(mb["critic_in"], mb.get("critic_h"), mb["resets"]).values
                 v_loss = L.value_loss(values, mb["old_values"], mb["returns"], mask,
                                       cfg.clip_eps if cfg.value_clip else None, cfg.huber_delta)
                 self.actor_opt.zero_grad(set_to_none=True)
@@ -204,8 +247,12 @@ class Trainer:
                 sums["clip_fraction"] += float(info["clip_fraction"])
                 count += 1
         with torch.no_grad():  # KL[pi_old, pi_new] over the whole batch, after the update (PPO Sec. 4)
-            new_logp = self.actor.dist(buf.data["actor_in"], buf.action_mask).log_prob(buf.actions)
-            _, info = L.policy_loss(new_logp, buf.logp, buf.advantages, alive, cfg.objective, cfg.clip_eps, 0.0)
+            if cfg.recurrent:  # the rollout replayed from its first step's stored states
+                dist, _ = self.actor.dist(buf.data["actor_in"], buf.action_mask, buf.actor_h[0], buf.resets)
+            else:
+                dist, _ = self.actor.dist(buf.data["actor_in"], buf.action_mask)
+            _, info = L.policy_loss(dist.log_prob(buf.actions), buf.logp, buf.advantages, alive, cfg.objective,
+                                    cfg.clip_eps, 0.0)
             approx_kl = float(info["approx_kl"])
         for key in ("old_values", "actor_in", "critic_in"):
             del buf.data[key]
@@ -216,6 +263,14 @@ class Trainer:
             self.kl_coef = L.update_kl_coef(self.kl_coef, approx_kl, cfg.target_kl)
         stats["explained_variance"] = explained_var
         return stats
+
+    def _set_lr(self, total: int) -> None:
+        """``lr_schedule: linear`` decays both learning rates to 0 at ``total`` env steps."""
+        cfg = self.cfg
+        frac = linear_schedule(self.env_steps, total) if cfg.lr_schedule == "linear" else 1.0
+        for opt, base in ((self.actor_opt, cfg.lr), (self.critic_opt, cfg.critic_lr or cfg.lr)):
+            for group in opt.param_groups:
+                group["lr"] = base * frac
 
     def train(self, total_steps: Optional[int] = None, run_dir: Optional[str] = None) -> List[Dict[str, Any]]:
         """Train until ``total_steps`` env steps (default ``cfg.total_steps``); returns this call's history.
@@ -232,6 +287,7 @@ class Trainer:
         try:
             while self.env_steps < total:
                 start = time.perf_counter()
+                self._set_lr(total)
                 episodes = self.collect()
                 stats = self.update()
                 self.env_steps += steps_per_iter
@@ -270,12 +326,15 @@ class Trainer:
             vec = InProcessVectorEnv([self.env_fn], self.spec, seed)
         vec.reset()
         done: List[Dict[str, Any]] = []
+        hidden, start = None, torch.ones(vec.num_envs, dtype=torch.bool, device=self.device)
         try:
             while len(done) < episodes:
                 obs, mask = self._from_env("obs", vec), self._from_env("action_mask", vec)
-                actions, _ = self.policy.act_batch(obs, mask, deterministic)
+                resets = start.unsqueeze(-1) | ~self._from_env("alive", vec)
+                actions, _, hidden = self.policy.act_batch(obs, mask, deterministic, hidden, resets)
                 self._send_actions(vec, actions)
                 done += vec.step()
+                start = self._from_env("env_done", vec).clone()
         finally:
             vec.close()
         done = done[:episodes]

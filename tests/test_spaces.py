@@ -106,12 +106,32 @@ def test_buffer_shapes_and_minibatches():
     for name in ("logp", "values", "next_values", "rewards", "terminated", "truncated", "alive"):
         assert getattr(buf, name).shape == (5, 4, 3)
     buf.rewards.copy_(torch.arange(60.0).reshape(5, 4, 3))
-    batches = list(buf.minibatches(3, ("obs", "rewards"), torch.Generator().manual_seed(0)))
+    batches = list(buf.minibatches(3, ("obs", "rewards"), generator=torch.Generator().manual_seed(0)))
     assert all(set(b) == {"obs", "rewards"} for b in batches)
-    assert [b["obs"].shape[0] for b in batches] == [7, 7, 6]
-    assert all(b["obs"].shape[1:] == (3, team.obs_dim) for b in batches)
-    seen = torch.cat([b["rewards"] for b in batches]).reshape(-1).sort().values
+    assert [b["obs"].shape[:2] for b in batches] == [(1, 7), (1, 7), (1, 6)]
+    assert all(b["obs"].shape[2:] == (3, team.obs_dim) for b in batches)
+    seen = torch.cat([b["rewards"].reshape(-1) for b in batches]).reshape(-1).sort().values
     assert torch.equal(seen, torch.arange(60.0))  # every (t, e, a) exactly once, agents kept together
+
+
+def test_minibatch_chunks_keep_time_order_and_start_hidden_states():
+    team = TeamSpec.from_env(HeterogeneousEnv())
+    buf = RolloutBuffer(team, T=6, E=2, device=torch.device("cpu"), hidden_size=4)
+    # rewards[t, e, a] = 100 t + 10 e + a; actor_h[t, e, a, :] = t
+    t, e, a = torch.meshgrid(torch.arange(6.0), torch.arange(2.0), torch.arange(3.0), indexing="ij")
+    buf.rewards.copy_(100 * t + 10 * e + a)
+    buf.actor_h.copy_(t.unsqueeze(-1).expand(6, 2, 3, 4))
+    batches = list(buf.minibatches(2, ("rewards", "actor_h"), chunk_length=3))
+    assert [b["rewards"].shape for b in batches] == [(3, 2, 3)] * 2  # [L, B, A]: 3 chunks per env x 2 envs / 2
+    assert [b["actor_h"].shape for b in batches] == [(2, 3, 4)] * 2  # [B, A, H] at each chunk's start
+    for b in batches:
+        r = b["rewards"]
+        assert torch.equal(r[1:] - r[:-1], torch.full((2, 2, 3), 100.0))  # consecutive steps of one env
+        start_t = (r[0, :, 0] // 100)
+        assert torch.equal(b["actor_h"][:, 0, 0], start_t)  # the hidden state stored at the chunk's first step
+        assert set(start_t.tolist()) <= {0.0, 3.0}
+    with pytest.raises(ValueError, match="chunk_length 4 must divide the rollout length 6"):
+        next(buf.minibatches(1, ("rewards",), chunk_length=4))
 
 
 def test_random_actions_respect_masks_and_bounds():

@@ -46,7 +46,7 @@ def test_history_and_evaluate_contract():
     assert stats["team_return_mean"] == pytest.approx(sum(stats["return_mean"].values()))
 
 
-@pytest.mark.parametrize("critic_input", ["state", "concat_obs", "local"])
+@pytest.mark.parametrize("critic_input", ["state", "concat_obs", "local", "agent_specific"])
 @pytest.mark.parametrize("sharing", ["shared", "separate"])
 def test_critic_inputs_and_sharing_run(critic_input, sharing):
     with mappo.Trainer(HeterogeneousEnv, tiny(critic_input=critic_input, parameter_sharing=sharing)) as trainer:
@@ -64,6 +64,7 @@ def test_critic_input_widths():
             assert critic_dim(spec, "state") == (state_dim or spec.obs_dim * spec.num_agents)
             assert critic_dim(spec, "concat_obs") == spec.obs_dim * spec.num_agents
             assert critic_dim(spec, "local") == spec.obs_dim
+            assert critic_dim(spec, "agent_specific") == (state_dim or spec.obs_dim * spec.num_agents) + spec.obs_dim
 
 
 def test_shared_networks_get_agent_id_and_separate_networks_do_not():
