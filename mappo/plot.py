@@ -1,0 +1,95 @@
+"""Learning curves from run folders (``metrics.jsonl``): mean +- std across seeds.
+
+Used by ``scripts/plot.py`` (many runs, one figure) and by the Trainer, which refreshes
+``<run_dir>/curves.png`` during a run (issue 5).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+
+def read_metrics(run_dir: str) -> List[Dict]:
+    """Rows of ``<run_dir>/metrics.jsonl``; a line cut short by a crash is skipped."""
+    path = os.path.join(run_dir, "metrics.jsonl")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no metrics.jsonl in {run_dir!r}: is it a mappo run folder?")
+    rows = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def curve(rows: Sequence[Dict], key: str = "team_return", smooth: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+    """``(env_steps, value)`` of the rows that have ``key``, with a trailing moving average over
+    ``smooth`` points (training returns are noisy: one iteration sees a few dozen episodes)."""
+    pts = [(r["env_steps"], r[key]) for r in rows if r.get(key) is not None]
+    if not pts:
+        return np.zeros(0), np.zeros(0)
+    x, y = (np.asarray(v, dtype=float) for v in zip(*pts))
+    if smooth > 1:
+        c = np.cumsum(np.insert(y, 0, 0.0))
+        n = np.minimum(np.arange(1, len(y) + 1), smooth)
+        y = (c[1:] - c[np.arange(1, len(y) + 1) - n]) / n
+    return x, y
+
+
+def mean_std(curves: Sequence[Tuple[np.ndarray, np.ndarray]], points: int = 200
+             ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Interpolate each ``(x, y)`` onto a common grid over the steps all runs cover -> (x, mean, std)."""
+    curves = [c for c in curves if len(c[0])]
+    if not curves:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    lo, hi = max(c[0][0] for c in curves), min(c[0][-1] for c in curves)
+    grid = np.linspace(lo, hi, points) if hi > lo else np.array([lo])
+    ys = np.stack([np.interp(grid, x, y) for x, y in curves])
+    return grid, ys.mean(0), ys.std(0)
+
+
+def final_return(run_dir: str, key: str = "team_return", tail: float = 0.1) -> float:
+    """The run's final team return: ``eval.json``'s deterministic mean when the folder has one,
+    else the mean training return over the last ``tail`` fraction of iterations."""
+    path = os.path.join(run_dir, "eval.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            return float(json.load(f)["team_return_mean"])
+    _, y = curve(read_metrics(run_dir), key)
+    if not len(y):
+        return float("nan")
+    return float(y[-max(1, int(len(y) * tail)):].mean())
+
+
+def plot_groups(groups: Dict[str, List[str]], out: str, key: str = "team_return", smooth: int = 10,
+                title: Optional[str] = None) -> None:
+    """One line per group (label -> run folders): mean +- std across its runs, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; works without a display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for label, runs in groups.items():
+        x, mean, std = mean_std([curve(read_metrics(r), key, smooth) for r in runs])
+        if not len(x):
+            continue
+        line, = ax.plot(x, mean, label=f"{label} (n={len(runs)})")
+        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(key.replace("_", " "))
+    ax.set_title(title or key.replace("_", " "))
+    ax.grid(alpha=0.3)
+    if groups:
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = out + ".tmp.png"  # written then renamed, so a viewer never sees half a file
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, out)
