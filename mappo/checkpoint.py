@@ -28,3 +28,36 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
         raise FileNotFoundError(f"no checkpoint at {path!r}")
     # weights_only: never unpickle arbitrary objects from a file someone handed us
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def rng_state() -> Dict[str, Any]:
+    """Every global RNG state (Python, numpy, torch CPU and CUDA) as tensors and plain containers,
+    so it loads with ``weights_only=True``."""
+    import random
+
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
+    return {
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    import random
+
+    import numpy as np
+
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype("uint32"), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

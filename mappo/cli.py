@@ -1,4 +1,10 @@
-"""``mappo train CONFIG [key=value ...]`` and ``mappo eval RUN_DIR``: thin layers over Trainer."""
+"""The ``mappo`` command: thin layers over Trainer.
+
+    mappo train CONFIG [key=value ...]           train from a YAML config with overrides
+    mappo train --resume RUN_DIR [key=value ...] continue a run from its checkpoint
+    mappo eval RUN_DIR [--episodes K] [--video out.mp4|out.gif]
+    mappo export RUN_DIR --format torchscript|onnx [--out PATH]
+"""
 from __future__ import annotations
 
 import argparse
@@ -17,60 +23,120 @@ def _env_fn(cfg: Config):
     return make_env_fn(cfg.env, **cfg.env_kwargs)
 
 
-def train_main(argv: List[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="mappo train", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Train MAPPO from a YAML config with key=value overrides.",
-        epilog="config fields:\n" + help_text(),
-    )
-    parser.add_argument("config", help="YAML config, e.g. configs/mpe_simple_spread.yaml")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. lr=1e-3 num_envs=8")
-    args = parser.parse_args(argv)
-    bad = [o for o in args.overrides if "=" not in o]
-    if bad:
-        parser.error(f"overrides must be key=value, got {bad}")
-    cfg = Config.from_yaml(args.config, args.overrides)
-    if cfg.run_dir is None:
-        cfg.run_dir = os.path.join("runs", f"{cfg.run_name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    from .trainer import Trainer
-
-    start = time.perf_counter()
-    with Trainer(_env_fn(cfg), cfg) as trainer:
-        history = trainer.train()
-    wall = time.perf_counter() - start
-    returns = [h["team_return"] for h in history if "team_return" in h]
-    print(f"done: {trainer.env_steps} env steps in {wall:.1f}s ({trainer.env_steps / wall:.0f} steps/s); "
-          f"last team return {returns[-1] if returns else float('nan'):.3f}; run folder {cfg.run_dir}")
-    return 0
+def _checkpoint_path(run: str) -> str:
+    path = os.path.join(run, "ckpt.pt") if os.path.isdir(run) else run
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no checkpoint at {path!r} (expected a run folder holding ckpt.pt, or the file)")
+    return path
 
 
-def eval_main(argv: List[str]) -> int:
-    parser = argparse.ArgumentParser(prog="mappo eval", description="Evaluate a run's final checkpoint.")
-    parser.add_argument("run", help="run folder (holding ckpt.pt) or a checkpoint file")
-    parser.add_argument("--episodes", type=int, default=20)
-    parser.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
-    args = parser.parse_args(argv)
-    path = os.path.join(args.run, "ckpt.pt") if os.path.isdir(args.run) else args.run
+def _load(run: str, **overrides):
     from .checkpoint import load_checkpoint
     from .trainer import Trainer
 
-    cfg = Config.from_dict(load_checkpoint(path)["config"])
-    trainer = Trainer.load(path, _env_fn(cfg))
-    stats = trainer.evaluate(episodes=args.episodes, deterministic=not args.stochastic)
-    print(json.dumps(stats, indent=2))
+    path = _checkpoint_path(run)
+    cfg = Config.from_dict({**load_checkpoint(path)["config"], **overrides})
+    return Trainer.load(path, _env_fn(cfg), **overrides)
+
+
+def train_main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mappo train", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train MAPPO from a YAML config with key=value overrides, or resume a run.",
+        epilog="config fields:\n" + help_text(),
+    )
+    parser.add_argument("config", nargs="?", help="YAML config, e.g. configs/mpe_simple_spread.yaml")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. lr=1e-3 num_envs=8")
+    parser.add_argument("--resume", metavar="RUN_DIR",
+                        help="continue the run in RUN_DIR from its ckpt.pt (overrides such as total_steps=... apply)")
+    args = parser.parse_args(argv)
+    overrides = list(args.overrides)
+    if args.resume and args.config:  # with --resume, a lone positional is an override
+        overrides.insert(0, args.config)
+    bad = [o for o in overrides if "=" not in o]
+    if bad:
+        parser.error(f"overrides must be key=value, got {bad}")
+    from .trainer import Trainer
+
+    if args.resume:
+        from omegaconf import OmegaConf
+
+        changes = OmegaConf.to_container(OmegaConf.from_dotlist(overrides)) if overrides else {}
+        trainer = _load(args.resume, **{"run_dir": args.resume, **changes})
+        print(f"resuming {args.resume} at {trainer.env_steps} env steps (iteration {trainer.iteration})", flush=True)
+    else:
+        if not args.config:
+            parser.error("give a CONFIG file, or --resume RUN_DIR")
+        cfg = Config.from_yaml(args.config, overrides)
+        if cfg.run_dir is None:
+            cfg.run_dir = os.path.join("runs", f"{cfg.run_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        trainer = Trainer(_env_fn(cfg), cfg)
+    with trainer:
+        trainer.train()
+    # a run stopped by SIGINT/SIGTERM exits like the signal would, after its checkpoint is written
+    return 128 + trainer.interrupted if trainer.interrupted else 0
+
+
+def eval_main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mappo eval", description="Evaluate a run's checkpoint; optionally render a video.")
+    parser.add_argument("run", help="run folder (holding ckpt.pt) or a checkpoint file")
+    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
+    parser.add_argument("--video", metavar="PATH", help="render a deterministic episode to PATH (.mp4 or .gif)")
+    parser.add_argument("--fps", type=int, default=10)
+    args = parser.parse_args(argv)
+    if args.video and os.path.splitext(args.video)[1].lower() not in (".mp4", ".gif"):
+        parser.error(f"--video must end in .mp4 or .gif, got {args.video!r}")
+    trainer = _load(args.run, **({} if _cuda() else {"device": "cpu"}))  # a GPU run evaluates on a CPU-only machine
+    with trainer:
+        stats = trainer.evaluate(episodes=args.episodes, deterministic=not args.stochastic)
+        print(json.dumps(stats, indent=2))
+        if args.video:
+            if trainer.batched:
+                raise ValueError("--video renders PettingZoo envs; batched (VMAS) envs are not supported")
+            from .video import record_episode, render_env_fn, write_video
+
+            frames = record_episode(trainer.policy, render_env_fn(trainer.env_fn), seed=trainer.cfg.seed + 1_000_003)
+            path = write_video(frames, args.video, args.fps)
+            print(f"wrote {path} ({len(frames)} frames)", file=sys.stderr)
     return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def export_main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mappo export",
+                                     description="Export a run's actor: TorchScript (needs only torch) or ONNX.")
+    parser.add_argument("run", help="run folder (holding ckpt.pt) or a checkpoint file")
+    parser.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
+    parser.add_argument("--out", help="output file (default: RUN_DIR/actor.pt or RUN_DIR/actor.onnx)")
+    args = parser.parse_args(argv)
+    from .export import export_actor
+
+    trainer = _load(args.run, device="cpu")
+    folder = args.run if os.path.isdir(args.run) else os.path.dirname(os.path.abspath(args.run))
+    out = args.out or os.path.join(folder, "actor.pt" if args.format == "torchscript" else "actor.onnx")
+    with trainer:
+        export_actor(trainer.actor, trainer.spec, out, args.format)
+    print(f"wrote {out} and {out}.json (inputs, outputs and action layout)")
+    return 0
+
+
+COMMANDS = {"train": train_main, "eval": eval_main, "export": export_main}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"train": train_main, "eval": eval_main}
-    if not argv or argv[0] not in commands:
-        print("usage: mappo {train,eval} ...\n  mappo train CONFIG [key=value ...]\n  mappo eval RUN_DIR [--episodes K]",
-              file=sys.stderr)
+    if not argv or argv[0] not in COMMANDS:
+        print(__doc__.split("\n\n", 1)[1].rstrip(), file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     try:
-        return commands[argv[0]](argv[1:])
-    except (ValueError, TypeError, FileNotFoundError) as err:
+        return COMMANDS[argv[0]](argv[1:])
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         print(f"mappo {argv[0]}: error: {err}", file=sys.stderr)
         return 2
 

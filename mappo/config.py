@@ -72,8 +72,11 @@ class Config:
     wandb_mode: str = "online"  # "online" | "offline" (no account or network needed) | "disabled"
     run_dir: Optional[str] = None  # run folder; None means runs/<name>-<time> (CLI) or no folder (API)
     name: Optional[str] = None  # run name; None means the env name
-    log_every: int = 1  # print a console line every N iterations
-    progress: bool = True  # tqdm progress bar when attached to a terminal
+    log_every: int = 10  # without a terminal: print a console line every N iterations
+    progress: bool = True  # progress bar (on a terminal) or log lines (otherwise), and a run summary
+    checkpoint_every: int = 50  # write <run_dir>/ckpt.pt every N iterations (0: only at the end and on SIGINT/SIGTERM)
+    curves_every_s: float = 30.0  # refresh <run_dir>/curves.png at most this often, in seconds (0: only at the end)
+    wandb_video: bool = True  # with W&B on: log a video of a deterministic episode at the end (needs rgb_array rendering)
 
     def __post_init__(self) -> None:
         validate(self)
@@ -145,13 +148,13 @@ def _check_type(cfg: Config, name: str, kind: type) -> None:
 def validate(cfg: Config) -> None:
     """Raise ValueError/TypeError naming the field and the allowed values."""
     for name in ("total_steps", "num_envs", "rollout_length", "seed", "ppo_epochs", "num_minibatches",
-                 "num_workers", "log_every", "chunk_length"):
+                 "num_workers", "log_every", "chunk_length", "checkpoint_every"):
         _check_type(cfg, name, int)
     for name in ("lr", "gamma", "gae_lambda", "max_grad_norm", "adam_eps", "clip_eps", "kl_coef",
-                 "target_kl", "entropy_coef", "value_coef", "huber_delta"):
+                 "target_kl", "entropy_coef", "value_coef", "huber_delta", "curves_every_s"):
         _check_type(cfg, name, float)
     for name in ("value_norm", "value_clip", "normalize_advantages", "wandb", "progress", "input_norm", "popart",
-                 "recurrent"):
+                 "recurrent", "wandb_video"):
         _check_type(cfg, name, bool)
     for name, allowed in _CHOICES.items():
         if getattr(cfg, name) not in allowed:
@@ -163,6 +166,9 @@ def validate(cfg: Config) -> None:
     for name in positive_ints:
         if getattr(cfg, name) < 1:
             raise ValueError(f"config field {name!r} must be an integer >= 1, got {getattr(cfg, name)!r}")
+    for name in ("checkpoint_every", "curves_every_s"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"config field {name!r} must be >= 0 (0 = off), got {getattr(cfg, name)!r}")
     if cfg.num_workers < 0:
         raise ValueError(f"config field 'num_workers' must be >= 0 (0 = automatic), got {cfg.num_workers}")
     if cfg.seed < 0:

@@ -1,4 +1,5 @@
-"""Console / JSONL / W&B logging behind one small interface."""
+"""Console / JSONL / W&B logging behind one small interface, plus the run folder's curves.png
+and the end-of-run summary."""
 from __future__ import annotations
 
 import json
@@ -57,6 +58,58 @@ class RunLogger:
                   f"value_loss {row['value_loss']:.4f}  entropy {row['entropy']:.3f}  kl {row['approx_kl']:.4f}",
                   flush=True)
         self.last_steps = row["env_steps"]
+
+    def plot(self) -> None:
+        """Redraw ``<run_dir>/curves.png`` from metrics.jsonl (written via a temp file and rename)."""
+        if self.run_dir is None or self.metrics_file is None:
+            return
+        from .plot import plot_groups
+
+        try:
+            plot_groups({self.cfg.run_name: [self.run_dir]}, os.path.join(self.run_dir, "curves.png"),
+                        title=f"{self.cfg.run_name}: team return")
+        except Exception as err:  # a plot must never kill a training run
+            print(f"warning: could not draw curves.png: {err}", file=sys.stderr)
+
+    def finish(self, trainer: Any, ckpt: Optional[str]) -> None:
+        """With W&B on: log the final checkpoint as a model artifact and, when the env renders
+        rgb_array frames, a video of a deterministic episode as ``wandb.Video``."""
+        if self.wandb_run is None:
+            return
+        import wandb
+
+        if ckpt and os.path.isfile(ckpt):
+            artifact = wandb.Artifact(f"{self.cfg.run_name}-model".replace("/", "_"), type="model",
+                                      metadata={"env_steps": trainer.env_steps, "iteration": trainer.iteration})
+            artifact.add_file(ckpt, name="ckpt.pt")
+            self.wandb_run.log_artifact(artifact)
+        if self.cfg.wandb_video and not trainer.batched and self.run_dir is not None:
+            from .video import record_episode, render_env_fn, write_video
+
+            try:
+                frames = record_episode(trainer.policy, render_env_fn(trainer.env_fn), seed=self.cfg.seed)
+                path = write_video(frames, os.path.join(self.run_dir, "eval.mp4"))
+                self.wandb_run.log({"eval_video": wandb.Video(path, format=path.rsplit(".", 1)[-1]),
+                                    "env_steps": trainer.env_steps})
+            except Exception as err:  # no renderer: say so, keep the run
+                print(f"warning: no eval video logged to W&B: {err}", file=sys.stderr)
+
+    def summary(self, trainer: Any, history: Any, wall: float, ckpt: Optional[str]) -> None:
+        """The end-of-run summary on the console (when ``progress`` is on)."""
+        if not self.cfg.progress:
+            return
+        returns = [r["team_return"] for r in history if r.get("team_return") is not None]
+        stop = "" if trainer.interrupted is None else f" (stopped by signal {trainer.interrupted})"
+        lines = [f"run summary{stop}:",
+                 f"  env steps   {trainer.env_steps} ({len(history)} iterations this call, {wall:.1f} s, "
+                 f"{(len(history) * trainer.cfg.num_envs * trainer.cfg.rollout_length) / max(wall, 1e-9):.0f} steps/s)"]
+        if returns:
+            lines.append(f"  team return last {returns[-1]:.3f}, best {max(returns):.3f}, first {returns[0]:.3f}")
+        if self.run_dir is not None:
+            lines.append(f"  run folder  {self.run_dir} (config.yaml, metrics.jsonl, curves.png)")
+        if ckpt:
+            lines.append(f"  checkpoint  {ckpt}; continue with: mappo train --resume {self.run_dir}")
+        print("\n".join(lines), flush=True)
 
     def close(self) -> None:
         if self.bar is not None:

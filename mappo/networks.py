@@ -25,6 +25,7 @@ class GroupedLinear(nn.Module):
 
     def __init__(self, groups: int, in_dim: int, out_dim: int, gain: float):
         super().__init__()
+        self.groups = groups
         self.weight = nn.Parameter(torch.empty(groups, in_dim, out_dim))
         self.bias = nn.Parameter(torch.zeros(groups, out_dim))
         for g in range(groups):
@@ -33,7 +34,7 @@ class GroupedLinear(nn.Module):
             self.weight.data[g] = w.t()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weight.shape[0] == 1:  # shared: one fused matmul + bias over all rows
+        if self.groups == 1:  # shared: one fused matmul + bias over all rows
             flat = torch.addmm(self.bias[0], x.reshape(-1, x.shape[-1]), self.weight[0])
             return flat.view(*x.shape[:-1], flat.shape[-1])
         # x [..., A, in] with one weight set per agent slot
@@ -165,7 +166,7 @@ class ActionDist:
             logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
             self.log_probs = [chunk.log_softmax(-1) for chunk in torch.split(logits, spec_sizes, dim=-1)]
         self.normal = None
-        if mean is not None and mean.shape[-1] > 0:
+        if mean is not None:  # the actor passes None when there are no Gaussian dims
             self.normal = Normal(mean, log_std.exp().expand_as(mean), validate_args=False)
             self.cont_mask = cont_mask
 

@@ -7,7 +7,10 @@
 """
 from __future__ import annotations
 
+import os
 import random
+import signal
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
@@ -16,7 +19,7 @@ import torch
 
 from . import loss as L
 from .buffer import HIDDEN_KEYS, RolloutBuffer
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, validate
 from .logger import RunLogger
 from .networks import Actor, Critic
@@ -53,6 +56,33 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class _StopOnSignal:
+    """While active, the first SIGINT/SIGTERM only records the signal (the training loop stops
+    after the current iteration and writes a checkpoint); a second SIGINT interrupts at once.
+    Handlers can only be set from the main thread; elsewhere this does nothing."""
+
+    def __init__(self) -> None:
+        self.signum: Optional[int] = None
+        self.previous: Dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\nreceived {signal.Signals(signum).name}: stopping after this iteration and saving a checkpoint",
+              flush=True)
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
 class Trainer:
     def __init__(self, env_fn: Callable[[], Any], cfg: Optional[Config] = None):
         cfg = cfg if cfg is not None else Config()
@@ -68,6 +98,8 @@ class Trainer:
         self.batched = bool(getattr(env_fn, "batched", False))
         self.vec = None
         self.buffer = None
+        self.interrupted: Optional[int] = None  # the signal that stopped the last train() call, if any
+        self._resume: Optional[Dict[str, Any]] = None  # env-side state from a checkpoint, applied in _ensure_envs
         if self.batched:
             self._ensure_envs()  # the batched env is the only source of its spec
         else:
@@ -113,6 +145,23 @@ class Trainer:
             self.actor_h = torch.zeros(cfg.num_envs, A, hidden, device=self.device)
             self.critic_h = torch.zeros(cfg.num_envs, A, hidden, device=self.device)
             self.episode_start = torch.ones(cfg.num_envs, dtype=torch.bool, device=self.device)
+        if self._resume is not None:
+            self._apply_resume()
+
+    def _apply_resume(self) -> None:
+        """Put the envs and the carried state where the checkpoint left them, then restore the RNGs
+        (last: building and resetting envs may draw from them)."""
+        state, self._resume = self._resume, None
+        episode = self.vec.arrays.get("episode")
+        if state["episode"] is not None and isinstance(episode, np.ndarray):
+            # every env restarts the episode it was in, from that episode's seed: exact when the
+            # checkpoint fell between episodes, as it does when episode lengths divide rollout_length
+            episode[:] = state["episode"].numpy()
+            self.vec.reset()
+        self.episode_start = state["episode_start"].to(self.device)
+        self.actor_h = state["actor_h"].to(self.device)
+        self.critic_h = state["critic_h"].to(self.device)
+        set_rng_state(state["rng"])
 
     def _from_env(self, name: str, vec: Any = None) -> torch.Tensor:
         x = (vec or self.vec).arrays[name]
@@ -149,9 +198,9 @@ class Trainer:
             alive, mask = self._from_env("alive"), self._from_env("action_mask")
             # a recurrent state restarts at an episode's first step and for agents that are gone
             resets = self.episode_start.unsqueeze(-1) | ~alive
+            actions, logp, hidden = self.policy.act_batch(obs, mask, hidden=self.actor_h, resets=resets)
             if self.actor.recurrent:
-                buf.actor_h[t] = self.actor_h
-            actions, logp, self.actor_h = self.policy.act_batch(obs, mask, hidden=self.actor_h, resets=resets)
+                buf.actor_h[t], self.actor_h = self.actor_h, hidden
             buf.obs[t], buf.state[t], buf.alive[t], buf.action_mask[t] = obs, state, alive, mask
             buf.actions[t], buf.logp[t], buf.resets[t] = actions, logp, resets
             self._send_actions(self.vec, actions)
@@ -264,10 +313,10 @@ class Trainer:
         stats["explained_variance"] = explained_var
         return stats
 
-    def _set_lr(self, total: int) -> None:
-        """``lr_schedule: linear`` decays both learning rates to 0 at ``total`` env steps."""
+    def _set_lr(self) -> None:
+        """``lr_schedule: linear`` decays both learning rates to 0 at ``cfg.total_steps`` env steps."""
         cfg = self.cfg
-        frac = linear_schedule(self.env_steps, total) if cfg.lr_schedule == "linear" else 1.0
+        frac = linear_schedule(self.env_steps, cfg.total_steps) if cfg.lr_schedule == "linear" else 1.0
         for opt, base in ((self.actor_opt, cfg.lr), (self.critic_opt, cfg.critic_lr or cfg.lr)):
             for group in opt.param_groups:
                 group["lr"] = base * frac
@@ -275,39 +324,54 @@ class Trainer:
     def train(self, total_steps: Optional[int] = None, run_dir: Optional[str] = None) -> List[Dict[str, Any]]:
         """Train until ``total_steps`` env steps (default ``cfg.total_steps``); returns this call's history.
 
-        ``run_dir`` (default ``cfg.run_dir``) receives config.yaml, metrics.jsonl and ckpt.pt.
+        ``run_dir`` (default ``cfg.run_dir``) receives config.yaml, metrics.jsonl, curves.png and
+        ckpt.pt (every ``checkpoint_every`` iterations, at the end, and on SIGINT/SIGTERM).
+        SIGINT or SIGTERM stops the run after the current iteration, with a checkpoint;
+        ``self.interrupted`` then holds the signal number.  A second SIGINT stops at once.
         """
         cfg = self.cfg
         total = int(total_steps if total_steps is not None else cfg.total_steps)
         run_dir = run_dir if run_dir is not None else cfg.run_dir
+        ckpt = os.path.join(run_dir, "ckpt.pt") if run_dir is not None else None
         self._ensure_envs()
         steps_per_iter = cfg.num_envs * cfg.rollout_length
         logger = RunLogger(cfg, run_dir, total, self.env_steps)
         history: List[Dict[str, Any]] = []
-        try:
-            while self.env_steps < total:
-                start = time.perf_counter()
-                self._set_lr(total)
-                episodes = self.collect()
-                stats = self.update()
-                self.env_steps += steps_per_iter
-                self.iteration += 1
-                elapsed = time.perf_counter() - start
-                row: Dict[str, Any] = {"iteration": self.iteration, "env_steps": self.env_steps,
-                                       "sps": steps_per_iter / elapsed, **stats, "lr": self.actor_opt.param_groups[0]["lr"]}
-                if episodes:
-                    row["team_return"] = float(np.mean([e["team_return"] for e in episodes]))
-                    row["episode_length"] = float(np.mean([e["length"] for e in episodes]))
-                    row["episodes"] = len(episodes)
-                history.append(row)
-                self.history.append(row)
-                logger.log(row)
-            if run_dir is not None:
-                import os
-
-                self.save(os.path.join(run_dir, "ckpt.pt"))
-        finally:
-            logger.close()
+        self.interrupted = None
+        started, last_plot = time.perf_counter(), time.perf_counter()
+        with _StopOnSignal() as stop:
+            try:
+                while self.env_steps < total and stop.signum is None:
+                    start = time.perf_counter()
+                    self._set_lr()
+                    episodes = self.collect()
+                    stats = self.update()
+                    self.env_steps += steps_per_iter
+                    self.iteration += 1
+                    elapsed = time.perf_counter() - start
+                    row: Dict[str, Any] = {"iteration": self.iteration, "env_steps": self.env_steps,
+                                           "sps": steps_per_iter / elapsed, **stats,
+                                           "lr": self.actor_opt.param_groups[0]["lr"]}
+                    if episodes:
+                        row["team_return"] = float(np.mean([e["team_return"] for e in episodes]))
+                        row["episode_length"] = float(np.mean([e["length"] for e in episodes]))
+                        row["episodes"] = len(episodes)
+                    history.append(row)
+                    self.history.append(row)
+                    logger.log(row)
+                    if ckpt and cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
+                        self.save(ckpt)
+                    if run_dir and cfg.curves_every_s and time.perf_counter() - last_plot >= cfg.curves_every_s:
+                        logger.plot()
+                        last_plot = time.perf_counter()
+                self.interrupted = stop.signum
+                if ckpt:
+                    self.save(ckpt)
+                    logger.plot()
+                    logger.finish(self, ckpt)
+            finally:
+                logger.summary(self, history, time.perf_counter() - started, ckpt)
+                logger.close()
         return history
 
     # ------------------------------------------------------------------------------------------
@@ -350,8 +414,22 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
+        """Everything a run needs to continue as if it had never stopped (issue 5): networks,
+        optimisers, normalisers, the KL coefficient, counters, every RNG state, each env's episode
+        count, the recurrent states carried between iterations, the config and the history.
+        Plain tensors and containers only, so it loads with ``weights_only=True``."""
+        resume = None
+        if self.vec is not None:  # envs built: their position in the run is part of the state
+            episode = self.vec.arrays.get("episode")
+            resume = {
+                "rng": rng_state(),
+                "episode": torch.from_numpy(episode.copy()) if isinstance(episode, np.ndarray) else None,
+                "episode_start": self.episode_start.cpu(),
+                "actor_h": self.actor_h.cpu(),
+                "critic_h": self.critic_h.cpu(),
+            }
         return {
-            "format": 1,
+            "format": 2,
             "config": self.cfg.to_dict(),
             "actor": self.actor.state_dict(),
             "critic": self.critic.state_dict(),
@@ -361,17 +439,34 @@ class Trainer:
             "kl_coef": float(self.kl_coef),
             "env_steps": int(self.env_steps),
             "iteration": int(self.iteration),
+            "history": [dict(row) for row in self.history],
+            "team": self._team_layout(),
+            "resume": resume,
         }
+
+    def _team_layout(self) -> Dict[str, Any]:
+        spec = self.spec
+        return {"agents": list(spec.names), "obs_dim": spec.obs_dim, "state_dim": spec.state_dim,
+                "num_logits": spec.num_logits, "action_width": spec.action_width}
 
     def save(self, path: str) -> None:
         save_checkpoint(path, self.state_dict())
 
     @classmethod
     def load(cls, path: str, env_fn: Callable[[], Any], **overrides: Any) -> "Trainer":
-        """Rebuild a trainer from ``save``'s file; ``overrides`` replace config fields (e.g. device)."""
+        """Rebuild a trainer from ``save``'s file; ``overrides`` replace config fields (e.g. device,
+        or a larger total_steps to train on).  ``train()`` then continues the run exactly where
+        it stopped, RNG states included."""
         payload = load_checkpoint(path)
+        if payload.get("format") != 2:
+            raise ValueError(f"{path!r} is a format-{payload.get('format')} checkpoint; this version reads format 2")
         cfg = Config.from_dict({**payload["config"], **overrides})
         trainer = cls(env_fn, cfg)
+        if trainer._team_layout() != payload["team"]:
+            raise ValueError(
+                f"{path!r} was trained on agents/widths {payload['team']}, but env_fn builds {trainer._team_layout()}. "
+                f"Pass the env_fn the run was trained with (the CLI rebuilds it from the config field 'env', "
+                f"currently {cfg.env!r}: set it to a registry name or 'module:callable' when training)")
         trainer.actor.load_state_dict(payload["actor"])
         trainer.critic.load_state_dict(payload["critic"])
         trainer.actor_opt.load_state_dict(payload["actor_opt"])
@@ -380,6 +475,10 @@ class Trainer:
         trainer.kl_coef = payload["kl_coef"]
         trainer.env_steps = payload["env_steps"]
         trainer.iteration = payload["iteration"]
+        trainer.history = list(payload["history"])
+        trainer._resume = payload["resume"]
+        if trainer._resume is not None and trainer.vec is not None:  # a batched env was built in __init__
+            trainer._apply_resume()
         return trainer
 
     def close(self) -> None:

@@ -1,5 +1,10 @@
 """E copies of a PettingZoo ParallelEnv -> batched numpy arrays with fixed agent slots.
 
+Every reset is seeded: env ``i``'s ``k``-th episode starts from :func:`episode_seed`
+(``seed + i`` for the first), and ``episode [E]`` counts each env's resets.  An env's state at
+an episode start is therefore a function of (seed, i, k) alone, which is what lets a resumed
+run continue exactly (issue 5).
+
 Agent slots come from ``possible_agents`` and never change.  An agent that has left the
 episode keeps its slot with ``alive=False``, a zero observation and no action sent to the
 env.  Envs reset themselves when every agent is done; the observation returned for that
@@ -9,7 +14,8 @@ so a time-limit truncation can bootstrap from it (DESIGN.md, "time limits are no
 Arrays (E envs, A agents, O obs width, L logits, S state width, W action width):
     obs [E, A, O] float32, action_mask [E, A, L] bool, alive [E, A] bool, state [E, S] float32,
     reward [E, A] float32, terminated [E, A] bool, truncated [E, A] bool,
-    final_obs [E, A, O], final_state [E, S], env_done [E] bool, actions [E, A, W] float32.
+    final_obs [E, A, O], final_state [E, S], env_done [E] bool, actions [E, A, W] float32,
+    episode [E] int64.
 
 Two back ends share the per-env logic in :class:`EnvSlot`: ``InProcessVectorEnv`` (for
 debugging) and ``SubprocVectorEnv``, whose workers each step a slice of the envs and write
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
@@ -29,7 +36,15 @@ from .spaces import TeamSpec, flatten_state
 EnvFn = Callable[[], Any]
 
 _FIELDS = ("obs", "action_mask", "alive", "state", "reward", "terminated", "truncated",
-           "final_obs", "final_state", "env_done", "actions")
+           "final_obs", "final_state", "env_done", "actions", "episode")
+
+
+def episode_seed(base: int, episode: int) -> int:
+    """Reset seed of an env's ``episode``-th episode: ``base`` (run seed + env index) for the first,
+    then one derived from (base, episode) by numpy's SeedSequence, so no two episodes share a seed."""
+    if episode == 0:
+        return int(base)
+    return int(np.random.SeedSequence([int(base), int(episode)]).generate_state(1)[0])
 
 
 def make_parallel(env: Any) -> Any:
@@ -72,7 +87,7 @@ def allocate(spec: TeamSpec, num_envs: int, alloc: Callable[[tuple, Any], np.nda
         "obs": ((E, A, O), np.float32), "action_mask": ((E, A, L), np.bool_), "alive": ((E, A), np.bool_),
         "state": ((E, S), np.float32), "reward": ((E, A), np.float32), "terminated": ((E, A), np.bool_),
         "truncated": ((E, A), np.bool_), "final_obs": ((E, A, O), np.float32), "final_state": ((E, S), np.float32),
-        "env_done": ((E,), np.bool_), "actions": ((E, A, W), np.float32),
+        "env_done": ((E,), np.bool_), "actions": ((E, A, W), np.float32), "episode": ((E,), np.int64),
     }
     return {k: alloc(*shapes[k]) for k in _FIELDS}
 
@@ -102,8 +117,9 @@ class EnvSlot:
             state = env_state(self.env)
             a["state"][i] = state
 
-    def reset(self, seed: Optional[int]) -> None:
-        obs, infos = self.env.reset(seed=seed)
+    def reset(self) -> None:
+        """Start episode ``episode[i]`` from its seed."""
+        obs, infos = self.env.reset(seed=episode_seed(self.seed, int(self.a["episode"][self.i])))
         self._write_obs(obs, infos or {}, set(self.env.agents))
         self.team_return, self.length = 0.0, 0
         self.agent_returns[:] = 0.0
@@ -141,7 +157,8 @@ class EnvSlot:
             return None
         episode = {"team_return": self.team_return, "length": self.length,
                    "agent_returns": self.agent_returns.tolist()}
-        self.reset(seed=None)
+        a["episode"][i] += 1
+        self.reset()
         return episode
 
 
@@ -156,8 +173,9 @@ class InProcessVectorEnv:
         self.seed = seed
 
     def reset(self) -> None:
+        """Reset every env to the start of episode ``arrays["episode"][i]``."""
         for slot in self.slots:
-            slot.reset(seed=slot.seed)
+            slot.reset()
 
     def step(self) -> List[Dict[str, Any]]:
         """Step every env with ``arrays["actions"]``; returns stats of episodes that ended."""
@@ -191,6 +209,9 @@ def _shared_array(shape: tuple, dtype: Any) -> np.ndarray:
 
 def _worker(conn: Any, env_fns: List[EnvFn], indices: List[int], spec: TeamSpec, arrays: Dict[str, np.ndarray],
             seed: int) -> None:
+    # Ctrl-C reaches the whole process group; the trainer decides what happens (it writes a
+    # checkpoint and then closes the workers), so a worker must not die on it first
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     slots = []
     current = indices[0]
     try:
@@ -211,7 +232,7 @@ def _worker(conn: Any, env_fns: List[EnvFn], indices: List[int], spec: TeamSpec,
             elif cmd == "reset":
                 for slot in slots:
                     current = slot.i
-                    slot.reset(seed=slot.seed)
+                    slot.reset()
                 conn.send(("ok", None))
             elif cmd == "render":
                 conn.send(("ok", slots[0].env.render()))

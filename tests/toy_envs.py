@@ -16,13 +16,22 @@ from pettingzoo import ParallelEnv
 class _Toy(ParallelEnv):
     """Bookkeeping shared by the toy envs: RNG, agents, time limit, action checks."""
 
-    metadata = {"name": "toy", "render_modes": []}
+    metadata = {"name": "toy", "render_modes": ["rgb_array"]}
     max_steps = 10
 
-    def __init__(self):
+    def __init__(self, render_mode=None):
         self.agents = []
         self.rng = np.random.default_rng()
         self.t = 0
+        self.render_mode = render_mode
+
+    def render(self):
+        """A 24x32 frame: a bar as long as the step count, so frames differ (for video tests)."""
+        if self.render_mode != "rgb_array":
+            return None
+        frame = np.zeros((24, 32, 3), dtype=np.uint8)
+        frame[8:16, : 3 * self.t + 2] = (255, 160, 0)
+        return frame
 
     @functools.lru_cache(maxsize=None)
     def observation_space(self, agent: str) -> spaces.Space:

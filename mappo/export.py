@@ -1,0 +1,105 @@
+"""Export a trained actor that needs only torch (TorchScript) or an ONNX runtime.
+
+The exported module maps one step of the whole team to deterministic actions:
+
+    feed-forward:  (obs [N, A, O] float32, action_mask [N, A, L] bool) -> actions [N, A, W] float32
+    recurrent:     (obs, action_mask, hidden [N, A, H] float32, resets [N, A] bool) -> (actions, hidden)
+
+``obs`` rows are the agents' observations flattened and zero-padded to ``O`` (as
+``TeamSpec.flatten_obs`` does; gymnasium's ``spaces.flatten`` for Dict/Discrete spaces);
+``action_mask`` allows every valid logit when the env has no masks.  A shared actor adds each
+agent's one-hot id itself; a per-agent actor uses each slot's own weights.  Action row ``k``
+holds the categorical choice of each component, then the Gaussian means (see the sidecar JSON
+written next to the model, which records the layout per agent).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any, Dict, Tuple
+
+import torch
+from torch import nn
+
+from .networks import Actor
+from .spaces import TeamSpec
+
+
+class DeterministicActor(nn.Module):
+    def __init__(self, actor: Actor):
+        super().__init__()
+        self.actor = actor
+
+    def forward(self, obs: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
+        dist, _ = self.actor(obs, action_mask)
+        return dist.sample(deterministic=True)
+
+
+class DeterministicRecurrentActor(nn.Module):
+    def __init__(self, actor: Actor):
+        super().__init__()
+        self.actor = actor
+
+    def forward(self, obs: torch.Tensor, action_mask: torch.Tensor, hidden: torch.Tensor,
+                resets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        dist, hidden = self.actor(obs.unsqueeze(0), action_mask.unsqueeze(0), hidden, resets.unsqueeze(0))
+        return dist.sample(deterministic=True)[0], hidden
+
+
+def example_inputs(spec: TeamSpec, actor: Actor, batch: int = 2) -> Tuple[torch.Tensor, ...]:
+    A = spec.num_agents
+    obs = torch.zeros(batch, A, spec.obs_dim)
+    mask = torch.as_tensor(spec.valid_logits).expand(batch, A, spec.num_logits).clone()
+    if not actor.recurrent:
+        return obs, mask
+    return obs, mask, torch.zeros(batch, A, actor.hidden_size), torch.zeros(batch, A, dtype=torch.bool)
+
+
+def layout(spec: TeamSpec, actor: Actor) -> Dict[str, Any]:
+    """What the sidecar JSON records: agents, widths and the action layout per agent."""
+    return {
+        "agents": list(spec.names),
+        "obs_dim": spec.obs_dim,
+        "num_logits": spec.num_logits,
+        "action_width": spec.action_width,
+        "recurrent": actor.recurrent,
+        "hidden_size": actor.hidden_size if actor.recurrent else 0,
+        "per_agent": [{"name": a.name, "obs_size": a.obs_dim, "categorical_sizes": list(a.nvec),
+                       "continuous_dims": a.cont_dim} for a in spec.agents],
+        "inputs": ["obs", "action_mask"] + (["hidden", "resets"] if actor.recurrent else []),
+        "outputs": ["actions"] + (["hidden"] if actor.recurrent else []),
+    }
+
+
+def export_actor(actor: Actor, spec: TeamSpec, path: str, fmt: str = "torchscript") -> str:
+    """Write the actor to ``path`` (``.pt`` TorchScript or ``.onnx``) plus ``<path>.json``; returns ``path``."""
+    if fmt not in ("torchscript", "onnx"):
+        raise ValueError(f"export format must be 'torchscript' or 'onnx', got {fmt!r}")
+    actor = copy.deepcopy(actor).to("cpu").eval()  # a frozen copy: the trainer's actor is left as it is
+    actor.requires_grad_(False)
+    module = (DeterministicRecurrentActor(actor) if actor.recurrent else DeterministicActor(actor)).eval()
+    inputs = example_inputs(spec, actor)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    meta = layout(spec, actor)
+    if fmt == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.trace(module, inputs, check_trace=False)
+        traced.save(path)
+    else:
+        try:
+            import onnx
+        except ImportError as err:
+            raise ImportError("ONNX export needs the onnx package: pip install onnx onnxscript "
+                              "(or the project's 'onnx' extra)") from err
+        names = meta["inputs"]
+        dynamic = {n: {0: "batch"} for n in names + meta["outputs"]}
+        with torch.no_grad():
+            torch.onnx.export(module, inputs, path, input_names=names, output_names=meta["outputs"],
+                              dynamic_axes=dynamic, dynamo=False)
+        # the exporter drops inputs the graph never reads (action_mask when there are no
+        # categorical actions): record the inputs the model really takes
+        meta["inputs"] = [i.name for i in onnx.load(path).graph.input]
+    with open(path + ".json", "w") as f:
+        json.dump({"format": fmt, **meta}, f, indent=2)
+    return path

@@ -1,0 +1,296 @@
+"""Issue 5: exact resume, checkpoints on signals, evaluation with video, progress and run folder,
+W&B artifacts, policy export."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import mappo
+from envs import make_env_fn
+from tests.toy_envs import ContinuousEnv, CoordinationEnv, EarlyExitEnv, HeterogeneousEnv, MaskedEnv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(**kw) -> mappo.Config:
+    base = dict(total_steps=200, num_envs=2, rollout_length=20, seed=0, vector_mode="inprocess", ppo_epochs=2,
+                num_minibatches=2, hidden_sizes=[16], progress=False, device="cpu")
+    base.update(kw)
+    return mappo.Config(**base)
+
+
+def strip_timing(history):
+    return [{k: v for k, v in row.items() if k != "sps"} for row in history]
+
+
+@pytest.mark.parametrize("extra", [
+    {},
+    {"recurrent": True, "chunk_length": 5, "objective": "clip_kl", "lr_schedule": "linear"},
+    {"vector_mode": "subprocess", "popart": True, "value_norm": False, "critic_input": "agent_specific"},
+], ids=["mlp", "recurrent-kl-linear", "subprocess-popart"])
+def test_resume_gives_the_same_history_as_one_straight_run(tmp_path, extra):
+    cfg = tiny(**extra)
+    with mappo.Trainer(EarlyExitEnv, cfg) as trainer:
+        straight = trainer.train()
+    assert len(straight) == 5
+    run_dir = str(tmp_path / "run")
+    with mappo.Trainer(EarlyExitEnv, cfg.replace(run_dir=run_dir)) as trainer:
+        first = trainer.train(total_steps=80)  # 2 iterations, then a checkpoint at the end
+    resumed = mappo.Trainer.load(os.path.join(run_dir, "ckpt.pt"), EarlyExitEnv)
+    with resumed:
+        assert resumed.env_steps == 80 and strip_timing(resumed.history) == strip_timing(first)
+        second = resumed.train()
+    assert strip_timing(first + second) == strip_timing(straight)  # equal numbers, not just close
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4, 5]  # one history across the stop
+
+
+def test_checkpoint_every_and_contents(tmp_path):
+    run_dir = tmp_path / "run"
+    saves = []
+    real_save = mappo.Trainer.save
+
+    def spy(self, path):
+        saves.append(self.iteration)
+        return real_save(self, path)
+
+    mappo.Trainer.save = spy
+    try:
+        with mappo.Trainer(CoordinationEnv, tiny(checkpoint_every=2, run_dir=str(run_dir))) as trainer:
+            trainer.train()
+    finally:
+        mappo.Trainer.save = real_save
+    assert saves == [2, 4, 5]  # every 2 iterations, and at the end
+    payload = torch.load(run_dir / "ckpt.pt", weights_only=True)
+    assert {"actor", "critic", "actor_opt", "critic_opt", "value_norm", "config", "env_steps", "kl_coef",
+            "history"} <= set(payload)
+    assert {"python", "numpy", "torch", "cuda"} == set(payload["resume"]["rng"])
+    assert payload["resume"]["episode"].tolist() == [10, 10]  # 10-step episodes, 100 steps per env
+    assert {"config.yaml", "metrics.jsonl", "curves.png", "ckpt.pt"} <= set(os.listdir(run_dir))
+    assert not any(n.startswith(".ckpt-") or n.endswith(".tmp.png") for n in os.listdir(run_dir))
+
+
+def _write_config(path, **fields):
+    base = {"env": "tests.toy_envs:CoordinationEnv", "num_envs": 2, "rollout_length": 20, "ppo_epochs": 1,
+            "hidden_sizes": [16], "device": "cpu", "vector_mode": "subprocess", "num_workers": 2}
+    base.update(fields)
+    path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in base.items()) + "\n")
+    return str(path)
+
+
+def test_sigterm_writes_a_checkpoint_that_resumes(tmp_path):
+    config = _write_config(tmp_path / "c.yaml", total_steps=10_000_000, checkpoint_every=0, log_every=1)
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "mappo", "train", config, f"run_dir={run_dir}"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
+        time.sleep(0.2)
+    assert not os.path.exists(run_dir / "ckpt.pt")  # checkpoint_every=0: nothing written yet
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "received SIGTERM" in out and "mappo train --resume" in out
+    payload = torch.load(run_dir / "ckpt.pt", weights_only=True)
+    steps = payload["env_steps"]
+    assert steps >= 120 and steps % 40 == 0
+    rows = [json.loads(line) for line in open(metrics)]
+    assert rows[-1]["env_steps"] == steps  # the checkpoint holds every iteration that was logged
+    more = subprocess.run([sys.executable, "-m", "mappo", "train", "--resume", str(run_dir), f"total_steps={steps + 80}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert more.returncode == 0, more.stderr
+    assert f"resuming {run_dir} at {steps} env steps" in more.stdout
+    rows = [json.loads(line) for line in open(metrics)]
+    assert [r["env_steps"] for r in rows][-3:] == [steps, steps + 40, steps + 80]
+    assert [r["iteration"] for r in rows] == list(range(1, len(rows) + 1))
+    children = subprocess.run(["pgrep", "-f", str(run_dir)], capture_output=True, text=True).stdout.split()
+    assert children == []  # no orphaned env workers
+
+
+def test_progress_lines_without_a_terminal_and_summary(tmp_path):
+    config = _write_config(tmp_path / "c.yaml", total_steps=200, log_every=2)
+    out = subprocess.run([sys.executable, "-m", "mappo", "train", config, f"run_dir={tmp_path / 'run'}"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = [line for line in out.stdout.splitlines() if line.startswith("iter ")]
+    assert len(lines) == 2 and "team_return" in lines[0]  # iterations 2 and 4 of 5
+    assert "run summary" in out.stdout and "env steps   200" in out.stdout and "\r" not in out.stdout
+    png = tmp_path / "run" / "curves.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".gif"])
+def test_eval_writes_video(tmp_path, ext):
+    config = _write_config(tmp_path / "c.yaml", total_steps=40)
+    run_dir = tmp_path / "run"
+    assert subprocess.run([sys.executable, "-m", "mappo", "train", config, f"run_dir={run_dir}", "progress=false"],
+                          cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    video = tmp_path / f"episode{ext}"
+    out = subprocess.run([sys.executable, "-m", "mappo", "eval", str(run_dir), "--episodes", "3", "--video", str(video)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["episodes"] == 3
+    import imageio.v3 as iio
+
+    frames = iio.imread(video, index=None)
+    assert frames.shape[0] == 11 and frames.shape[-1] == 3  # the reset frame + 10 steps
+    assert not np.array_equal(frames[0], frames[-1])
+
+
+def test_video_falls_back_to_gif_without_ffmpeg(tmp_path, monkeypatch, capsys):
+    from mappo.video import write_video
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # import now fails
+    frames = [np.full((8, 8, 3), v, np.uint8) for v in (0, 255)]
+    written = write_video(frames, str(tmp_path / "x.mp4"))
+    assert written.endswith("x.gif") and os.path.isfile(written)
+    assert "imageio-ffmpeg is not installed" in capsys.readouterr().err
+    with pytest.raises(ValueError, match=r"\.mp4 or \.gif"):
+        write_video(frames, str(tmp_path / "x.avi"))
+
+
+def test_video_needs_rgb_array_rendering():
+    from mappo.video import record_episode
+
+    with mappo.Trainer(HeterogeneousEnv, tiny()) as trainer:
+        with pytest.raises(ValueError, match="render_mode='rgb_array'"):
+            record_episode(trainer.policy, HeterogeneousEnv)  # built without render_mode
+
+
+def test_wandb_offline_logs_model_artifact_and_video(tmp_path, monkeypatch):
+    from wandb.sdk.wandb_run import Run
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    artifacts, videos = [], []
+    real_log, real_artifact = Run.log, Run.log_artifact
+
+    def spy_log(self, data, *args, **kwargs):
+        videos.extend(k for k, v in data.items() if type(v).__name__ == "Video")
+        return real_log(self, data, *args, **kwargs)
+
+    def spy_artifact(self, artifact, *args, **kwargs):
+        artifacts.append((artifact.type, sorted(artifact.manifest.entries)))
+        return real_artifact(self, artifact, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "log", spy_log)
+    monkeypatch.setattr(Run, "log_artifact", spy_artifact)
+    cfg = tiny(wandb=True, wandb_mode="offline", run_dir=str(tmp_path / "run"), total_steps=40)
+    with mappo.Trainer(CoordinationEnv, cfg) as trainer:
+        trainer.train()
+    assert artifacts == [("model", ["ckpt.pt"])]
+    assert videos == ["eval_video"]
+    assert (tmp_path / "run" / "eval.mp4").stat().st_size > 0
+
+
+def _observations(env_cls, count=100, seed=0):
+    """``count`` (obs, infos) pairs from random play."""
+    env = env_cls()
+    obs, infos = env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < count:
+        out.append((obs, infos))
+        actions = {}
+        for a in env.agents:
+            mask = obs[a]["action_mask"] if isinstance(obs[a], dict) and "action_mask" in obs[a] else \
+                infos.get(a, {}).get("action_mask")
+            if mask is not None:
+                actions[a] = int(rng.choice(np.flatnonzero(mask)))
+            else:
+                env.action_space(a).seed(int(rng.integers(1 << 30)))
+                actions[a] = env.action_space(a).sample()
+        obs, _, _, _, infos = env.step(actions)
+        if not env.agents:
+            obs, infos = env.reset(seed=int(rng.integers(1 << 30)))
+    return out
+
+
+def _flat(spec, obs, infos):
+    flat = np.zeros((1, spec.num_agents, spec.obs_dim), np.float32)
+    mask = np.array(spec.valid_logits, dtype=bool)[None].copy()
+    for k, name in enumerate(spec.names):
+        if name in obs:
+            spec.flatten_obs(k, obs[name], flat[0, k])
+            spec.action_mask(k, obs[name], infos.get(name), mask[0, k])
+    return flat, mask
+
+
+@pytest.mark.parametrize("env_cls,sharing", [(HeterogeneousEnv, "shared"), (MaskedEnv, "separate"),
+                                             (ContinuousEnv, "shared")])
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_exported_actor_matches_policy_act(tmp_path, env_cls, sharing, fmt):
+    cfg = tiny(env=f"tests.toy_envs:{env_cls.__name__}", parameter_sharing=sharing, total_steps=80)
+    with mappo.Trainer(env_cls, cfg) as trainer:
+        trainer.train()
+        run_dir = tmp_path / "run"
+        trainer.save(str(run_dir / "ckpt.pt"))
+        spec, policy = trainer.spec, trainer.policy
+        out = subprocess.run([sys.executable, "-m", "mappo", "export", str(run_dir), "--format", fmt], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        path = run_dir / ("actor.pt" if fmt == "torchscript" else "actor.onnx")
+        meta = json.loads(open(str(path) + ".json").read())
+        assert meta["agents"] == spec.names and meta["obs_dim"] == spec.obs_dim
+        if fmt == "torchscript":
+            model = torch.jit.load(str(path))
+            run = lambda flat, mask: model(torch.from_numpy(flat), torch.from_numpy(mask)).numpy()  # noqa: E731
+        else:
+            ort = pytest.importorskip("onnxruntime")
+            session = ort.InferenceSession(str(path))
+            names = [i.name for i in session.get_inputs()]
+            assert names == meta["inputs"] and names[0] == "obs"
+            run = lambda flat, mask: session.run(  # noqa: E731
+                None, {"obs": flat, "action_mask": mask} if "action_mask" in names else {"obs": flat})[0]
+        for obs, infos in _observations(env_cls):
+            expected = policy.act(obs, deterministic=True, infos=infos)
+            rows = run(*_flat(spec, obs, infos))[0]
+            got = {name: spec.decode_action(k, rows[k]) for k, name in enumerate(spec.names) if name in obs}
+            for name in expected:
+                np.testing.assert_allclose(np.asarray(got[name], dtype=np.float64),
+                                           np.asarray(expected[name], dtype=np.float64), rtol=1e-5, atol=1e-5)
+
+
+def test_exported_recurrent_actor_carries_its_state(tmp_path):
+    from mappo.export import export_actor
+
+    with mappo.Trainer(HeterogeneousEnv, tiny(recurrent=True, chunk_length=5, total_steps=40)) as trainer:
+        trainer.train()
+        path = export_actor(trainer.actor, trainer.spec, str(tmp_path / "a.pt"))
+        model = torch.jit.load(path)
+        spec, policy = trainer.spec, trainer.policy
+        policy.reset()
+        hidden = torch.zeros(1, spec.num_agents, 16)
+        resets = torch.zeros(1, spec.num_agents, dtype=torch.bool)
+        for obs, infos in _observations(HeterogeneousEnv, count=10):
+            expected = policy.act(obs, deterministic=True, infos=infos)
+            flat, mask = _flat(spec, obs, infos)
+            actions, hidden = model(torch.from_numpy(flat), torch.from_numpy(mask), hidden, resets)
+            got = {name: spec.decode_action(k, actions[0, k].numpy()) for k, name in enumerate(spec.names)}
+            assert {k: np.asarray(v).tolist() for k, v in got.items()} == \
+                {k: np.asarray(v).tolist() for k, v in expected.items()}
+        assert torch.allclose(hidden, policy.hidden)
+
+
+def test_loading_with_a_different_env_is_a_clear_error(tmp_path):
+    with mappo.Trainer(HeterogeneousEnv, tiny(total_steps=40)) as trainer:  # cfg.env left at its default
+        trainer.save(str(tmp_path / "ckpt.pt"))
+    with pytest.raises(ValueError, match="was trained on agents.*set it to a registry name"):
+        mappo.Trainer.load(str(tmp_path / "ckpt.pt"), make_env_fn("mpe/simple_spread"))
+
+
+def test_cli_errors_are_clear(tmp_path):
+    run = lambda *args: subprocess.run([sys.executable, "-m", "mappo", *args], cwd=ROOT, capture_output=True,  # noqa
+                                       text=True, timeout=120)
+    missing = run("train", "--resume", str(tmp_path / "nope"))
+    assert missing.returncode == 2 and "no checkpoint at" in missing.stderr
+    nothing = run("train")
+    assert nothing.returncode == 2 and "CONFIG" in nothing.stderr
+    bad_video = run("eval", str(tmp_path), "--video", "x.avi")
+    assert bad_video.returncode == 2 and ".mp4 or .gif" in bad_video.stderr
