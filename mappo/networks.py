@@ -98,14 +98,15 @@ def run_gru(cell: GroupedGRUCell, x: torch.Tensor, h: torch.Tensor, resets: torc
 
 # --------------------------------------------------------------------------------------------
 # inputs: parameter-free, so the update builds them once per iteration, not once per epoch
-def network_input(feats: torch.Tensor, normalize: bool, agent_eye: Optional[torch.Tensor]) -> torch.Tensor:
+def network_input(feats: torch.Tensor, norm_dim: int, agent_eye: Optional[torch.Tensor]) -> torch.Tensor:
     """``feats [..., A, F]`` -> ``[..., A, F (+ A)]``.
 
-    ``normalize`` standardises each row's features (MAPPO's "feature normalisation", a
-    LayerNorm on the input without learned scale); ``agent_eye`` ``[A, A]`` appends a one-hot
-    agent id, which shared networks need to tell agents apart.
+    ``norm_dim`` (= F, or 0 for none) standardises each row's features (MAPPO's "feature
+    normalisation", a LayerNorm on the input without learned scale); it is a plain int so that
+    exported graphs keep a static shape.  ``agent_eye`` ``[A, A]`` appends a one-hot agent id,
+    which shared networks need to tell agents apart.
     """
-    x = nn.functional.layer_norm(feats, feats.shape[-1:]) if normalize else feats
+    x = nn.functional.layer_norm(feats, (norm_dim,)) if norm_dim else feats
     if agent_eye is None:
         return x
     eye = agent_eye.to(x.dtype).expand(*x.shape[:-2], *agent_eye.shape)
@@ -219,7 +220,7 @@ class Actor(nn.Module):
         self.net = GroupedMLP(groups, in_dim, hidden, self.num_logits + self.cont_dim, activation, out_gain=0.01)
         self.gru = GroupedGRUCell(groups, hidden[-1], hidden[-1]) if recurrent else None
         self.hidden_size = hidden[-1]
-        self.input_norm = input_norm
+        self.norm_dim = spec.obs_dim if input_norm else 0
         self.log_std = nn.Parameter(torch.zeros(spec.num_agents, self.cont_dim))
         self.register_buffer("cont_mask", torch.as_tensor(spec.cont_mask))
         self.register_buffer("agent_eye", torch.eye(spec.num_agents) if shared else None, persistent=False)
@@ -230,7 +231,7 @@ class Actor(nn.Module):
 
     def inputs(self, obs: torch.Tensor) -> torch.Tensor:
         """obs ``[..., A, O]`` -> network input ``[..., A, in]``."""
-        return network_input(obs, self.input_norm, self.agent_eye)
+        return network_input(obs, self.norm_dim, self.agent_eye)
 
     def forward(self, obs: torch.Tensor, mask: torch.Tensor, hidden: Optional[torch.Tensor] = None,
                 resets: Optional[torch.Tensor] = None) -> Tuple[ActionDist, Optional[torch.Tensor]]:
@@ -274,7 +275,7 @@ class Critic(nn.Module):
         self.net = GroupedMLP(groups, in_dim, hidden, 1, activation, out_gain=1.0)
         self.gru = GroupedGRUCell(groups, hidden[-1], hidden[-1]) if recurrent else None
         self.hidden_size = hidden[-1]
-        self.input_norm = input_norm
+        self.norm_dim = feat_dim if input_norm else 0
         self.register_buffer("agent_eye", torch.eye(spec.num_agents) if shared else None, persistent=False)
 
     @property
@@ -283,7 +284,7 @@ class Critic(nn.Module):
 
     def inputs(self, obs: torch.Tensor, state: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
         """-> network input ``[..., A, in]``; see :func:`critic_features`."""
-        return network_input(critic_features(obs, state, alive, self.mode), self.input_norm, self.agent_eye)
+        return network_input(critic_features(obs, state, alive, self.mode), self.norm_dim, self.agent_eye)
 
     def values(self, x: torch.Tensor, hidden: Optional[torch.Tensor] = None,
                resets: Optional[torch.Tensor] = None) -> CriticOut:

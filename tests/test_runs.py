@@ -222,11 +222,12 @@ def _flat(spec, obs, infos):
     return flat, mask
 
 
-@pytest.mark.parametrize("env_cls,sharing", [(HeterogeneousEnv, "shared"), (MaskedEnv, "separate"),
-                                             (ContinuousEnv, "shared")])
+@pytest.mark.parametrize("env_cls,sharing,input_norm", [(HeterogeneousEnv, "shared", True), (MaskedEnv, "separate", False),
+                                                        (ContinuousEnv, "shared", False)])
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
-def test_exported_actor_matches_policy_act(tmp_path, env_cls, sharing, fmt):
-    cfg = tiny(env=f"tests.toy_envs:{env_cls.__name__}", parameter_sharing=sharing, total_steps=80)
+def test_exported_actor_matches_policy_act(tmp_path, env_cls, sharing, input_norm, fmt):
+    cfg = tiny(env=f"tests.toy_envs:{env_cls.__name__}", parameter_sharing=sharing, input_norm=input_norm,
+               total_steps=80)
     with mappo.Trainer(env_cls, cfg) as trainer:
         trainer.train()
         run_dir = tmp_path / "run"
