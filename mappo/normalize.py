@@ -25,11 +25,18 @@ class RunningMeanStd(nn.Module):
         if mask is not None:
             x = x[mask.bool()]
         x = x.detach().reshape(-1).to(torch.float64)
-        n = x.numel()
+        if x.numel() == 0:
+            return
+        self.update_moments(x.numel(), x.mean(), x.var(unbiased=False))
+
+    @torch.no_grad()
+    def update_moments(self, n: float, batch_mean: torch.Tensor, batch_var: torch.Tensor) -> None:
+        """Fold in a batch given by its size, mean and (population) variance; distributed
+        training passes the moments of all ranks' batches together, so every rank agrees."""
         if n == 0:
             return
-        batch_mean = x.mean()
-        batch_var = x.var(unbiased=False)
+        batch_mean = torch.as_tensor(batch_mean, dtype=torch.float64, device=self.mean.device)
+        batch_var = torch.as_tensor(batch_var, dtype=torch.float64, device=self.mean.device)
         total = self.count + n
         delta = batch_mean - self.mean
         new_mean = self.mean + delta * n / total

@@ -17,6 +17,7 @@ from typing import Any, Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from . import distributed as D
 from . import loss as L
 from .buffer import HIDDEN_KEYS, RolloutBuffer
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -92,7 +93,10 @@ class Trainer:
         if not callable(env_fn):
             raise TypeError(f"env_fn must be a zero-argument callable returning a ParallelEnv, got {env_fn!r}")
         self.cfg, self.env_fn = cfg, env_fn
-        self.device = resolve_device(cfg.device)
+        # under torchrun: join the process group; each rank takes GPU LOCAL_RANK (issue 6)
+        self.dist, self.device = D.setup(resolve_device(cfg.device))
+        # env seeds: rank r's env i gets seed + r * num_envs + i, as if one process ran them all
+        self.env_seed = cfg.seed + self.dist.rank * cfg.num_envs
         seed_everything(cfg.seed)
         # a batched simulator (VMAS) builds all its envs at once, on the training device
         self.batched = bool(getattr(env_fn, "batched", False))
@@ -122,6 +126,12 @@ class Trainer:
         self.env_steps = 0
         self.iteration = 0
         self.history: List[Dict[str, Any]] = []
+        if self.dist.enabled:
+            # one set of weights everywhere, then a different sampling stream per rank
+            D.broadcast_parameters(self.actor)
+            D.broadcast_parameters(self.critic)
+            if self.dist.rank:
+                seed_everything(cfg.seed + self.dist.rank)
 
     # ------------------------------------------------------------------------------------------
     def _raw(self, v: torch.Tensor) -> torch.Tensor:
@@ -132,11 +142,12 @@ class Trainer:
         if self.vec is None:
             cfg = self.cfg
             if self.batched:
-                self.vec = self.env_fn(num_envs=cfg.num_envs, device=self.device, seed=cfg.seed)
+                self.vec = self.env_fn(num_envs=cfg.num_envs, device=self.device, seed=self.env_seed)
                 self.vec.reset()
                 self.spec = self.vec.spec
             else:
-                _, self.vec = make_vector_env(self.env_fn, cfg.num_envs, cfg.seed, cfg.vector_mode, cfg.num_workers)
+                _, self.vec = make_vector_env(self.env_fn, cfg.num_envs, self.env_seed, cfg.vector_mode,
+                                              cfg.num_workers)
             hidden = cfg.hidden_sizes[-1] if cfg.recurrent else 0
             self.buffer = RolloutBuffer(self.spec, cfg.rollout_length, cfg.num_envs, self.device, hidden)
             # carried across iterations: recurrent states [E, A, H] (before the next step's reset)
@@ -249,12 +260,20 @@ class Trainer:
         alive = buf.alive
         explained_var = L.explained_variance(buf.values, ret, alive)
         if cfg.normalize_advantages:
-            mean, std = adv[alive].mean(), adv[alive].std() if alive.sum() > 1 else torch.ones((), device=adv.device)
+            if self.dist.enabled:  # statistics of all ranks' advantages together
+                n, mean, var = self._global_moments(adv, alive)
+                std = (var * n / max(n - 1.0, 1.0)).sqrt().to(adv.dtype)
+                mean = mean.to(adv.dtype)
+            else:
+                mean, std = adv[alive].mean(), adv[alive].std() if alive.sum() > 1 else torch.ones((), device=adv.device)
             adv = (adv - mean) / (std + 1e-8)
         buf.advantages.copy_(adv * alive)
         if self.normalize_values:
             old_mean, old_std = self.value_norm.mean.clone(), self.value_norm.std()
-            self.value_norm.update(ret, alive)
+            if self.dist.enabled:  # every rank folds in the same (global) batch: the normalisers stay equal
+                self.value_norm.update_moments(*self._global_moments(ret, alive))
+            else:
+                self.value_norm.update(ret, alive)
             if cfg.popart:  # keep the critic's raw-unit outputs unchanged under the new statistics
                 head = self.critic.net.head
                 popart_rescale(head.weight, head.bias, old_mean, old_std, self.value_norm.mean, self.value_norm.std())
@@ -274,22 +293,8 @@ class Trainer:
         for _ in range(cfg.ppo_epochs):
             for mb in buf.minibatches(cfg.num_minibatches, keys, chunk):
                 # mb fields are [chunk, B, A, ...]; hidden states [B, A, H] at each chunk's start
-                mask = mb["alive"]
-                dist, _ = self.actor.dist(mb["actor_in"], mb["action_mask"], mb.get("actor_h"), mb["resets"])
-                new_logp = dist.log_prob(mb["actions"])
-                entropy = L.masked_mean(dist.entropy(), mask)
-                p_loss, info = L.policy_loss(new_logp, mb["logp"], mb["advantages"], mask, cfg.objective,
-                                             cfg.clip_eps, self.kl_coef)
-                values = self.critic.values(mb["critic_in"], mb.get("critic_h"), mb["resets"]).values
-                v_loss = L.value_loss(values, mb["old_values"], mb["returns"], mask,
-                                      cfg.clip_eps if cfg.value_clip else None, cfg.huber_delta)
-                self.actor_opt.zero_grad(set_to_none=True)
-                self.critic_opt.zero_grad(set_to_none=True)
-                (p_loss - cfg.entropy_coef * entropy + cfg.value_coef * v_loss).backward()
-                torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
-                torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
-                self.actor_opt.step()
-                self.critic_opt.step()
+                total, p_loss, v_loss, entropy, info = self._minibatch_loss(mb)
+                self._apply_gradients(total)
                 sums["policy_loss"] += p_loss.item()
                 sums["value_loss"] += v_loss.item()
                 sums["entropy"] += entropy.item()
@@ -303,6 +308,11 @@ class Trainer:
             _, info = L.policy_loss(dist.log_prob(buf.actions), buf.logp, buf.advantages, alive, cfg.objective,
                                     cfg.clip_eps, 0.0)
             approx_kl = float(info["approx_kl"])
+            if self.dist.enabled:  # all ranks adapt beta from the same KL: the mean over all agent-steps
+                n = float(alive.sum())
+                kl_sum, n_all = D.all_reduce_sum(torch.tensor([approx_kl * n, n], dtype=torch.float64,
+                                                              device=self.device)).tolist()
+                approx_kl = kl_sum / max(n_all, 1.0)
         for key in ("old_values", "actor_in", "critic_in"):
             del buf.data[key]
         stats = {k: v / count for k, v in sums.items()}
@@ -312,6 +322,48 @@ class Trainer:
             self.kl_coef = L.update_kl_coef(self.kl_coef, approx_kl, cfg.target_kl)
         stats["explained_variance"] = explained_var
         return stats
+
+    def _minibatch_loss(self, mb: Dict[str, torch.Tensor]) -> tuple:
+        """The PPO loss of one minibatch: ``(total, policy_loss, value_loss, entropy, info)``."""
+        cfg = self.cfg
+        mask = mb["alive"]
+        dist, _ = self.actor.dist(mb["actor_in"], mb["action_mask"], mb.get("actor_h"), mb["resets"])
+        new_logp = dist.log_prob(mb["actions"])
+        entropy = L.masked_mean(dist.entropy(), mask)
+        p_loss, info = L.policy_loss(new_logp, mb["logp"], mb["advantages"], mask, cfg.objective, cfg.clip_eps,
+                                     self.kl_coef)
+        values = self.critic.values(mb["critic_in"], mb.get("critic_h"), mb["resets"]).values
+        v_loss = L.value_loss(values, mb["old_values"], mb["returns"], mask, cfg.clip_eps if cfg.value_clip else None,
+                              cfg.huber_delta)
+        total = p_loss - cfg.entropy_coef * entropy + cfg.value_coef * v_loss
+        return total, p_loss, v_loss, entropy, info
+
+    def _gradients(self, total: torch.Tensor) -> None:
+        """Backward into fresh ``.grad``s, averaged over ranks when distributed (issue 6)."""
+        self.actor_opt.zero_grad(set_to_none=True)
+        self.critic_opt.zero_grad(set_to_none=True)
+        total.backward()
+        if self.dist.enabled:
+            D.average_gradients(list(self.actor.parameters()) + list(self.critic.parameters()), self.dist.world_size)
+
+    def _apply_gradients(self, total: torch.Tensor) -> None:
+        """Gradients (averaged over ranks), then clip each network and step."""
+        cfg = self.cfg
+        self._gradients(total)
+        torch.nn.utils.clip_grad_norm_(self.actor.parameters(), cfg.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(self.critic.parameters(), cfg.max_grad_norm)
+        self.actor_opt.step()
+        self.critic_opt.step()
+
+    def _global_moments(self, x: torch.Tensor, mask: torch.Tensor) -> tuple:
+        """``(count, mean, population variance)`` of ``x[mask]`` over all ranks."""
+        v = x[mask].detach().to(torch.float64)
+        n, total, sq = D.all_reduce_sum(torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64,
+                                                                  device=v.device), v.sum(), (v * v).sum()]))
+        n_f = float(n)
+        mean = total / max(n_f, 1.0)
+        var = (sq / max(n_f, 1.0) - mean * mean).clamp_min(0.0)
+        return n_f, mean, var
 
     def _set_lr(self) -> None:
         """``lr_schedule: linear`` decays both learning rates to 0 at ``cfg.total_steps`` env steps."""
@@ -333,15 +385,18 @@ class Trainer:
         total = int(total_steps if total_steps is not None else cfg.total_steps)
         run_dir = run_dir if run_dir is not None else cfg.run_dir
         ckpt = os.path.join(run_dir, "ckpt.pt") if run_dir is not None else None
+        main = self.dist.is_main  # only rank 0 logs and writes the run folder (issue 6)
         self._ensure_envs()
-        steps_per_iter = cfg.num_envs * cfg.rollout_length
-        logger = RunLogger(cfg, run_dir, total, self.env_steps)
+        # env steps of all ranks: total_steps counts the whole data-parallel job
+        steps_per_iter = cfg.num_envs * cfg.rollout_length * self.dist.world_size
+        logger = RunLogger(cfg if main else cfg.replace(wandb=False, progress=False), run_dir if main else None,
+                           total, self.env_steps)
         history: List[Dict[str, Any]] = []
         self.interrupted = None
         started, last_plot = time.perf_counter(), time.perf_counter()
         with _StopOnSignal() as stop:
             try:
-                while self.env_steps < total and stop.signum is None:
+                while self.env_steps < total and self._agreed_stop(stop.signum) is None:
                     start = time.perf_counter()
                     self._set_lr()
                     episodes = self.collect()
@@ -351,20 +406,16 @@ class Trainer:
                     elapsed = time.perf_counter() - start
                     row: Dict[str, Any] = {"iteration": self.iteration, "env_steps": self.env_steps,
                                            "sps": steps_per_iter / elapsed, **stats,
-                                           "lr": self.actor_opt.param_groups[0]["lr"]}
-                    if episodes:
-                        row["team_return"] = float(np.mean([e["team_return"] for e in episodes]))
-                        row["episode_length"] = float(np.mean([e["length"] for e in episodes]))
-                        row["episodes"] = len(episodes)
+                                           "lr": self.actor_opt.param_groups[0]["lr"], **self._episode_stats(episodes)}
                     history.append(row)
                     self.history.append(row)
                     logger.log(row)
                     if ckpt and cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
                         self.save(ckpt)
-                    if run_dir and cfg.curves_every_s and time.perf_counter() - last_plot >= cfg.curves_every_s:
+                    if main and run_dir and cfg.curves_every_s and time.perf_counter() - last_plot >= cfg.curves_every_s:
                         logger.plot()
                         last_plot = time.perf_counter()
-                self.interrupted = stop.signum
+                self.interrupted = self._agreed_stop(stop.signum)
                 if ckpt:
                     self.save(ckpt)
                     logger.plot()
@@ -373,6 +424,24 @@ class Trainer:
                 logger.summary(self, history, time.perf_counter() - started, ckpt)
                 logger.close()
         return history
+
+    def _agreed_stop(self, signum: Optional[int]) -> Optional[int]:
+        """The stop signal, agreed by all ranks (any rank's signal stops every rank at the same
+        iteration, so no rank waits forever in a collective)."""
+        if self.dist.enabled:
+            signum = D.all_reduce_max(signum or 0, self.device) or None
+        return signum
+
+    def _episode_stats(self, episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
+        """Mean team return and length of the episodes that ended this iteration, on all ranks."""
+        totals = torch.tensor([sum(e["team_return"] for e in episodes), sum(e["length"] for e in episodes),
+                               len(episodes)], dtype=torch.float64, device=self.device)
+        if self.dist.enabled:
+            totals = D.all_reduce_sum(totals)
+        ret, length, count = totals.tolist()
+        if not count:
+            return {}
+        return {"team_return": ret / count, "episode_length": length / count, "episodes": int(count)}
 
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -428,8 +497,10 @@ class Trainer:
                 "actor_h": self.actor_h.cpu(),
                 "critic_h": self.critic_h.cpu(),
             }
+        # one entry per rank: each rank resumes its own envs and RNG streams (a collective when distributed)
+        ranks = D.all_gather_objects(resume, self.dist.world_size) if self.dist.enabled else [resume]
         return {
-            "format": 2,
+            "format": 3,
             "config": self.cfg.to_dict(),
             "actor": self.actor.state_dict(),
             "critic": self.critic.state_dict(),
@@ -441,7 +512,7 @@ class Trainer:
             "iteration": int(self.iteration),
             "history": [dict(row) for row in self.history],
             "team": self._team_layout(),
-            "resume": resume,
+            "resume": None if resume is None else ranks,
         }
 
     def _team_layout(self) -> Dict[str, Any]:
@@ -450,7 +521,11 @@ class Trainer:
                 "num_logits": spec.num_logits, "action_width": spec.action_width}
 
     def save(self, path: str) -> None:
-        save_checkpoint(path, self.state_dict())
+        """Write a checkpoint.  Distributed: every rank must call it (it gathers each rank's
+        state); rank 0 writes the file."""
+        payload = self.state_dict()
+        if self.dist.is_main:
+            save_checkpoint(path, payload)
 
     @classmethod
     def load(cls, path: str, env_fn: Callable[[], Any], **overrides: Any) -> "Trainer":
@@ -458,8 +533,8 @@ class Trainer:
         or a larger total_steps to train on).  ``train()`` then continues the run exactly where
         it stopped, RNG states included."""
         payload = load_checkpoint(path)
-        if payload.get("format") != 2:
-            raise ValueError(f"{path!r} is a format-{payload.get('format')} checkpoint; this version reads format 2")
+        if payload.get("format") != 3:
+            raise ValueError(f"{path!r} is a format-{payload.get('format')} checkpoint; this version reads format 3")
         cfg = Config.from_dict({**payload["config"], **overrides})
         trainer = cls(env_fn, cfg)
         if trainer._team_layout() != payload["team"]:
@@ -476,7 +551,12 @@ class Trainer:
         trainer.env_steps = payload["env_steps"]
         trainer.iteration = payload["iteration"]
         trainer.history = list(payload["history"])
-        trainer._resume = payload["resume"]
+        ranks = payload["resume"]
+        if ranks is not None:
+            if len(ranks) != trainer.dist.world_size:
+                raise ValueError(f"{path!r} was written by a run with {len(ranks)} rank(s); resume it with the same "
+                                 f"number of ranks (this run has {trainer.dist.world_size})")
+            trainer._resume = ranks[trainer.dist.rank]
         if trainer._resume is not None and trainer.vec is not None:  # a batched env was built in __init__
             trainer._apply_resume()
         return trainer

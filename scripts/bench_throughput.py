@@ -3,6 +3,10 @@
     python scripts/bench_throughput.py --config configs/mpe_simple_spread.yaml [key=value ...]
 
 Prints env-steps/s for each stage and their ratios to raw stepping, plus peak memory.
+Under torchrun (issue 6) every rank runs every stage on its own envs, and the figures are
+summed over ranks (training counts all ranks' env steps, as ``total_steps`` does):
+
+    torchrun --standalone --nproc_per_node=2 scripts/bench_throughput.py --config configs/mpe_simple_spread.yaml
 """
 from __future__ import annotations
 
@@ -61,8 +65,10 @@ def main() -> None:
     raw_sps = steps / (time.perf_counter() - start)
     vec.close()
 
-    # 2. collection (policy in the loop) and 3. full training, on one trainer
+    # 2. collection (policy in the loop) and 3. full training, on one trainer (which joins the
+    # process group under torchrun)
     trainer = mappo.Trainer(env_fn, cfg)
+    ranks = trainer.dist.world_size
     trainer._ensure_envs()
     trainer.collect()  # warm-up
     steps, start = 0, time.perf_counter()
@@ -70,7 +76,11 @@ def main() -> None:
         trainer.collect()
         steps += E * cfg.rollout_length
     collect_sps = steps / (time.perf_counter() - start)
-    per_iter = E * cfg.rollout_length
+    if trainer.dist.enabled:  # every rank stepped its own envs: the job's throughput is the sum
+        from mappo.distributed import all_reduce_sum
+
+        raw_sps, collect_sps = all_reduce_sum(torch.tensor([raw_sps, collect_sps], dtype=torch.float64)).tolist()
+    per_iter = E * cfg.rollout_length * ranks
     iters = max(2, int(args.seconds * collect_sps / per_iter / 2))
     start = time.perf_counter()
     trainer.train(total_steps=trainer.env_steps + iters * per_iter)
@@ -78,9 +88,11 @@ def main() -> None:
     trainer.close()
 
     own, children = peak_rss_mb()
+    if not trainer.dist.is_main:
+        return
     print(f"config: {args.config} {' '.join(args.overrides)}")
-    print(f"device: {trainer.device}  envs: {E}  vector_mode: {cfg.vector_mode}  torch threads: {torch.get_num_threads()}"
-          f"  cpus: {os.cpu_count()}")
+    print(f"device: {trainer.device}  ranks: {ranks}  envs per rank: {E}  vector_mode: {cfg.vector_mode}  "
+          f"torch threads: {torch.get_num_threads()}  cpus: {os.cpu_count()}")
     print(f"raw env steps/s        {raw_sps:12.0f}   1.00")
     print(f"collection steps/s     {collect_sps:12.0f}   {collect_sps / raw_sps:.2f} x raw")
     print(f"training steps/s       {train_sps:12.0f}   {train_sps / raw_sps:.2f} x raw")

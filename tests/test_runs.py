@@ -70,8 +70,8 @@ def test_checkpoint_every_and_contents(tmp_path):
     payload = torch.load(run_dir / "ckpt.pt", weights_only=True)
     assert {"actor", "critic", "actor_opt", "critic_opt", "value_norm", "config", "env_steps", "kl_coef",
             "history"} <= set(payload)
-    assert {"python", "numpy", "torch", "cuda"} == set(payload["resume"]["rng"])
-    assert payload["resume"]["episode"].tolist() == [10, 10]  # 10-step episodes, 100 steps per env
+    assert {"python", "numpy", "torch", "cuda"} == set(payload["resume"][0]["rng"])
+    assert payload["resume"][0]["episode"].tolist() == [10, 10]  # 10-step episodes, 100 steps per env
     assert {"config.yaml", "metrics.jsonl", "curves.png", "ckpt.pt"} <= set(os.listdir(run_dir))
     assert not any(n.startswith(".ckpt-") or n.endswith(".tmp.png") for n in os.listdir(run_dir))
 

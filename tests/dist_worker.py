@@ -1,0 +1,95 @@
+"""Run by tests/test_distributed.py under torchrun (2 CPU processes, gloo).
+
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/dist_worker.py MODE OUT_DIR
+"""
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import mappo  # noqa: E402
+from tests.toy_envs import CoordinationEnv, EarlyExitEnv  # noqa: E402
+
+
+def tiny(**kw):
+    base = dict(total_steps=240, num_envs=2, rollout_length=20, seed=0, vector_mode="inprocess", ppo_epochs=2,
+                num_minibatches=2, hidden_sizes=[16], progress=False, device="cpu")
+    base.update(kw)
+    return mappo.Config(**base)
+
+
+def flat_params(trainer):
+    return torch.cat([p.detach().reshape(-1).clone() for p in list(trainer.actor.parameters())
+                      + list(trainer.critic.parameters())])
+
+
+def params_mode(out, rank):
+    """Parameters, value normaliser and beta after every update."""
+    trainer = mappo.Trainer(EarlyExitEnv, tiny(objective="clip_kl", run_dir=os.path.join(out, "run")))
+    records = []
+    real_update = trainer.update
+
+    def update():
+        stats = real_update()
+        records.append({"params": flat_params(trainer), "kl_coef": trainer.kl_coef,
+                        "value_norm": [trainer.value_norm.mean.item(), trainer.value_norm.var.item()]})
+        return stats
+
+    trainer.update = update
+    history = trainer.train()
+    trainer.close()
+    torch.save({"records": records, "history": history, "env_seed": trainer.env_seed}, os.path.join(out, f"rank{rank}.pt"))
+
+
+def learn_mode(out, rank):
+    """The coordination game with 2 ranks x 2 envs (the single-process learning test uses 4 envs)."""
+    cfg = mappo.Config(total_steps=40_000, num_envs=2, rollout_length=50, seed=0, vector_mode="inprocess", lr=3e-3,
+                       ppo_epochs=8, num_minibatches=2, entropy_coef=0.05, hidden_sizes=[64, 64], progress=False,
+                       device="cpu")
+    with mappo.Trainer(CoordinationEnv, cfg) as trainer:
+        trainer.train()
+        if rank == 0:
+            result = trainer.evaluate(episodes=30)["team_return_mean"]
+            with open(os.path.join(out, "learn.json"), "w") as f:
+                json.dump({"team_return": result, "env_steps": trainer.env_steps}, f)
+
+
+def grad_mode(out, rank):
+    """The averaged gradient of two half batches against one process on the whole batch."""
+    trainer = mappo.Trainer(CoordinationEnv, tiny())
+    spec = trainer.spec
+    g = torch.Generator().manual_seed(123)  # the same full batch on every rank
+    B, A = 16, spec.num_agents
+    obs = torch.rand(1, B, A, spec.obs_dim, generator=g)
+    state = torch.zeros(1, B, spec.state_dim)
+    alive = torch.ones(1, B, A, dtype=torch.bool)
+    full = {
+        "actor_in": trainer.actor.inputs(obs), "critic_in": trainer.critic.inputs(obs, state, alive),
+        "alive": alive, "action_mask": torch.ones(1, B, A, spec.num_logits, dtype=torch.bool),
+        "actions": torch.randint(0, 3, (1, B, A, 1), generator=g).float(),
+        "logp": torch.log(torch.rand(1, B, A, generator=g) * 0.5 + 0.2),
+        "advantages": torch.randn(1, B, A, generator=g), "returns": torch.randn(1, B, A, generator=g),
+        "old_values": torch.randn(1, B, A, generator=g), "resets": torch.zeros(1, B, A, dtype=torch.bool),
+    }
+    half = {k: v[:, rank * B // 2:(rank + 1) * B // 2] for k, v in full.items()}
+    params = list(trainer.actor.parameters()) + list(trainer.critic.parameters())
+    trainer._gradients(trainer._minibatch_loss(half)[0])  # the training path: backward + all-reduce
+    averaged = [p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    trainer._minibatch_loss(full)[0].backward()  # one process, the concatenated batch, no all-reduce
+    whole = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
+    torch.save({"averaged": averaged, "whole": whole}, os.path.join(out, f"grad{rank}.pt"))
+
+
+if __name__ == "__main__":
+    mode, out = sys.argv[1], sys.argv[2]
+    rank = int(os.environ["RANK"])
+    {"params": params_mode, "learn": learn_mode, "grad": grad_mode}[mode](out, rank)
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
