@@ -63,7 +63,8 @@ def train_main(argv: List[str]) -> int:
 
         changes = OmegaConf.to_container(OmegaConf.from_dotlist(overrides)) if overrides else {}
         trainer = _load(args.resume, **{"run_dir": args.resume, **changes})
-        print(f"resuming {args.resume} at {trainer.env_steps} env steps (iteration {trainer.iteration})", flush=True)
+        if trainer.dist.is_main:
+            print(f"resuming {args.resume} at {trainer.env_steps} env steps (iteration {trainer.iteration})", flush=True)
     else:
         if not args.config:
             parser.error("give a CONFIG file, or --resume RUN_DIR")

@@ -94,7 +94,7 @@ class RunLogger:
             except Exception as err:  # no renderer: say so, keep the run
                 print(f"warning: no eval video logged to W&B: {err}", file=sys.stderr)
 
-    def summary(self, trainer: Any, history: Any, wall: float, ckpt: Optional[str]) -> None:
+    def summary(self, trainer: Any, history: Any, wall: float, ckpt: Optional[str], steps: int) -> None:
         """The end-of-run summary on the console (when ``progress`` is on)."""
         if not self.cfg.progress:
             return
@@ -102,7 +102,7 @@ class RunLogger:
         stop = "" if trainer.interrupted is None else f" (stopped by signal {trainer.interrupted})"
         lines = [f"run summary{stop}:",
                  f"  env steps   {trainer.env_steps} ({len(history)} iterations this call, {wall:.1f} s, "
-                 f"{(len(history) * trainer.cfg.num_envs * trainer.cfg.rollout_length) / max(wall, 1e-9):.0f} steps/s)"]
+                 f"{steps / max(wall, 1e-9):.0f} steps/s)"]
         if returns:
             lines.append(f"  team return last {returns[-1]:.3f}, best {max(returns):.3f}, first {returns[0]:.3f}")
         if self.run_dir is not None:

@@ -393,7 +393,7 @@ class Trainer:
                            total, self.env_steps)
         history: List[Dict[str, Any]] = []
         self.interrupted = None
-        started, last_plot = time.perf_counter(), time.perf_counter()
+        started, last_plot, start_steps = time.perf_counter(), time.perf_counter(), self.env_steps
         with _StopOnSignal() as stop:
             try:
                 while self.env_steps < total and self._agreed_stop(stop.signum) is None:
@@ -421,7 +421,7 @@ class Trainer:
                     logger.plot()
                     logger.finish(self, ckpt)
             finally:
-                logger.summary(self, history, time.perf_counter() - started, ckpt)
+                logger.summary(self, history, time.perf_counter() - started, ckpt, self.env_steps - start_steps)
                 logger.close()
         return history
 
