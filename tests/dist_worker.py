@@ -11,14 +11,9 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mappo  # noqa: E402
+from tests.helpers import tiny  # noqa: E402
 from tests.toy_envs import CoordinationEnv, EarlyExitEnv  # noqa: E402
 
-
-def tiny(**kw):
-    base = dict(total_steps=240, num_envs=2, rollout_length=20, seed=0, vector_mode="inprocess", ppo_epochs=2,
-                num_minibatches=2, hidden_sizes=[16], progress=False, device="cpu")
-    base.update(kw)
-    return mappo.Config(**base)
 
 
 def flat_params(trainer):
@@ -28,7 +23,7 @@ def flat_params(trainer):
 
 def params_mode(out, rank):
     """Parameters, value normaliser and beta after every update."""
-    trainer = mappo.Trainer(EarlyExitEnv, tiny(objective="clip_kl", run_dir=os.path.join(out, "run")))
+    trainer = mappo.Trainer(EarlyExitEnv, tiny(total_steps=240, objective="clip_kl", run_dir=os.path.join(out, "run")))
     records = []
     real_update = trainer.update
 

@@ -8,14 +8,9 @@ import mappo
 from mappo.networks import GroupedGRUCell, critic_features, run_gru
 from mappo.normalize import popart_rescale
 from mappo.trainer import linear_schedule
+from tests.helpers import tiny
 from tests.toy_envs import CoordinationEnv, EarlyExitEnv, HeterogeneousEnv, random_team_return
 
-
-def tiny(**kw) -> mappo.Config:
-    base = dict(total_steps=240, num_envs=2, rollout_length=20, seed=0, vector_mode="inprocess", ppo_epochs=2,
-                num_minibatches=2, hidden_sizes=[16], progress=False, device="cpu")
-    base.update(kw)
-    return mappo.Config(**base)
 
 
 def test_grouped_gru_cell_matches_torch_gru_cell():

@@ -13,20 +13,12 @@ import torch
 
 import mappo
 from envs import make_env_fn
+from tests.helpers import tiny, strip_timing
 from tests.toy_envs import ContinuousEnv, CoordinationEnv, EarlyExitEnv, HeterogeneousEnv, MaskedEnv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny(**kw) -> mappo.Config:
-    base = dict(total_steps=200, num_envs=2, rollout_length=20, seed=0, vector_mode="inprocess", ppo_epochs=2,
-                num_minibatches=2, hidden_sizes=[16], progress=False, device="cpu")
-    base.update(kw)
-    return mappo.Config(**base)
-
-
-def strip_timing(history):
-    return [{k: v for k, v in row.items() if k != "sps"} for row in history]
 
 
 @pytest.mark.parametrize("extra", [

@@ -11,6 +11,7 @@ import torch
 
 import mappo
 from envs import make_env_fn
+from tests.helpers import tiny, strip_timing
 from tests.toy_envs import (CoordinationEnv, ContinuousEnv, EarlyExitEnv, FailingEnv, HeterogeneousEnv, MaskedEnv,
                             TextObsEnv)
 
@@ -19,15 +20,6 @@ HISTORY_KEYS = {"env_steps", "sps", "policy_loss", "value_loss", "entropy", "app
                 "explained_variance", "lr"}
 
 
-def tiny(**kw) -> mappo.Config:
-    base = dict(total_steps=200, num_envs=2, rollout_length=20, seed=0, vector_mode="inprocess", ppo_epochs=2,
-                num_minibatches=2, hidden_sizes=[16], progress=False, device="cpu")
-    base.update(kw)
-    return mappo.Config(**base)
-
-
-def strip_timing(history):
-    return [{k: v for k, v in row.items() if k != "sps"} for row in history]
 
 
 def test_history_and_evaluate_contract():
