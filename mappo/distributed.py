@@ -88,6 +88,10 @@ def broadcast_parameters(module: torch.nn.Module, src: int = 0) -> None:
         dist.broadcast(t.data, src=src)
 
 
+def barrier() -> None:
+    dist.barrier()
+
+
 def all_gather_objects(obj: Any, world_size: int) -> List[Any]:
     """Every rank's ``obj`` (picklable; used for the small per-rank resume state)."""
     out: List[Any] = [None] * world_size

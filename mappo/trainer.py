@@ -526,6 +526,8 @@ class Trainer:
         payload = self.state_dict()
         if self.dist.is_main:
             save_checkpoint(path, payload)
+        if self.dist.enabled:  # no rank goes on (and perhaps reads the file) before it is written
+            D.barrier()
 
     @classmethod
     def load(cls, path: str, env_fn: Callable[[], Any], **overrides: Any) -> "Trainer":

@@ -39,6 +39,22 @@ def params_mode(out, rank):
     torch.save({"records": records, "history": history, "env_seed": trainer.env_seed}, os.path.join(out, f"rank{rank}.pt"))
 
 
+def resume_mode(out, rank):
+    """3 iterations straight, against 2 iterations + a checkpoint + a resumed trainer for the 3rd."""
+    from tests.helpers import strip_timing
+
+    with mappo.Trainer(EarlyExitEnv, tiny(total_steps=240)) as trainer:
+        straight = strip_timing(trainer.train())
+    run_dir = os.path.join(out, "run")
+    with mappo.Trainer(EarlyExitEnv, tiny(total_steps=240, run_dir=run_dir)) as trainer:
+        first = strip_timing(trainer.train(total_steps=160))
+    with mappo.Trainer.load(os.path.join(run_dir, "ckpt.pt"), EarlyExitEnv) as trainer:
+        second = strip_timing(trainer.train())
+        params = flat_params(trainer)
+    torch.save({"straight": straight, "resumed": first + second, "params": params},
+               os.path.join(out, f"resume{rank}.pt"))
+
+
 def learn_mode(out, rank):
     """The coordination game with 2 ranks x 2 envs (the single-process learning test uses 4 envs)."""
     cfg = mappo.Config(total_steps=40_000, num_envs=2, rollout_length=50, seed=0, vector_mode="inprocess", lr=3e-3,
@@ -83,7 +99,7 @@ def grad_mode(out, rank):
 if __name__ == "__main__":
     mode, out = sys.argv[1], sys.argv[2]
     rank = int(os.environ["RANK"])
-    {"params": params_mode, "learn": learn_mode, "grad": grad_mode}[mode](out, rank)
+    {"params": params_mode, "learn": learn_mode, "grad": grad_mode, "resume": resume_mode}[mode](out, rank)
     import torch.distributed as dist
 
     if dist.is_initialized():

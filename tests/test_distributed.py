@@ -41,6 +41,14 @@ def test_two_ranks_keep_identical_parameters_and_normalisers(tmp_path):
         mappo.Trainer.load(str(tmp_path / "run" / "ckpt.pt"), EarlyExitEnv)
 
 
+def test_a_two_rank_run_resumes_exactly_with_two_ranks(tmp_path):
+    torchrun("resume", tmp_path)
+    r0, r1 = (torch.load(tmp_path / f"resume{r}.pt", weights_only=False) for r in (0, 1))
+    assert len(r0["straight"]) == 3
+    assert r0["resumed"] == r0["straight"]  # the same numbers as the run that never stopped
+    assert torch.equal(r0["params"], r1["params"])
+
+
 def test_averaged_gradient_equals_the_gradient_of_the_concatenated_batch(tmp_path):
     torchrun("grad", tmp_path)
     g0, g1 = (torch.load(tmp_path / f"grad{r}.pt", weights_only=False) for r in (0, 1))
