@@ -32,7 +32,7 @@ class Config:
     total_steps: int = 200_000  # env steps (vector steps x num_envs) to train for
     num_envs: int = 8  # env copies stepped side by side
     rollout_length: int = 128  # T: steps per env per iteration
-    seed: int = 0  # seeds torch, numpy and env resets (env i gets seed + i)
+    seed: int = 0  # seeds torch, numpy and every env reset (env i, episode k: SeedSequence([seed, i, k]))
     device: str = "auto"  # "auto" (CUDA when present) | "cpu" | "cuda"
     vector_mode: str = "subprocess"  # "subprocess" workers, or "inprocess" for debugging
     num_workers: int = 0  # subprocess workers; 0 means min(num_envs, CPU count)

@@ -95,8 +95,8 @@ class Trainer:
         self.cfg, self.env_fn = cfg, env_fn
         # under torchrun: join the process group; each rank takes GPU LOCAL_RANK (issue 6)
         self.dist, self.device = D.setup(resolve_device(cfg.device))
-        # env seeds: rank r's env i gets seed + r * num_envs + i, as if one process ran them all
-        self.env_seed = cfg.seed + self.dist.rank * cfg.num_envs
+        # rank r's envs are numbered from r * num_envs, as if one process ran them all
+        self.env_index_offset = self.dist.rank * cfg.num_envs
         seed_everything(cfg.seed)
         # a batched simulator (VMAS) builds all its envs at once, on the training device
         self.batched = bool(getattr(env_fn, "batched", False))
@@ -142,12 +142,13 @@ class Trainer:
         if self.vec is None:
             cfg = self.cfg
             if self.batched:
-                self.vec = self.env_fn(num_envs=cfg.num_envs, device=self.device, seed=self.env_seed)
+                self.vec = self.env_fn(num_envs=cfg.num_envs, device=self.device,
+                                       seed=cfg.seed + self.env_index_offset)
                 self.vec.reset()
                 self.spec = self.vec.spec
             else:
-                _, self.vec = make_vector_env(self.env_fn, cfg.num_envs, self.env_seed, cfg.vector_mode,
-                                              cfg.num_workers)
+                _, self.vec = make_vector_env(self.env_fn, cfg.num_envs, cfg.seed, cfg.vector_mode, cfg.num_workers,
+                                              first_index=self.env_index_offset)
             hidden = cfg.hidden_sizes[-1] if cfg.recurrent else 0
             self.buffer = RolloutBuffer(self.spec, cfg.rollout_length, cfg.num_envs, self.device, hidden)
             # carried across iterations: recurrent states [E, A, H] (before the next step's reset)

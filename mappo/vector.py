@@ -1,9 +1,11 @@
 """E copies of a PettingZoo ParallelEnv -> batched numpy arrays with fixed agent slots.
 
-Every reset is seeded: env ``i``'s ``k``-th episode starts from :func:`episode_seed`
-(``seed + i`` for the first), and ``episode [E]`` counts each env's resets.  An env's state at
-an episode start is therefore a function of (seed, i, k) alone, which is what lets a resumed
-run continue exactly (issue 5).
+Every reset is seeded: env ``i``'s ``k``-th episode starts from ``episode_seed(seed, i, k)``,
+and ``episode [E]`` counts each env's resets.  An env's state at an episode start is therefore
+a function of (seed, i, k) alone, which is what lets a resumed run continue exactly (issue 5);
+and runs with different seeds share no episode stream (``seed + i`` would: run 1's env 0
+would replay run 0's env 1).  ``first_index`` offsets ``i`` (rank r of a distributed job
+passes ``r * num_envs``, so its envs continue the numbering of the ranks before it).
 
 Agent slots come from ``possible_agents`` and never change.  An agent that has left the
 episode keeps its slot with ``alive=False``, a zero observation and no action sent to the
@@ -39,12 +41,10 @@ _FIELDS = ("obs", "action_mask", "alive", "state", "reward", "terminated", "trun
            "final_obs", "final_state", "env_done", "actions", "episode")
 
 
-def episode_seed(base: int, episode: int) -> int:
-    """Reset seed of an env's ``episode``-th episode: ``base`` (run seed + env index) for the first,
-    then one derived from (base, episode) by numpy's SeedSequence, so no two episodes share a seed."""
-    if episode == 0:
-        return int(base)
-    return int(np.random.SeedSequence([int(base), int(episode)]).generate_state(1)[0])
+def episode_seed(seed: int, index: int, episode: int) -> int:
+    """Reset seed of env ``index``'s ``episode``-th episode in a run seeded ``seed``: numpy's
+    SeedSequence over the three, so distinct (seed, index, episode) give independent streams."""
+    return int(np.random.SeedSequence([int(seed), int(index), int(episode)]).generate_state(1)[0])
 
 
 def make_parallel(env: Any) -> Any:
@@ -95,8 +95,10 @@ def allocate(spec: TeamSpec, num_envs: int, alloc: Callable[[tuple, Any], np.nda
 class EnvSlot:
     """One env writing into row ``index`` of the shared arrays; handles auto-reset and episode stats."""
 
-    def __init__(self, env: Any, spec: TeamSpec, arrays: Dict[str, np.ndarray], index: int, seed: int):
+    def __init__(self, env: Any, spec: TeamSpec, arrays: Dict[str, np.ndarray], index: int, seed: int,
+                 global_index: int):
         self.env, self.spec, self.a, self.i, self.seed = env, spec, arrays, index, seed
+        self.global_index = global_index  # the env's number in the whole (possibly distributed) run
         self.names = spec.names
         self.team_return = 0.0
         self.agent_returns = np.zeros(spec.num_agents)
@@ -119,7 +121,7 @@ class EnvSlot:
 
     def reset(self) -> None:
         """Start episode ``episode[i]`` from its seed."""
-        obs, infos = self.env.reset(seed=episode_seed(self.seed, int(self.a["episode"][self.i])))
+        obs, infos = self.env.reset(seed=episode_seed(self.seed, self.global_index, int(self.a["episode"][self.i])))
         self._write_obs(obs, infos or {}, set(self.env.agents))
         self.team_return, self.length = 0.0, 0
         self.agent_returns[:] = 0.0
@@ -165,11 +167,11 @@ class EnvSlot:
 class InProcessVectorEnv:
     """All envs in this process: simple and easy to debug."""
 
-    def __init__(self, env_fns: List[EnvFn], spec: TeamSpec, seed: int, first_env: Any = None):
+    def __init__(self, env_fns: List[EnvFn], spec: TeamSpec, seed: int, first_env: Any = None, first_index: int = 0):
         self.num_envs, self.spec = len(env_fns), spec
         self.arrays = allocate(spec, self.num_envs)
         envs = [first_env if (j == 0 and first_env is not None) else make_parallel(fn()) for j, fn in enumerate(env_fns)]
-        self.slots = [EnvSlot(env, spec, self.arrays, j, seed + j) for j, env in enumerate(envs)]
+        self.slots = [EnvSlot(env, spec, self.arrays, j, seed, first_index + j) for j, env in enumerate(envs)]
         self.seed = seed
 
     def reset(self) -> None:
@@ -208,7 +210,7 @@ def _shared_array(shape: tuple, dtype: Any) -> np.ndarray:
 
 
 def _worker(conn: Any, env_fns: List[EnvFn], indices: List[int], spec: TeamSpec, arrays: Dict[str, np.ndarray],
-            seed: int) -> None:
+            seed: int, first_index: int) -> None:
     # Ctrl-C reaches the whole process group; the trainer decides what happens (it writes a
     # checkpoint and then closes the workers), so a worker must not die on it first
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -217,7 +219,7 @@ def _worker(conn: Any, env_fns: List[EnvFn], indices: List[int], spec: TeamSpec,
     try:
         for fn, j in zip(env_fns, indices):
             current = j
-            slots.append(EnvSlot(make_parallel(fn()), spec, arrays, j, seed + j))
+            slots.append(EnvSlot(make_parallel(fn()), spec, arrays, j, seed, first_index + j))
         conn.send(("ok", None))
         while True:
             cmd = conn.recv()
@@ -257,7 +259,7 @@ def _worker(conn: Any, env_fns: List[EnvFn], indices: List[int], spec: TeamSpec,
 class SubprocVectorEnv:
     """Envs split over worker processes that write into shared-memory arrays."""
 
-    def __init__(self, env_fns: List[EnvFn], spec: TeamSpec, seed: int, num_workers: int = 0):
+    def __init__(self, env_fns: List[EnvFn], spec: TeamSpec, seed: int, num_workers: int = 0, first_index: int = 0):
         self.num_envs, self.spec = len(env_fns), spec
         self.arrays = allocate(spec, self.num_envs, alloc=_shared_array)
         num_workers = num_workers or min(self.num_envs, os.cpu_count() or 1)
@@ -269,7 +271,8 @@ class SubprocVectorEnv:
         for chunk in chunks:
             parent, child = ctx.Pipe()
             idx = [int(j) for j in chunk]
-            proc = ctx.Process(target=_worker, args=(child, [env_fns[j] for j in idx], idx, spec, self.arrays, seed),
+            proc = ctx.Process(target=_worker, args=(child, [env_fns[j] for j in idx], idx, spec, self.arrays, seed,
+                                                     first_index),
                                daemon=True)
             proc.start()
             child.close()
@@ -334,13 +337,14 @@ class SubprocVectorEnv:
             pass
 
 
-def make_vector_env(env_fn: EnvFn, num_envs: int, seed: int, mode: str = "subprocess", num_workers: int = 0):
-    """Returns ``(spec, vec_env)``; the vector env is reset with env ``i`` seeded ``seed + i``."""
+def make_vector_env(env_fn: EnvFn, num_envs: int, seed: int, mode: str = "subprocess", num_workers: int = 0,
+                    first_index: int = 0):
+    """Returns ``(spec, vec_env)``, reset: env ``i`` starts from ``episode_seed(seed, first_index + i, 0)``."""
     spec, first = probe(env_fn, seed)
     if mode == "inprocess":
-        vec = InProcessVectorEnv([env_fn] * num_envs, spec, seed, first_env=first)
+        vec = InProcessVectorEnv([env_fn] * num_envs, spec, seed, first_env=first, first_index=first_index)
     else:
         first.close()
-        vec = SubprocVectorEnv([env_fn] * num_envs, spec, seed, num_workers)
+        vec = SubprocVectorEnv([env_fn] * num_envs, spec, seed, num_workers, first_index)
     vec.reset()
     return spec, vec

@@ -36,7 +36,7 @@ def params_mode(out, rank):
     trainer.update = update
     history = trainer.train()
     trainer.close()
-    torch.save({"records": records, "history": history, "env_seed": trainer.env_seed}, os.path.join(out, f"rank{rank}.pt"))
+    torch.save({"records": records, "history": history, "env_index_offset": trainer.env_index_offset}, os.path.join(out, f"rank{rank}.pt"))
 
 
 def resume_mode(out, rank):

@@ -30,7 +30,7 @@ def test_two_ranks_keep_identical_parameters_and_normalisers(tmp_path):
         assert a["kl_coef"] == b["kl_coef"] and a["value_norm"] == b["value_norm"]
     assert not torch.equal(r0["records"][0]["params"], r0["records"][-1]["params"])  # and they did train
     assert [row["env_steps"] for row in r0["history"]] == [80, 160, 240]  # steps of both ranks
-    assert (r0["env_seed"], r1["env_seed"]) == (0, 2)  # rank 1's envs are seeded after rank 0's
+    assert (r0["env_index_offset"], r1["env_index_offset"]) == (0, 2)  # rank 1's envs follow rank 0's
     # only rank 0 writes the run folder; its checkpoint holds both ranks' resume state
     payload = torch.load(tmp_path / "run" / "ckpt.pt", weights_only=True)
     assert len(payload["resume"]) == 2 and payload["env_steps"] == 240

@@ -160,6 +160,23 @@ def test_dead_agents_get_no_action_and_zero_input():
         vec.close()
 
 
+def test_env_seeds_are_independent_across_run_seeds_and_continue_across_ranks():
+    from mappo.vector import make_vector_env
+
+    def first_obs(seed, n, first_index=0):
+        spec, vec = make_vector_env(HeterogeneousEnv, n, seed=seed, mode="inprocess", first_index=first_index)
+        obs = vec.arrays["obs"].copy()
+        vec.close()
+        return obs
+
+    run0, run1 = first_obs(0, 4), first_obs(1, 4)
+    for i in range(4):
+        for j in range(4):  # with "seed + i", run 1's env 0 would replay run 0's env 1
+            assert not np.array_equal(run1[i], run0[j])
+    # rank 1 of a 2-rank job (envs numbered from 4) sees what envs 4..7 of one process see
+    np.testing.assert_array_equal(first_obs(0, 4, first_index=4), first_obs(0, 8)[4:])
+
+
 def test_subprocess_matches_inprocess_and_errors_surface():
     from mappo.vector import make_vector_env
 
