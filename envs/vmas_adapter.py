@@ -120,9 +120,6 @@ class VmasVectorEnv:
         self.length[index] = 0.0
         return episodes
 
-    def render(self, index: int = 0) -> Any:
-        return self.env.render(mode="rgb_array", env_index=index)
-
     def close(self) -> None:
         pass
 

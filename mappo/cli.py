@@ -35,8 +35,9 @@ def _load(run: str, **overrides):
     from .trainer import Trainer
 
     path = _checkpoint_path(run)
-    cfg = Config.from_dict({**load_checkpoint(path)["config"], **overrides})
-    return Trainer.load(path, _env_fn(cfg), **overrides)
+    payload = load_checkpoint(path)  # read once: the config inside says which env to build
+    cfg = Config.from_dict({**payload["config"], **overrides})
+    return Trainer.from_checkpoint(payload, _env_fn(cfg), path, **overrides)
 
 
 def train_main(argv: List[str]) -> int:
@@ -97,7 +98,7 @@ def eval_main(argv: List[str]) -> int:
                 raise ValueError("--video renders PettingZoo envs; batched (VMAS) envs are not supported")
             from .video import record_episode, render_env_fn, write_video
 
-            frames = record_episode(trainer.policy, render_env_fn(trainer.env_fn), seed=trainer.cfg.seed + 1_000_003)
+            frames = record_episode(trainer.policy, render_env_fn(trainer.env_fn), seed=trainer.eval_seed)
             path = write_video(frames, args.video, args.fps)
             print(f"wrote {path} ({len(frames)} frames)", file=sys.stderr)
     return 0

@@ -87,7 +87,7 @@ class RunLogger:
             from .video import record_episode, render_env_fn, write_video
 
             try:
-                frames = record_episode(trainer.policy, render_env_fn(trainer.env_fn), seed=self.cfg.seed)
+                frames = record_episode(trainer.policy, render_env_fn(trainer.env_fn), seed=trainer.eval_seed)
                 path = write_video(frames, os.path.join(self.run_dir, "eval.mp4"))
                 self.wandb_run.log({"eval_video": wandb.Video(path, format=path.rsplit(".", 1)[-1]),
                                     "env_steps": trainer.env_steps})

@@ -67,7 +67,6 @@ class GroupedGRUCell(nn.Module):
 
     def __init__(self, groups: int, in_dim: int, hidden: int):
         super().__init__()
-        self.hidden = hidden
         self.x2h = GroupedLinear(groups, in_dim, 3 * hidden, gain=1.0)
         self.h2h = GroupedLinear(groups, hidden, 3 * hidden, gain=1.0)
 
@@ -91,9 +90,27 @@ def run_gru(cell: GroupedGRUCell, x: torch.Tensor, h: torch.Tensor, resets: torc
     outs, before = [], []
     for t in range(x.shape[0]):
         before.append(h)
-        h = cell(x[t], h * (~resets[t]).unsqueeze(-1).to(h.dtype))
+        h = cell(x[t], restart(h, resets[t]))
         outs.append(h)
     return torch.stack(outs), torch.stack(before), h
+
+
+def restart(h: torch.Tensor, resets: torch.Tensor) -> torch.Tensor:
+    """``h [..., A, H]`` with the rows where ``resets [..., A]`` is set zeroed (a fresh hidden state)."""
+    return h * (~resets).unsqueeze(-1).to(h.dtype)
+
+
+def trunk(net: GroupedMLP, gru: Optional[GroupedGRUCell], x: torch.Tensor, hidden: Optional[torch.Tensor],
+          resets: Optional[torch.Tensor]) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[torch.Tensor]]:
+    """The shared part of actor and critic: MLP body, then the GRU when there is one.
+
+    Returns ``(features before the head, hidden states before each step or None, final hidden
+    state or None)``; see :func:`run_gru` for the recurrent shapes.
+    """
+    feats = net.body(x)
+    if gru is None:
+        return feats, None, None
+    return run_gru(gru, feats, hidden, resets)
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,10 +261,7 @@ class Actor(nn.Module):
         Feed-forward: ``x [..., A, in]``.  Recurrent: ``x [L, B, A, in]``, ``hidden [B, A, H]``,
         ``resets [L, B, A]`` (see :func:`run_gru`).
         """
-        feats = self.net.body(x)
-        h_last = None
-        if self.gru is not None:
-            feats, _, h_last = run_gru(self.gru, feats, hidden, resets)
+        feats, _, h_last = trunk(self.net, self.gru, x, hidden, resets)
         out = self.net.head(feats)
         logits, mean = out[..., : self.num_logits], out[..., self.num_logits :]
         dist = ActionDist(self.sizes, logits if self.num_logits else None, mask,
@@ -289,10 +303,7 @@ class Critic(nn.Module):
     def values(self, x: torch.Tensor, hidden: Optional[torch.Tensor] = None,
                resets: Optional[torch.Tensor] = None) -> CriticOut:
         """From prepared inputs ``x`` (``[..., A, in]``, or ``[L, B, A, in]`` when recurrent)."""
-        feats = self.net.body(x)
-        h_before = h_last = None
-        if self.gru is not None:
-            feats, h_before, h_last = run_gru(self.gru, feats, hidden, resets)
+        feats, h_before, h_last = trunk(self.net, self.gru, x, hidden, resets)
         return CriticOut(self.net.head(feats).squeeze(-1), feats, h_before, h_last)
 
     def next_values(self, x: torch.Tensor, prev_feats: torch.Tensor,
@@ -302,12 +313,5 @@ class Critic(nn.Module):
         starts afresh)."""
         feats = self.net.body(x)
         if self.gru is not None:
-            h = prev_feats if resets is None else prev_feats * (~resets).unsqueeze(-1).to(prev_feats.dtype)
-            feats = self.gru(feats, h)
+            feats = self.gru(feats, prev_feats if resets is None else restart(prev_feats, resets))
         return self.net.head(feats).squeeze(-1)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-

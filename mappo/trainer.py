@@ -29,13 +29,19 @@ from .policy import Policy
 from .returns import gae
 from .vector import InProcessVectorEnv, make_vector_env, probe
 
-HISTORY_KEYS = ("iteration", "env_steps", "sps", "policy_loss", "value_loss", "entropy", "approx_kl",
-                "clip_fraction", "kl_coef", "explained_variance", "lr")
-
-
 # the buffer fields one PPO minibatch needs
 UPDATE_KEYS = ("actor_in", "critic_in", "alive", "action_mask", "actions", "logp", "advantages", "returns",
                "old_values", "resets")
+
+
+# evaluation envs are seeded away from the training envs' seed
+EVAL_SEED_OFFSET = 1_000_003
+
+
+def recurrent_resets(episode_start: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    """``[E, A]``: where a recurrent state restarts, at an episode's first step (``episode_start
+    [E]``) and for agents that are gone (``alive [E, A]``)."""
+    return episode_start.unsqueeze(-1) | ~alive
 
 
 def linear_schedule(step: int, total: int) -> float:
@@ -208,8 +214,7 @@ class Trainer:
         for t in range(T):
             obs, state = self._from_env("obs"), self._from_env("state")
             alive, mask = self._from_env("alive"), self._from_env("action_mask")
-            # a recurrent state restarts at an episode's first step and for agents that are gone
-            resets = self.episode_start.unsqueeze(-1) | ~alive
+            resets = recurrent_resets(self.episode_start, alive)
             actions, logp, hidden = self.policy.act_batch(obs, mask, hidden=self.actor_h, resets=resets)
             if self.actor.recurrent:
                 buf.actor_h[t], self.actor_h = self.actor_h, hidden
@@ -242,7 +247,7 @@ class Trainer:
             self.critic_h = out.h_last
         # V(obs[t+1]): the next stored step, and for the last step the env's current observation
         obs, state, alive = self._from_env("obs"), self._from_env("state"), self._from_env("alive")
-        resets = self.episode_start.unsqueeze(-1) | ~alive
+        resets = recurrent_resets(self.episode_start, alive)
         last_v = self._raw(critic.next_values(critic.inputs(obs, state, alive), out.feats[-1], resets))
         following = torch.cat([buf.values[1:], last_v.unsqueeze(0)], dim=0)
         # time limit: bootstrap from V(final observation), which continues the ended episode
@@ -302,10 +307,9 @@ class Trainer:
                 sums["clip_fraction"] += float(info["clip_fraction"])
                 count += 1
         with torch.no_grad():  # KL[pi_old, pi_new] over the whole batch, after the update (PPO Sec. 4)
-            if cfg.recurrent:  # the rollout replayed from its first step's stored states
-                dist, _ = self.actor.dist(buf.data["actor_in"], buf.action_mask, buf.actor_h[0], buf.resets)
-            else:
-                dist, _ = self.actor.dist(buf.data["actor_in"], buf.action_mask)
+            # a recurrent actor replays the rollout from its first step's stored state
+            first_h = buf.actor_h[0] if cfg.recurrent else None
+            dist, _ = self.actor.dist(buf.data["actor_in"], buf.action_mask, first_h, buf.resets)
             _, info = L.policy_loss(dist.log_prob(buf.actions), buf.logp, buf.advantages, alive, cfg.objective,
                                     cfg.clip_eps, 0.0)
             approx_kl = float(info["approx_kl"])
@@ -375,7 +379,10 @@ class Trainer:
                 group["lr"] = base * frac
 
     def train(self, total_steps: Optional[int] = None, run_dir: Optional[str] = None) -> List[Dict[str, Any]]:
-        """Train until ``total_steps`` env steps (default ``cfg.total_steps``); returns this call's history.
+        """Train until ``total_steps`` env steps (default ``cfg.total_steps``); returns this call's history:
+        one dict per iteration with iteration, env_steps, sps, policy_loss, value_loss, entropy,
+        approx_kl, clip_fraction, kl_coef, explained_variance and lr, plus team_return,
+        episode_length and episodes when episodes ended.
 
         ``run_dir`` (default ``cfg.run_dir``) receives config.yaml, metrics.jsonl, curves.png and
         ckpt.pt (every ``checkpoint_every`` iterations, at the end, and on SIGINT/SIGTERM).
@@ -445,6 +452,11 @@ class Trainer:
         return {"team_return": ret / count, "episode_length": length / count, "episodes": int(count)}
 
     # ------------------------------------------------------------------------------------------
+    @property
+    def eval_seed(self) -> int:
+        """Seed of evaluation episodes (and eval videos): away from the training envs' seeds."""
+        return self.cfg.seed + EVAL_SEED_OFFSET
+
     @torch.no_grad()
     def evaluate(self, episodes: int = 20, deterministic: bool = True, seed: Optional[int] = None) -> Dict[str, Any]:
         """Run ``episodes`` full episodes in one in-process env; returns mean returns and lengths.
@@ -453,7 +465,7 @@ class Trainer:
         """
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
-        seed = self.cfg.seed + 1_000_003 if seed is None else seed
+        seed = self.eval_seed if seed is None else seed
         if self.batched:  # all episodes side by side in one batched env
             vec = self.env_fn(num_envs=episodes, device=self.device, seed=seed)
         else:
@@ -464,7 +476,7 @@ class Trainer:
         try:
             while len(done) < episodes:
                 obs, mask = self._from_env("obs", vec), self._from_env("action_mask", vec)
-                resets = start.unsqueeze(-1) | ~self._from_env("alive", vec)
+                resets = recurrent_resets(start, self._from_env("alive", vec))
                 actions, _, hidden = self.policy.act_batch(obs, mask, deterministic, hidden, resets)
                 self._send_actions(vec, actions)
                 done += vec.step()
@@ -535,7 +547,12 @@ class Trainer:
         """Rebuild a trainer from ``save``'s file; ``overrides`` replace config fields (e.g. device,
         or a larger total_steps to train on).  ``train()`` then continues the run exactly where
         it stopped, RNG states included."""
-        payload = load_checkpoint(path)
+        return cls.from_checkpoint(load_checkpoint(path), env_fn, path, **overrides)
+
+    @classmethod
+    def from_checkpoint(cls, payload: Dict[str, Any], env_fn: Callable[[], Any], path: str = "checkpoint",
+                        **overrides: Any) -> "Trainer":
+        """:meth:`load` from a checkpoint already read with ``load_checkpoint``; ``path`` names it in errors."""
         if payload.get("format") != 3:
             raise ValueError(f"{path!r} is a format-{payload.get('format')} checkpoint; this version reads format 3")
         cfg = Config.from_dict({**payload["config"], **overrides})

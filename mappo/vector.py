@@ -191,9 +191,6 @@ class InProcessVectorEnv:
                 episodes.append(ep)
         return episodes
 
-    def render(self, index: int = 0) -> Any:
-        return self.slots[index].env.render()
-
     def close(self) -> None:
         for slot in self.slots:
             try:
@@ -236,8 +233,6 @@ def _worker(conn: Any, env_fns: List[EnvFn], indices: List[int], spec: TeamSpec,
                     current = slot.i
                     slot.reset()
                 conn.send(("ok", None))
-            elif cmd == "render":
-                conn.send(("ok", slots[0].env.render()))
             elif cmd == "close":
                 break
     except KeyboardInterrupt:
@@ -307,11 +302,6 @@ class SubprocVectorEnv:
         for conn in self.conns:
             conn.send("step")
         return [ep for eps in self._gather() for ep in eps]
-
-    def render(self, index: int = 0) -> Any:
-        self.conns[0].send("render")
-        status, payload = self.conns[0].recv()
-        return payload
 
     def close(self) -> None:
         if self._closed:

@@ -16,8 +16,8 @@ from tests.toy_envs import (CoordinationEnv, ContinuousEnv, EarlyExitEnv, Failin
                             TextObsEnv)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-HISTORY_KEYS = {"env_steps", "sps", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction", "kl_coef",
-                "explained_variance", "lr"}
+HISTORY_KEYS = {"iteration", "env_steps", "sps", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
+                "kl_coef", "explained_variance", "lr"}
 
 
 
