@@ -104,9 +104,9 @@ class VmasVectorEnv:
             a["obs"].copy_(a["final_obs"])
             return []
         index = done.nonzero().squeeze(-1)
-        episodes = [{"team_return": float(t), "length": int(n), "agent_returns": r}
-                    for t, n, r in zip(self.team_return[index].tolist(), self.length[index].tolist(),
-                                       self.agent_returns[index].tolist())]
+        episodes = [{"team_return": float(t), "length": int(n), "agent_returns": r, "env": i}
+                    for i, t, n, r in zip(index.tolist(), self.team_return[index].tolist(),
+                                          self.length[index].tolist(), self.agent_returns[index].tolist())]
         if bool(done.all()):
             obs = self.env.reset()
         else:

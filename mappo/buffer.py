@@ -17,6 +17,8 @@ class RolloutBuffer:
     Fields (T steps, E envs, A agents, O obs, S state, L logits, W action width, H hidden):
         obs [T,E,A,O], state [T,E,S], alive [T,E,A] bool, action_mask [T,E,A,L] bool,
         actions [T,E,A,W], logp [T,E,A], values [T,E,A] (raw units), next_values [T,E,A],
+        old_values [T,E,A] (the critic's own output at collection, in its normalised units when
+        ValueNorm/PopArt is on: the centre of the value-clipping window),
         rewards [T,E,A], terminated [T,E,A] bool, truncated [T,E,A] bool,
         final_obs [T,E,A,O], final_state [T,E,S] (the last observation before an auto-reset),
         resets [T,E,A] bool (episode start or agent gone: a recurrent state restarts),
@@ -32,7 +34,8 @@ class RolloutBuffer:
             "obs": ((T, E, A, spec.obs_dim), f32), "state": ((T, E, spec.state_dim), f32),
             "alive": ((T, E, A), b), "action_mask": ((T, E, A, spec.num_logits), b),
             "actions": ((T, E, A, spec.action_width), f32), "logp": ((T, E, A), f32),
-            "values": ((T, E, A), f32), "next_values": ((T, E, A), f32), "rewards": ((T, E, A), f32),
+            "values": ((T, E, A), f32), "old_values": ((T, E, A), f32), "next_values": ((T, E, A), f32),
+            "rewards": ((T, E, A), f32),
             "terminated": ((T, E, A), b), "truncated": ((T, E, A), b),
             "final_obs": ((T, E, A, spec.obs_dim), f32), "final_state": ((T, E, spec.state_dim), f32),
             "resets": ((T, E, A), b), "advantages": ((T, E, A), f32), "returns": ((T, E, A), f32),
@@ -51,8 +54,8 @@ class RolloutBuffer:
 
     def minibatches(self, num_minibatches: int, keys: Sequence[str], chunk_length: int = 1,
                     generator: torch.Generator | None = None) -> Iterator[Dict[str, torch.Tensor]]:
-        """Cut the rollout into ``T / chunk_length`` chunks per env, shuffle the chunks, and yield
-        ``num_minibatches`` dicts holding the fields ``keys``.
+        """Cut the rollout into chunks of ``chunk_length`` steps per env, shuffle the chunks, and
+        yield ``num_minibatches`` dicts holding the fields ``keys``.
 
         Each field comes as ``[chunk_length, B, A, ...]`` (time first, B chunks), except the
         hidden states (:data:`HIDDEN_KEYS`), which come as ``[B, A, H]`` from each chunk's first
@@ -60,14 +63,22 @@ class RolloutBuffer:
         ``chunk_length`` steps, the MAPPO paper's data chunks).  Feed-forward training uses
         ``chunk_length=1``: single env-steps, shuffled.  Agents stay together in a row so
         per-agent (separate) networks see their own slot.
+
+        When ``chunk_length`` does not divide T, each env's last chunk is short: it is padded at
+        its end with zeros, so the padding has ``alive = False`` and every masked mean of the
+        loss leaves it out (on-policy pads its data chunks the same way).  Padding comes after
+        the real steps, so a recurrent pass over a chunk is unchanged on them.  A chunk_length
+        above T is cut to T.
         """
-        T, E, L = self.T, self.E, chunk_length
-        if T % L:
-            raise ValueError(f"chunk_length {L} must divide the rollout length {T}")
-        n = (T // L) * E
+        T, E = self.T, self.E
+        L = min(chunk_length, T)
+        C = -(-T // L)  # chunks per env, the last one possibly short
+        pad, n = C * L - T, C * E
 
         def chunks(x: torch.Tensor) -> torch.Tensor:  # [T, E, ...] -> [n, L, ...]
-            return x.reshape(T // L, L, E, *x.shape[2:]).transpose(1, 2).reshape(n, L, *x.shape[2:])
+            if pad:
+                x = torch.cat([x, x.new_zeros(pad, *x.shape[1:])])
+            return x.reshape(C, L, E, *x.shape[2:]).transpose(1, 2).reshape(n, L, *x.shape[2:])
 
         seq = {k: chunks(self.data[k]) for k in keys}
         device = self.data["obs"].device

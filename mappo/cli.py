@@ -14,6 +14,7 @@ import sys
 import time
 from typing import List, Optional
 
+from . import distributed as D
 from .config import Config, help_text
 
 
@@ -75,6 +76,7 @@ def train_main(argv: List[str]) -> int:
         trainer = Trainer(_env_fn(cfg), cfg)
     with trainer:
         trainer.train()
+    D.shutdown()  # every rank waits for the others (rank 0 writes the checkpoint and summary), then leaves
     # a run stopped by SIGINT/SIGTERM exits like the signal would, after its checkpoint is written
     return 128 + trainer.interrupted if trainer.interrupted else 0
 
@@ -140,6 +142,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return COMMANDS[argv[0]](argv[1:])
     except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         print(f"mappo {argv[0]}: error: {err}", file=sys.stderr)
+        D.mark_failed()  # under torchrun: leave without waiting for ranks that may not come
         return 2
 
 

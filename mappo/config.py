@@ -65,7 +65,7 @@ class Config:
     parameter_sharing: str = "shared"  # "shared" (one actor/critic, agent id input) | "separate"
     critic_input: str = "state"  # "state" (env.state(), else joined obs) | "concat_obs" | "local" (IPPO) | "agent_specific" (state + own obs)
     recurrent: bool = False  # GRU actor and critic (MAPPO paper's recurrent policies)
-    chunk_length: int = 10  # BPTT chunk length for recurrent training; must divide rollout_length
+    chunk_length: int = 10  # BPTT chunk length for recurrent training (a short last chunk per env is padded and masked)
     # --- logging -----------------------------------------------------------------------
     wandb: bool = False  # log to Weights & Biases
     wandb_project: str = "mappo"  # W&B project
@@ -203,11 +203,9 @@ def validate(cfg: Config) -> None:
     if cfg.popart and cfg.value_norm:
         raise ValueError("config fields 'popart' and 'value_norm' are mutually exclusive (PopArt is ValueNorm plus "
                          "a rescaled value head); set value_norm=false to use popart=true")
-    if cfg.recurrent and cfg.rollout_length % cfg.chunk_length:
-        raise ValueError(f"config field 'chunk_length' ({cfg.chunk_length}) must divide rollout_length "
-                         f"({cfg.rollout_length}) when recurrent=true")
-    # recurrent minibatches are made of whole chunks; feed-forward ones of single steps
-    units = cfg.num_envs * (cfg.rollout_length // cfg.chunk_length if cfg.recurrent else cfg.rollout_length)
+    # recurrent minibatches are made of whole chunks (the last one per env may be short); feed-forward
+    # ones of single steps
+    units = cfg.num_envs * (-(-cfg.rollout_length // cfg.chunk_length) if cfg.recurrent else cfg.rollout_length)
     if cfg.num_minibatches > units:
-        what = "num_envs*rollout_length/chunk_length" if cfg.recurrent else "num_envs*rollout_length"
+        what = "num_envs*ceil(rollout_length/chunk_length)" if cfg.recurrent else "num_envs*rollout_length"
         raise ValueError(f"config field 'num_minibatches' ({cfg.num_minibatches}) must be <= {what} ({units})")

@@ -10,7 +10,9 @@ the decision to stop.  NCCL on CUDA (each rank takes GPU ``LOCAL_RANK``), gloo o
 """
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterable, List
 
@@ -49,7 +51,52 @@ def setup(device: torch.device) -> tuple:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        _leave_at_exit()
     return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank), device
+
+
+# --------------------------------------------------------------------------------------------
+# leaving the group.  A rank that exits while another still talks to it (rank 0 still
+# evaluating or writing a checkpoint, say) tears the connection down under it: with torch
+# 2.14 and gloo the finished rank died with SIGABRT ("terminate called without an active
+# exception").  So every rank waits for the others, then destroys the group.
+_failed = False  # this rank raised: the others may never reach a barrier, so leave without one
+_exit_hook_installed = False
+
+
+def mark_failed() -> None:
+    """Record that this rank is exiting on an error: :func:`shutdown` at exit skips the barrier
+    (torchrun then stops the other ranks) instead of waiting for ranks that will not come."""
+    global _failed
+    _failed = True
+
+
+def shutdown() -> None:
+    """Leave the process group in order: a barrier (no rank goes while another still needs it),
+    then ``destroy_process_group``.  Safe to call more than once and outside torchrun.  It runs
+    by itself at interpreter exit once :func:`setup` has joined a group; call it yourself to
+    leave earlier.  The barrier waits at most the process group's timeout (torch's default: 30
+    minutes for gloo, 10 for NCCL)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if not _failed:
+        dist.barrier()
+    dist.destroy_process_group()
+
+
+def _leave_at_exit() -> None:
+    global _exit_hook_installed
+    if _exit_hook_installed:
+        return
+    _exit_hook_installed = True
+    previous_hook = sys.excepthook
+
+    def note_failure(*exc_info: Any) -> None:  # an uncaught exception: this rank is failing
+        mark_failed()
+        previous_hook(*exc_info)
+
+    sys.excepthook = note_failure
+    atexit.register(shutdown)
 
 
 def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:

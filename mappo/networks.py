@@ -193,10 +193,13 @@ class ActionDist:
         for logp in self.log_probs:
             if deterministic:
                 a = logp.argmax(-1)
-            else:  # Gumbel-max: argmax(log p + G), G = -log(-log U), U ~ Uniform[0, 1), is a draw from p.
-                # rand_like is vectorised; exponential_ is ~5x slower on the CPU at 10^4+ rows
-                gumbel = torch.rand_like(logp).log_().neg_().log_().neg_()
-                a = (logp + gumbel).argmax(-1)
+            else:  # Gumbel-max: argmax(log p + G), G = -log(-log U), U ~ Uniform(0, 1), is a draw from p.
+                # rand_like is vectorised; exponential_ is ~5x slower on the CPU at 10^4+ rows.
+                # torch.rand can return exactly 0 (about 7 in 2^27 draws): G would be -inf there, and
+                # when that entry is the only valid one a masked entry (log p ~ -3.4e38) would win.
+                # Clamping U to the smallest normal float keeps every G finite (|G| < 17).
+                u = torch.rand_like(logp).clamp_(min=torch.finfo(logp.dtype).tiny)
+                a = (logp - u.log_().neg_().log_()).argmax(-1)
             parts.append(a.unsqueeze(-1).float())
         if self.normal is not None:
             parts.append(self.normal.mean if deterministic else self.normal.sample())

@@ -241,6 +241,7 @@ class Trainer:
         """
         buf, critic = self.buffer, self.critic
         out = critic.values(critic.inputs(buf.obs, buf.state, buf.alive), self.critic_h, buf.resets)
+        buf.old_values.copy_(out.values)  # the value-clipping centre, in the critic's own units
         buf.values.copy_(self._raw(out.values))
         if critic.recurrent:
             buf.critic_h.copy_(out.h_before)
@@ -283,12 +284,15 @@ class Trainer:
             if cfg.popart:  # keep the critic's raw-unit outputs unchanged under the new statistics
                 head = self.critic.net.head
                 popart_rescale(head.weight, head.bias, old_mean, old_std, self.value_norm.mean, self.value_norm.std())
+                # the rescaled head now outputs the old raw values in the new units: clip around those
+                buf.old_values.copy_(self.value_norm.normalize(buf.values))
+            # Plain ValueNorm leaves the critic's output where it was, so the clipping window stays
+            # centred on the stored output (buf.old_values), as on-policy's r_mappo.py centres it on
+            # value_preds.  Re-normalising buf.values with the new statistics instead would move the
+            # window off the output: 99% of samples started outside it on simple_spread.
             buf.returns.copy_(self.value_norm.normalize(ret))
-            old_values = self.value_norm.normalize(buf.values)
         else:
             buf.returns.copy_(ret)
-            old_values = buf.values
-        buf.data["old_values"] = old_values
         # network inputs (normalised features + agent id) are the same in every epoch: build once
         buf.data["actor_in"] = self.actor.inputs(buf.obs)
         buf.data["critic_in"] = self.critic.inputs(buf.obs, buf.state, alive)
@@ -318,7 +322,7 @@ class Trainer:
                 kl_sum, n_all = D.all_reduce_sum(torch.tensor([approx_kl * n, n], dtype=torch.float64,
                                                               device=self.device)).tolist()
                 approx_kl = kl_sum / max(n_all, 1.0)
-        for key in ("old_values", "actor_in", "critic_in"):
+        for key in ("actor_in", "critic_in"):
             del buf.data[key]
         stats = {k: v / count for k, v in sums.items()}
         stats["approx_kl"] = approx_kl
@@ -459,9 +463,13 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, episodes: int = 20, deterministic: bool = True, seed: Optional[int] = None) -> Dict[str, Any]:
-        """Run ``episodes`` full episodes in one in-process env; returns mean returns and lengths.
+        """Run ``episodes`` full episodes; returns mean returns and lengths.
 
-        ``team_return_mean`` sums rewards over agents; ``return_mean`` is per agent.
+        ``team_return_mean`` sums rewards over agents; ``return_mean`` is per agent.  A PettingZoo
+        env plays the episodes one after another in one in-process env.  A batched env (VMAS)
+        plays them side by side, ``episodes`` envs, and counts the *first* episode of each env:
+        keeping the first ``episodes`` to finish would over-count envs whose episodes end early,
+        since they reset and finish again while long episodes are still running.
         """
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -472,6 +480,8 @@ class Trainer:
             vec = InProcessVectorEnv([self.env_fn], self.spec, seed)
         vec.reset()
         done: List[Dict[str, Any]] = []
+        quota = -(-episodes // vec.num_envs)  # episodes counted per env: 1 when batched
+        counted = [0] * vec.num_envs
         hidden, start = None, torch.ones(vec.num_envs, dtype=torch.bool, device=self.device)
         try:
             while len(done) < episodes:
@@ -479,11 +489,13 @@ class Trainer:
                 resets = recurrent_resets(start, self._from_env("alive", vec))
                 actions, _, hidden = self.policy.act_batch(obs, mask, deterministic, hidden, resets)
                 self._send_actions(vec, actions)
-                done += vec.step()
+                for episode in vec.step():
+                    if counted[episode["env"]] < quota:
+                        counted[episode["env"]] += 1
+                        done.append(episode)
                 start = self._from_env("env_done", vec).clone()
         finally:
             vec.close()
-        done = done[:episodes]
         team = np.array([e["team_return"] for e in done])
         per_agent = np.array([e["agent_returns"] for e in done])
         return {

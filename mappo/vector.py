@@ -158,7 +158,7 @@ class EnvSlot:
             self._write_obs(obs, infos, set(still))
             return None
         episode = {"team_return": self.team_return, "length": self.length,
-                   "agent_returns": self.agent_returns.tolist()}
+                   "agent_returns": self.agent_returns.tolist(), "env": self.i}
         a["episode"][i] += 1
         self.reset()
         return episode

@@ -131,11 +131,64 @@ def test_popart_keeps_critic_outputs_through_the_statistics_update():
     assert torch.allclose(before, after, atol=1e-4)
 
 
+@pytest.mark.parametrize("recurrent", [False, True])
+def test_value_clipping_window_is_centred_on_the_critics_own_output(monkeypatch, recurrent):
+    """ValueNorm without PopArt: the statistics move before each update but the critic's output
+    does not, so the clip centre must be the stored output, not the stored raw value
+    re-normalised with the new statistics (on-policy's r_mappo.py clips around value_preds)."""
+    import mappo.loss
+
+    calls = []
+    real_value_loss = mappo.loss.value_loss
+
+    def spy(values, old_values, *args, **kwargs):
+        calls.append((values.detach().clone(), old_values.clone()))
+        return real_value_loss(values, old_values, *args, **kwargs)
+
+    monkeypatch.setattr(mappo.loss, "value_loss", spy)
+    cfg = tiny(value_norm=True, popart=False, recurrent=recurrent, chunk_length=5)
+    with mappo.Trainer(EarlyExitEnv, cfg) as trainer:
+        means = []
+        for _ in range(4):
+            trainer.train(total_steps=trainer.env_steps + 40)  # one iteration each
+            means.append(trainer.value_norm.mean.item())
+    per_iteration = cfg.ppo_epochs * cfg.num_minibatches
+    assert len(calls) == 4 * per_iteration
+    assert abs(means[0]) > 0.5 and len(set(means)) == 4  # the statistics moved at every update
+    for values, old_values in calls[::per_iteration]:  # the first minibatch of every iteration
+        assert torch.allclose(values, old_values, atol=1e-5)
+
+
 def test_popart_and_value_norm_together_is_a_config_error():
     with pytest.raises(ValueError, match="'popart' and 'value_norm' are mutually exclusive"):
         mappo.Config(popart=True, value_norm=True)
-    with pytest.raises(ValueError, match="'chunk_length' \\(7\\) must divide rollout_length \\(20\\)"):
-        mappo.Config(recurrent=True, chunk_length=7, rollout_length=20)
+
+
+@pytest.mark.parametrize("rollout_length,chunk_length", [(23, 5), (7, 10)])
+def test_recurrent_training_with_a_rollout_length_that_chunk_length_does_not_divide(rollout_length, chunk_length):
+    assert mappo.Config(recurrent=True).rollout_length % mappo.Config().chunk_length  # the defaults: 128 and 10
+    cfg = tiny(recurrent=True, rollout_length=rollout_length, chunk_length=chunk_length)
+    with mappo.Trainer(EarlyExitEnv, cfg) as trainer:  # an agent leaves mid-episode: resets for it
+        history = trainer.train(total_steps=4 * rollout_length)  # 2 iterations: hidden states carry over
+        assert len(history) == 2 and all(math.isfinite(row["value_loss"]) for row in history)
+        trainer.collect()
+        buf = trainer.buffer
+        L = min(chunk_length, rollout_length)
+        chunks = -(-rollout_length // L)
+        (mb,) = buf.minibatches(1, ("actor_h", "critic_h", "resets", "logp", "values", "action_mask", "actions",
+                                    "obs", "state", "alive"), chunk_length=chunk_length)
+        assert mb["obs"].shape[:3] == (L, chunks * 2, 3)
+        assert int(mb["alive"].sum()) == int(buf.alive.sum())  # every live agent-step once; padding is not alive
+        with torch.no_grad():  # the training path (shuffled, padded chunks) reproduces the rollout
+            dist, _ = trainer.actor.dist(trainer.actor.inputs(mb["obs"]), mb["action_mask"], mb["actor_h"],
+                                         mb["resets"])
+            out = trainer.critic.values(trainer.critic.inputs(mb["obs"], mb["state"], mb["alive"]),
+                                        mb["critic_h"], mb["resets"])
+        live = mb["alive"]
+        assert torch.allclose(dist.log_prob(mb["actions"])[live], mb["logp"][live], atol=1e-5)
+        assert torch.allclose(trainer._raw(out.values)[live], mb["values"][live], atol=1e-4)
+        stats = trainer.update()
+        assert all(math.isfinite(stats[k]) for k in ("policy_loss", "value_loss", "entropy", "approx_kl"))
 
 
 def test_linear_lr_schedule():

@@ -95,6 +95,27 @@ def test_masked_logits_are_never_sampled():
     assert torch.allclose(dist.entropy(), torch.full((2000, 1), np.log(2.0)))
 
 
+def test_a_zero_uniform_draw_never_picks_a_masked_action(monkeypatch):
+    """torch.rand can return exactly 0.0; with U = 0 on the only valid entry, an unclamped
+    Gumbel-max (-log(-log U) = -inf) would pick a masked entry with log-prob ~ -3.4e38."""
+    from mappo.networks import ActionDist
+
+    logits = torch.randn(64, 2, 5)
+    mask = torch.zeros(64, 2, 5, dtype=torch.bool)
+    only = torch.randint(0, 5, (64, 2))
+    mask.scatter_(-1, only.unsqueeze(-1), True)  # one valid action per row
+    real_rand_like = torch.rand_like
+
+    def zero_on_valid(x, *args, **kwargs):  # the rare draw, forced on every valid entry
+        return real_rand_like(x, *args, **kwargs).masked_fill(mask, 0.0)
+
+    monkeypatch.setattr(torch, "rand_like", zero_on_valid)
+    dist = ActionDist([5], logits, mask, None, None, None)
+    actions = dist.sample()
+    assert torch.equal(actions[..., 0].long(), only)
+    assert bool((dist.log_prob(actions) > -1e-4).all())  # log 1: the one valid action, never ~ -3.4e38
+
+
 def test_buffer_shapes_and_minibatches():
     team = TeamSpec.from_env(HeterogeneousEnv())
     team.state_dim = 3
@@ -130,8 +151,28 @@ def test_minibatch_chunks_keep_time_order_and_start_hidden_states():
         start_t = (r[0, :, 0] // 100)
         assert torch.equal(b["actor_h"][:, 0, 0], start_t)  # the hidden state stored at the chunk's first step
         assert set(start_t.tolist()) <= {0.0, 3.0}
-    with pytest.raises(ValueError, match="chunk_length 4 must divide the rollout length 6"):
-        next(buf.minibatches(1, ("rewards",), chunk_length=4))
+
+
+def test_a_short_last_chunk_is_padded_at_its_end_and_masked():
+    team = TeamSpec.from_env(HeterogeneousEnv())
+    buf = RolloutBuffer(team, T=6, E=2, device=torch.device("cpu"), hidden_size=4)
+    t, e, a = torch.meshgrid(torch.arange(6.0), torch.arange(2.0), torch.arange(3.0), indexing="ij")
+    buf.rewards.copy_(100 * t + 10 * e + a + 1)  # > 0 on every real step
+    buf.alive.fill_(True)
+    buf.actor_h.copy_(t.unsqueeze(-1).expand(6, 2, 3, 4))
+    # chunks of 4 over 6 steps: steps 0-3, then steps 4-5 and two padding steps, per env
+    (mb,) = buf.minibatches(1, ("rewards", "alive", "actor_h"), chunk_length=4)
+    assert mb["rewards"].shape == (4, 4, 3) and mb["actor_h"].shape == (4, 3, 4)
+    starts = mb["actor_h"][:, 0, 0]
+    short = starts == 4.0
+    assert int(short.sum()) == 2  # one short chunk per env
+    assert bool(mb["alive"][:, ~short].all())
+    assert bool(mb["alive"][:2, short].all()) and not bool(mb["alive"][2:, short].any())  # padding: not alive
+    assert bool((mb["rewards"][2:, short] == 0).all())
+    assert torch.equal(mb["rewards"][mb["alive"]].sort().values, buf.rewards.reshape(-1).sort().values)
+    # a chunk_length longer than the rollout is cut to it: one whole chunk per env
+    (mb,) = buf.minibatches(1, ("rewards",), chunk_length=10)
+    assert mb["rewards"].shape == (6, 2, 3)
 
 
 def test_random_actions_respect_masks_and_bounds():

@@ -263,3 +263,14 @@ def test_registry_names_and_user_callables():
     with pytest.raises(ValueError, match="has no attribute"):
         make_env_fn("tests.toy_envs:Missing")
     assert make_env_fn("mpe/simple_spread", N=2)().possible_agents == ["agent_0", "agent_1"]
+
+
+def test_batched_evaluation_counts_the_first_episode_of_each_env():
+    from tests.toy_envs import uneven_batched_env
+
+    with mappo.Trainer(uneven_batched_env, tiny(num_envs=2)) as trainer:
+        stats = trainer.evaluate(episodes=8)
+    assert stats["episodes"] == 8
+    # one episode per env: env 0's -2 and seven envs' -50; env 0 alone would give -2
+    assert stats["team_return_mean"] == pytest.approx((-2 - 7 * 50) / 8)
+    assert stats["episode_length_mean"] == pytest.approx((2 + 7 * 50) / 8)

@@ -9,6 +9,7 @@ import functools
 from typing import Any, Dict
 
 import numpy as np
+import torch
 from gymnasium import spaces
 from pettingzoo import ParallelEnv
 
@@ -222,6 +223,78 @@ class ContinuousEnv(_Toy):
         return self._finish({a: -float(np.sum((np.asarray(actions[a]) - self.targets[a]) ** 2)) for a in self.agents})
 
 
+class SteeringEnv(_Toy):
+    """A cooperative continuous-control task with a fixed horizon of 8 steps.
+
+    Two agents start at random points of [-1, 1]^2 and steer, with velocity actions in
+    Box(-1, 1, (2,)) (a move of 0.25 * action per step, kept inside the square), towards a
+    shared target in [-0.5, 0.5]^2.  Every step each agent receives the team reward
+    ``-(d_0^2 + d_1^2) / 2``, the mean squared distance to the target after the move, so each
+    agent's return depends on its partner's steering too.  An agent observes its own and its
+    partner's offset to the target and the fraction of the episode left; ``state()`` is both
+    positions, the target and the time.  The episode *terminates* after 8 steps: the horizon
+    is part of the task, and observed.  Out-of-bounds actions raise.  Uniformly random actions
+    score about -21.6 (team return, summed over both agents); the greedy policy (full speed
+    straight at the target, stopping on it), optimal here, about -4.3 (see
+    :func:`steering_greedy_return`).
+    """
+
+    possible_agents = ["agent_0", "agent_1"]
+    max_steps = 8
+    speed = 0.25
+    obs_spaces = {a: spaces.Box(-np.inf, np.inf, (5,), np.float32) for a in possible_agents}
+    act_spaces = {a: spaces.Box(-1.0, 1.0, (2,), np.float32) for a in possible_agents}
+
+    def reset(self, seed=None, options=None):
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
+        self.pos = self.rng.uniform(-1.0, 1.0, (2, 2)).astype(np.float32)
+        self.target = self.rng.uniform(-0.5, 0.5, 2).astype(np.float32)
+        self.agents = list(self.possible_agents)
+        self.t = 0
+        return self._obs(), self._infos()
+
+    def _obs(self):
+        offsets = self.pos - self.target
+        left = np.float32(1.0 - self.t / self.max_steps)
+        return {a: np.concatenate([offsets[i], offsets[1 - i], [left]]).astype(np.float32)
+                for i, a in enumerate(self.possible_agents) if a in self.agents}
+
+    def state(self):
+        return np.concatenate([self.pos.ravel(), self.target, [self.t / self.max_steps]]).astype(np.float32)
+
+    def step(self, actions):
+        self._check(actions)
+        for i, a in enumerate(self.possible_agents):
+            self.pos[i] = np.clip(self.pos[i] + self.speed * np.asarray(actions[a], dtype=np.float32), -1.0, 1.0)
+        reward = -float(np.mean(np.sum((self.pos - self.target) ** 2, axis=1)))
+        self.t += 1
+        done = self.t >= self.max_steps
+        obs = self._obs()
+        rewards = {a: reward for a in self.agents}
+        terms = {a: done for a in self.agents}
+        truncs = {a: False for a in self.agents}
+        infos = self._infos()
+        if done:
+            self.agents = []
+        return obs, rewards, terms, truncs, infos
+
+
+def steering_greedy_return(episodes: int = 200, seed: int = 123) -> float:
+    """Mean team return of the greedy steering policy on :class:`SteeringEnv`."""
+    env = SteeringEnv()
+    totals = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        total = 0.0
+        while env.agents:
+            actions = {a: np.clip(-obs[a][:2] / env.speed, -1.0, 1.0).astype(np.float32) for a in env.agents}
+            obs, rewards, _, _, _ = env.step(actions)
+            total += sum(rewards.values())
+        totals.append(total)
+    return float(np.mean(totals))
+
+
 class FailingEnv(CoordinationEnv):
     """Raises on its 5th step: for error-surfacing tests."""
 
@@ -261,3 +334,56 @@ def random_team_return(env_fn, episodes: int = 50, seed: int = 123) -> float:
             total += sum(rewards.values())
         totals.append(total)
     return float(np.mean(totals))
+
+
+class UnevenBatchedEnv:
+    """A batched (VMAS-style) env on torch tensors, one agent: env 0's episodes last 2 steps,
+    every other env's 50; the reward is -1 per step, so returns are -2 and -50.  Evaluating one
+    episode per env over E envs gives (-2 - 50 (E - 1)) / E; counting the first E episodes to
+    finish would give -2.  Build it with :func:`uneven_batched_env` (the batched env_fn)."""
+
+    def __init__(self, num_envs: int, device: Any = "cpu", seed: int = 0):
+        from mappo.spaces import AgentSpec, TeamSpec
+
+        self.num_envs, self.device = num_envs, device
+        self.spec = TeamSpec([AgentSpec.build("agent_0", spaces.Box(0.0, 1.0, (1,), np.float32),
+                                              spaces.Discrete(2))], state_dim=0)
+        self.lengths = torch.full((num_envs,), 50)
+        self.lengths[0] = 2
+        E, z = num_envs, functools.partial(torch.zeros, device=device)
+        self.arrays = {
+            "obs": z(E, 1, 1), "action_mask": torch.ones(E, 1, 2, dtype=torch.bool, device=device),
+            "alive": torch.ones(E, 1, dtype=torch.bool, device=device), "state": z(E, 0), "reward": z(E, 1),
+            "terminated": z(E, 1, dtype=torch.bool), "truncated": z(E, 1, dtype=torch.bool),
+            "final_obs": z(E, 1, 1), "final_state": z(E, 0), "env_done": z(E, dtype=torch.bool),
+            "actions": z(E, 1, 1),
+        }
+        self.t = torch.zeros(num_envs, dtype=torch.long)
+
+    def set_actions(self, actions):
+        self.arrays["actions"].copy_(actions)
+
+    def reset(self):
+        self.t.zero_()
+
+    def step(self):
+        a = self.arrays
+        self.t += 1
+        done = self.t >= self.lengths
+        a["reward"].fill_(-1.0)
+        a["truncated"].copy_(done.unsqueeze(-1))
+        a["env_done"].copy_(done)
+        episodes = [{"team_return": -float(self.t[i]), "length": int(self.t[i]), "agent_returns": [-float(self.t[i])],
+                     "env": i} for i in done.nonzero().squeeze(-1).tolist()]
+        self.t[done] = 0
+        return episodes
+
+    def close(self):
+        pass
+
+
+def uneven_batched_env(num_envs: int = 1, device: Any = "cpu", seed: int = 0) -> UnevenBatchedEnv:
+    return UnevenBatchedEnv(num_envs, device, seed)
+
+
+uneven_batched_env.batched = True
