@@ -68,6 +68,23 @@ def learn_mode(out, rank):
                 json.dump({"team_return": result, "env_steps": trainer.env_steps}, f)
 
 
+def exit_mode(out, rank):
+    """Rank 0 goes on working after training (as an evaluation would) while rank 1 is done.
+    The exit times are taken by handlers registered before the process group exists: atexit
+    runs the last-registered first, so they run after mappo.distributed has left the group."""
+    import atexit
+    import time
+
+    atexit.register(lambda: open(os.path.join(out, f"exit{rank}.txt"), "w").write(repr(time.time())))
+    with mappo.Trainer(EarlyExitEnv, tiny(total_steps=80)) as trainer:
+        trainer.train()
+        if rank == 0:
+            time.sleep(1.5)
+            trainer.evaluate(episodes=2)
+            with open(os.path.join(out, "rank0_done.txt"), "w") as f:
+                f.write(repr(time.time()))
+
+
 def grad_mode(out, rank):
     """The averaged gradient of two half batches against one process on the whole batch."""
     trainer = mappo.Trainer(CoordinationEnv, tiny())
@@ -99,8 +116,6 @@ def grad_mode(out, rank):
 if __name__ == "__main__":
     mode, out = sys.argv[1], sys.argv[2]
     rank = int(os.environ["RANK"])
-    {"params": params_mode, "learn": learn_mode, "grad": grad_mode, "resume": resume_mode}[mode](out, rank)
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    {"params": params_mode, "learn": learn_mode, "grad": grad_mode, "resume": resume_mode, "exit": exit_mode}[mode](out, rank)
+    # no explicit teardown: mappo.distributed leaves the group at exit, after a barrier, so rank 1
+    # does not go while rank 0 is still evaluating (learn mode); that order is what is under test
