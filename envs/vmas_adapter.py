@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
-from mappo.spaces import AgentSpec, TeamSpec
+from mappo.spaces import AgentSpec, TeamSpec, to_bounds
 
 
 def to_gymnasium(space: Any) -> Any:
@@ -85,8 +85,8 @@ class VmasVectorEnv:
                 actions.append(a["actions"][:, k, : len(agent.nvec)].long())
             else:
                 c = spec.num_components
-                actions.append(torch.clamp(a["actions"][:, k, c : c + agent.cont_dim], self.low[k, : agent.cont_dim],
-                                           self.high[k, : agent.cont_dim]))
+                actions.append(to_bounds(a["actions"][:, k, c : c + agent.cont_dim], self.low[k, : agent.cont_dim],
+                                         self.high[k, : agent.cont_dim]))
         obs, rewards, terminated, truncated, _ = self.env.step(actions)
         reward = torch.stack(rewards, dim=-1).to(torch.float32)
         terminated = terminated.bool()

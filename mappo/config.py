@@ -64,6 +64,7 @@ class Config:
     input_norm: bool = False  # LayerNorm on raw network inputs (MAPPO's feature normalisation)
     parameter_sharing: str = "shared"  # "shared" (one actor/critic, agent id input) | "separate"
     critic_input: str = "state"  # "state" (env.state(), else joined obs) | "concat_obs" | "local" (IPPO) | "agent_specific" (state + own obs)
+    log_std_init: float = 0.0  # initial log std of Gaussian (Box) actions, in units where the Box spans [-1, 1]
     recurrent: bool = False  # GRU actor and critic (MAPPO paper's recurrent policies)
     chunk_length: int = 10  # BPTT chunk length for recurrent training (a short last chunk per env is padded and masked)
     # --- logging -----------------------------------------------------------------------
@@ -151,7 +152,7 @@ def validate(cfg: Config) -> None:
                  "num_workers", "log_every", "chunk_length", "checkpoint_every"):
         _check_type(cfg, name, int)
     for name in ("lr", "gamma", "gae_lambda", "max_grad_norm", "adam_eps", "clip_eps", "kl_coef",
-                 "target_kl", "entropy_coef", "value_coef", "huber_delta", "curves_every_s"):
+                 "target_kl", "entropy_coef", "value_coef", "huber_delta", "curves_every_s", "log_std_init"):
         _check_type(cfg, name, float)
     for name in ("value_norm", "value_clip", "normalize_advantages", "wandb", "progress", "input_norm", "popart",
                  "recurrent", "wandb_video"):
@@ -190,6 +191,8 @@ def validate(cfg: Config) -> None:
     for name in ("entropy_coef", "value_coef", "huber_delta"):
         if not getattr(cfg, name) >= 0:
             raise ValueError(f"config field {name!r} must be >= 0, got {getattr(cfg, name)!r}")
+    if not -5.0 <= cfg.log_std_init <= 2.0:
+        raise ValueError(f"config field 'log_std_init' must be in [-5, 2], got {cfg.log_std_init!r}")
     if not isinstance(cfg.hidden_sizes, (list, tuple)) or not cfg.hidden_sizes or not all(
         isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in cfg.hidden_sizes
     ):

@@ -229,7 +229,7 @@ class Actor(nn.Module):
     """Decentralised actor: ``obs [..., A, O]`` -> :class:`ActionDist` (and, if recurrent, a hidden state)."""
 
     def __init__(self, spec: TeamSpec, shared: bool, hidden: List[int], activation: str, input_norm: bool = False,
-                 recurrent: bool = False):
+                 recurrent: bool = False, log_std_init: float = 0.0):
         super().__init__()
         self.shared = shared
         self.sizes = list(spec.component_sizes)
@@ -241,7 +241,9 @@ class Actor(nn.Module):
         self.gru = GroupedGRUCell(groups, hidden[-1], hidden[-1]) if recurrent else None
         self.hidden_size = hidden[-1]
         self.norm_dim = spec.obs_dim if input_norm else 0
-        self.log_std = nn.Parameter(torch.zeros(spec.num_agents, self.cont_dim))
+        # state-independent log std per agent slot and dim (CleanRL, SB3); actions are in units where
+        # the Box spans [-1, 1] (spaces.to_bounds), so one initial std fits every env
+        self.log_std = nn.Parameter(torch.full((spec.num_agents, self.cont_dim), float(log_std_init)))
         self.register_buffer("cont_mask", torch.as_tensor(spec.cont_mask))
         self.register_buffer("agent_eye", torch.eye(spec.num_agents) if shared else None, persistent=False)
 

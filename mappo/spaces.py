@@ -6,7 +6,9 @@ observation is ``[A, obs_dim]``.
 
 Actions use one layout for every agent: ``num_components`` categorical components
 (Discrete is one component, MultiDiscrete one per entry) followed by ``cont_dim``
-Gaussian dimensions (Box).  An agent with fewer components than the widest gets padded
+Gaussian dimensions (Box).  Gaussian dimensions are in the policy's own units, -1 and 1 at
+the Box's bounds, whatever the bounds are (:func:`to_bounds` maps them into the Box and
+clips), so one initial action std fits every env (SB3's advice to normalise action spaces).  An agent with fewer components than the widest gets padded
 components in which only logit 0 is valid, and padded Gaussian dimensions are masked out,
 so padded parts add nothing to log-probs or entropy.  A team action is ``[A, action_width]``.
 
@@ -173,7 +175,7 @@ class TeamSpec:
             comps = action[: len(spec.nvec)].astype(np.int64)
             return (comps + space.start).astype(space.dtype)
         cont = action[self.num_components : self.num_components + spec.cont_dim]
-        cont = np.clip(cont, self.cont_low[index, : spec.cont_dim], self.cont_high[index, : spec.cont_dim])
+        cont = to_bounds(cont, self.cont_low[index, : spec.cont_dim], self.cont_high[index, : spec.cont_dim])
         return cont.reshape(space.shape).astype(space.dtype)
 
     def encode_action(self, index: int, action: Any) -> np.ndarray:
@@ -186,8 +188,17 @@ class TeamSpec:
         elif isinstance(space, spaces.MultiDiscrete):
             row[: len(spec.nvec)] = np.asarray(action) - space.start
         else:
-            row[self.num_components : self.num_components + spec.cont_dim] = np.asarray(action).ravel()
+            low, high = self.cont_low[index, : spec.cont_dim], self.cont_high[index, : spec.cont_dim]
+            row[self.num_components : self.num_components + spec.cont_dim] = (
+                2.0 * (np.asarray(action, dtype=np.float32).ravel() - low) / (high - low) - 1.0)
         return row
+
+
+def to_bounds(u: Any, low: Any, high: Any) -> Any:
+    """Gaussian action dims in the policy's units (-1 at ``low``, 1 at ``high``) -> the env's
+    Box, clipped into it (CleanRL and SB3 clip rather than squash).  numpy arrays or torch
+    tensors; ``low``/``high`` broadcast against ``u``."""
+    return (low + (u + 1.0) * 0.5 * (high - low)).clip(low, high)
 
 
 def flatten_state(state: Any) -> np.ndarray:
@@ -199,7 +210,8 @@ def random_actions(spec: TeamSpec, mask: Any, generator: Optional[Any] = None) -
 
     Works on torch tensors (on the mask's device) and numpy arrays alike; used for raw env
     throughput (``scripts/bench_throughput.py``) and conformance tests.  Each categorical
-    component picks uniformly among its allowed entries; Gaussian dims are uniform in the box.
+    component picks uniformly among its allowed entries; Gaussian dims are uniform in [-1, 1],
+    the policy's units, which :func:`to_bounds` maps onto the whole box.
     """
     import torch
 
@@ -212,8 +224,6 @@ def random_actions(spec: TeamSpec, mask: Any, generator: Optional[Any] = None) -
         scores = torch.rand(m.shape, generator=generator, device=m.device)
         out[..., c] = torch.argmax(scores * m + m, dim=-1).float()  # argmax over allowed entries only
     if spec.cont_dim:
-        low = torch.as_tensor(spec.cont_low, device=m_all.device)
-        high = torch.as_tensor(spec.cont_high, device=m_all.device)
         u = torch.rand(E, A, spec.cont_dim, generator=generator, device=m_all.device)
-        out[..., spec.num_components :] = low + (high - low) * u
+        out[..., spec.num_components :] = 2.0 * u - 1.0
     return out.numpy() if as_numpy else out

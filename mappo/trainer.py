@@ -117,7 +117,7 @@ class Trainer:
             probe_env.close()
         shared = cfg.parameter_sharing == "shared"
         self.actor = Actor(self.spec, shared, cfg.hidden_sizes, cfg.activation, cfg.input_norm,
-                           cfg.recurrent).to(self.device)
+                           cfg.recurrent, cfg.log_std_init).to(self.device)
         self.critic = Critic(self.spec, cfg.critic_input, shared, cfg.hidden_sizes, cfg.activation,
                              cfg.input_norm, cfg.recurrent).to(self.device)
         # separate optimisers: the critic's larger gradients never scale the actor's step

@@ -67,8 +67,15 @@ def test_box_actions_are_clipped_into_bounds_and_mixed_kinds_pad():
     assert team.component_sizes == [3] and team.cont_dim == 2 and team.action_width == 3
     assert team.valid_logits.tolist() == [[True, False, False], [True, True, True]]
     assert team.cont_mask.tolist() == [[1, 1], [0, 0]]
+    # Gaussian dims are in policy units: -1 and 1 at the bounds, clipped beyond them
     a = team.decode_action(0, np.array([0.0, 5.0, -0.5], np.float32))
-    assert a.tolist() == [2.0, -0.5] and a.dtype == np.float32
+    assert a.tolist() == [2.0, -1.0] and a.dtype == np.float32
+    assert team.decode_action(0, np.array([0.0, 0.0, -1.5], np.float32)).tolist() == [0.0, -2.0]
+    row = team.encode_action(0, np.array([1.0, -2.0], np.float32))
+    assert row.tolist() == [0.0, 0.5, -1.0]
+    assert team.decode_action(0, row).tolist() == [1.0, -2.0]
+    wide = _team({"w": spaces.Box(0, 1, (1,))}, {"w": spaces.Box(np.array([0.0, 10.0]), np.array([100.0, 20.0]))})
+    assert wide.decode_action(0, np.array([0.0, 0.5], np.float32)).tolist() == [50.0, 17.5]
 
 
 def test_action_masks_from_dict_obs_and_info():
@@ -188,7 +195,8 @@ def test_random_actions_respect_masks_and_bounds():
     picks = acts[:, 0, 0]
     assert set(np.unique(picks)) == {1.0, 3.0}
     assert abs((picks == 1.0).mean() - 0.5) < 0.03  # uniform over the allowed entries
-    cont = acts[:, 1, team.num_components :]
+    cont = np.stack([team.decode_action(1, row) for row in acts[:, 1]])  # policy units -> the box
     assert cont.min() >= -2.0 and cont.max() <= 3.0 and cont.std() > 1.0
+    assert cont.min() < -1.9 and cont.max() > 2.9  # the whole box
     as_torch = random_actions(team, torch.from_numpy(mask))
     assert torch.is_tensor(as_torch) and as_torch.shape == acts.shape
