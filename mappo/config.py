@@ -57,14 +57,14 @@ class Config:
     popart: bool = False  # PopArt: ValueNorm that also rescales the value head (exclusive with value_norm)
     value_clip: bool = True  # clip the value update around the old value (by clip_eps)
     huber_delta: float = 10.0  # Huber loss delta for the value loss; 0 means squared error
-    normalize_advantages: bool = True  # standardise advantages per minibatch
+    normalize_advantages: bool = True  # standardise advantages over the whole rollout (as on-policy does), before minibatching
     # --- model -------------------------------------------------------------------------
     hidden_sizes: List[int] = field(default_factory=lambda: [64, 64])  # MLP hidden layers
     activation: str = "tanh"  # "tanh" | "relu"
     input_norm: bool = False  # LayerNorm on raw network inputs (MAPPO's feature normalisation)
     parameter_sharing: str = "shared"  # "shared" (one actor/critic, agent id input) | "separate"
     critic_input: str = "state"  # "state" (env.state(), else joined obs) | "concat_obs" | "local" (IPPO) | "agent_specific" (state + own obs)
-    log_std_init: float = 0.0  # initial log std of Gaussian (Box) actions, in units where the Box spans [-1, 1]
+    log_std_init: float = -0.5  # initial log std of Gaussian (Box) actions, in units where the Box spans [-1, 1] (std 0.61)
     recurrent: bool = False  # GRU actor and critic (MAPPO paper's recurrent policies)
     chunk_length: int = 10  # BPTT chunk length for recurrent training (a short last chunk per env is padded and masked)
     # --- logging -----------------------------------------------------------------------

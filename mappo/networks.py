@@ -229,7 +229,7 @@ class Actor(nn.Module):
     """Decentralised actor: ``obs [..., A, O]`` -> :class:`ActionDist` (and, if recurrent, a hidden state)."""
 
     def __init__(self, spec: TeamSpec, shared: bool, hidden: List[int], activation: str, input_norm: bool = False,
-                 recurrent: bool = False, log_std_init: float = 0.0):
+                 recurrent: bool = False, log_std_init: float = -0.5):
         super().__init__()
         self.shared = shared
         self.sizes = list(spec.component_sizes)

@@ -234,9 +234,9 @@ class SteeringEnv(_Toy):
     partner's offset to the target and the fraction of the episode left; ``state()`` is both
     positions, the target and the time.  The episode *terminates* after 8 steps: the horizon
     is part of the task, and observed.  Out-of-bounds actions raise.  Uniformly random actions
-    score about -21.6 (team return, summed over both agents); the greedy policy (full speed
-    straight at the target, stopping on it), optimal here, about -4.3 (see
-    :func:`steering_greedy_return`).
+    score about -14.0 (team return, summed over both agents); the greedy policy (each step, the
+    move that lands closest to the target), optimal here since each step's cost depends only
+    on where the agents land, about -1.18 (see :func:`steering_greedy_return`).
     """
 
     possible_agents = ["agent_0", "agent_1"]
