@@ -1,23 +1,34 @@
-"""Env names -> zero-argument factories returning PettingZoo ParallelEnvs.
+"""Env names -> env factories for the Trainer.
 
     make_env_fn("mpe/simple_spread", N=3)        # a registered name with keyword arguments
     make_env_fn("my_pkg.my_envs:make_env", k=1)   # "module.path:callable" for your own env
+
+A PettingZoo family registers ``factory(**kwargs) -> ParallelEnv``; ``make_env_fn`` returns a
+zero-argument partial of it.  A batched simulator registers with ``batched=True`` a
+``factory(**kwargs) -> mappo.Batched``, which ``make_env_fn`` calls at once (see
+``mappo/protocol.py``).  A new env family is one file plus one ``register`` call here.
 """
 from __future__ import annotations
 
 import functools
 import importlib
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Set
+
+from mappo.protocol import Batched
 
 EnvFactory = Callable[..., Any]
 ENVS: Dict[str, EnvFactory] = {}
+BATCHED: Set[str] = set()  # names whose factory returns a mappo.Batched builder
 
 
-def register(name: str, factory: EnvFactory | None = None):
-    """Register ``factory(**kwargs) -> ParallelEnv`` under ``name`` (usable as a decorator)."""
+def register(name: str, factory: EnvFactory | None = None, batched: bool = False):
+    """Register ``factory(**kwargs)`` under ``name`` (usable as a decorator): it returns a
+    ParallelEnv, or with ``batched=True`` a :class:`mappo.Batched` builder."""
     if factory is None:
-        return lambda f: register(name, f)
+        return lambda f: register(name, f, batched)
     ENVS[name] = factory
+    if batched:
+        BATCHED.add(name)
     return factory
 
 
@@ -46,18 +57,17 @@ register("sisl/pursuit", _sisl("pursuit_v4"))
 
 
 def _vmas(scenario: str, defaults: Dict[str, Any]) -> EnvFactory:
-    def factory(**kwargs: Any) -> Any:
+    def factory(**kwargs: Any) -> Batched:
         from .vmas_adapter import VmasEnvFn
 
-        return VmasEnvFn(scenario, **{**defaults, **kwargs})
+        return Batched(VmasEnvFn(scenario, **{**defaults, **kwargs}))
 
-    factory.batched = True  # make_env_fn returns factory(**kwargs): a batched env builder
     return factory
 
 
-register("vmas/simple_spread", _vmas("simple_spread", {"max_steps": 25, "continuous_actions": False}))
-register("vmas/navigation", _vmas("navigation", {"max_steps": 100}))
-register("vmas/balance", _vmas("balance", {"max_steps": 100}))
+register("vmas/simple_spread", _vmas("simple_spread", {"max_steps": 25, "continuous_actions": False}), batched=True)
+register("vmas/navigation", _vmas("navigation", {"max_steps": 100}), batched=True)
+register("vmas/balance", _vmas("balance", {"max_steps": 100}), batched=True)
 
 
 def _resolve(name: str) -> EnvFactory:
@@ -82,10 +92,13 @@ def _resolve(name: str) -> EnvFactory:
 def make_env_fn(name: str, **kwargs: Any) -> Callable[[], Any]:
     """A zero-argument env factory for ``name``; a picklable partial so spawn-based workers work too.
 
-    For batched simulators (``vmas/...``) it returns a builder with ``batched = True`` that the
-    Trainer calls with ``num_envs``, ``device`` and ``seed``.
+    For batched simulators (``vmas/...``, or a user's ``module:NAME`` that is a ``mappo.Batched``)
+    it returns a :class:`mappo.Batched` builder that the Trainer calls with ``num_envs``,
+    ``device`` and ``seed``.
     """
     factory = _resolve(name)
-    if getattr(factory, "batched", False):
+    if name in BATCHED:
         return factory(**kwargs)
+    if isinstance(factory, Batched):
+        return Batched(functools.partial(factory.builder, **kwargs))
     return functools.partial(factory, **kwargs)

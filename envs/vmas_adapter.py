@@ -33,7 +33,7 @@ def to_gymnasium(space: Any) -> Any:
 
 
 class VmasVectorEnv:
-    batched = True
+    """A ``mappo.protocol.VectorEnv`` over one VMAS simulator; every field is a tensor on ``device``."""
 
     def __init__(self, scenario: str, num_envs: int, device: Any = "cpu", seed: int = 0, max_steps: int = 100,
                  continuous_actions: bool = True, **scenario_kwargs: Any):
@@ -70,8 +70,17 @@ class VmasVectorEnv:
             d = o.shape[-1]
             out[:, k, :d] = o
 
+    def observe(self, name: str) -> torch.Tensor:
+        return self.arrays[name].clone()  # a snapshot: a step writes obs in place
+
     def set_actions(self, actions: torch.Tensor) -> None:
         self.arrays["actions"] = actions
+
+    def episode_counts(self) -> None:
+        return None  # VMAS cannot restart a given episode: a resumed run restarts every env's episode
+
+    def restart_episodes(self, counts: Any) -> None:
+        self.reset()
 
     def reset(self) -> None:
         self._write_obs(self.env.reset(), self.arrays["obs"])
@@ -125,10 +134,8 @@ class VmasVectorEnv:
 
 
 class VmasEnvFn:
-    """What ``make_env_fn("vmas/<scenario>", ...)`` returns: called by the Trainer with
-    ``num_envs``, ``device`` and ``seed`` to build one batched env."""
-
-    batched = True
+    """The builder behind ``make_env_fn("vmas/<scenario>", ...)`` (wrapped in ``mappo.Batched``):
+    called by the Trainer with ``num_envs``, ``device`` and ``seed`` to build one batched env."""
 
     def __init__(self, scenario: str, **kwargs: Any):
         self.scenario, self.kwargs = scenario, kwargs

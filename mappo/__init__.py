@@ -1,6 +1,7 @@
 """mappo: multi-agent PPO with a centralised critic for PettingZoo ParallelEnvs."""
 from .config import Config
+from .protocol import Batched
 from .trainer import Trainer
 
-__all__ = ["Config", "Trainer"]
+__all__ = ["Batched", "Config", "Trainer"]
 __version__ = "0.1.0"

@@ -16,6 +16,7 @@ from typing import List, Optional
 
 from . import distributed as D
 from .config import Config, help_text
+from .protocol import Batched
 
 
 def _env_fn(cfg: Config):
@@ -65,7 +66,7 @@ def train_main(argv: List[str]) -> int:
 
         changes = OmegaConf.to_container(OmegaConf.from_dotlist(overrides)) if overrides else {}
         trainer = _load(args.resume, **{"run_dir": args.resume, **changes})
-        if trainer.dist.is_main:
+        if trainer.sync.is_main:
             print(f"resuming {args.resume} at {trainer.env_steps} env steps (iteration {trainer.iteration})", flush=True)
     else:
         if not args.config:
@@ -96,7 +97,7 @@ def eval_main(argv: List[str]) -> int:
         stats = trainer.evaluate(episodes=args.episodes, deterministic=not args.stochastic)
         print(json.dumps(stats, indent=2))
         if args.video:
-            if trainer.batched:
+            if isinstance(trainer.env_fn, Batched):
                 raise ValueError("--video renders PettingZoo envs; batched (VMAS) envs are not supported")
             from .video import record_episode, render_env_fn, write_video
 

@@ -37,6 +37,7 @@ class Config:
     vector_mode: str = "subprocess"  # "subprocess" workers, or "inprocess" for debugging
     num_workers: int = 0  # subprocess workers; 0 means min(num_envs, CPU count)
     # --- optimisation ------------------------------------------------------------------
+    algorithm: str = "ppo"  # the learner (mappo/learner.py LEARNERS): "ppo"
     lr: float = 5e-4  # actor learning rate
     critic_lr: Optional[float] = None  # critic learning rate; None means the same as lr
     gamma: float = 0.99  # discount
@@ -67,8 +68,13 @@ class Config:
     log_std_init: float = -0.5  # initial log std of Gaussian (Box) actions, in units where the Box spans [-1, 1] (std 0.61)
     recurrent: bool = False  # GRU actor and critic (MAPPO paper's recurrent policies)
     chunk_length: int = 10  # BPTT chunk length for recurrent training (a short last chunk per env is padded and masked)
+    # --- evaluation during training ----------------------------------------------------
+    eval_every: int = 0  # evaluate every N iterations on envs of its own (0: never); logged as eval/...
+    eval_episodes: int = 10  # episodes per evaluation
+    eval_deterministic: bool = True  # greedy actions; false samples them (EPyMARL's test mode)
     # --- logging -----------------------------------------------------------------------
-    wandb: bool = False  # log to Weights & Biases
+    loggers: List[str] = field(default_factory=list)  # extra metric writers besides metrics.jsonl: "csv", "tensorboard", "wandb"
+    wandb: bool = False  # log to Weights & Biases (the same as adding "wandb" to loggers)
     wandb_project: str = "mappo"  # W&B project
     wandb_mode: str = "online"  # "online" | "offline" (no account or network needed) | "disabled"
     run_dir: Optional[str] = None  # run folder; None means runs/<name>-<time> (CLI) or no folder (API)
@@ -149,13 +155,13 @@ def _check_type(cfg: Config, name: str, kind: type) -> None:
 def validate(cfg: Config) -> None:
     """Raise ValueError/TypeError naming the field and the allowed values."""
     for name in ("total_steps", "num_envs", "rollout_length", "seed", "ppo_epochs", "num_minibatches",
-                 "num_workers", "log_every", "chunk_length", "checkpoint_every"):
+                 "num_workers", "log_every", "chunk_length", "checkpoint_every", "eval_every", "eval_episodes"):
         _check_type(cfg, name, int)
     for name in ("lr", "gamma", "gae_lambda", "max_grad_norm", "adam_eps", "clip_eps", "kl_coef",
                  "target_kl", "entropy_coef", "value_coef", "huber_delta", "curves_every_s", "log_std_init"):
         _check_type(cfg, name, float)
     for name in ("value_norm", "value_clip", "normalize_advantages", "wandb", "progress", "input_norm", "popart",
-                 "recurrent", "wandb_video"):
+                 "recurrent", "wandb_video", "eval_deterministic"):
         _check_type(cfg, name, bool)
     for name, allowed in _CHOICES.items():
         if getattr(cfg, name) not in allowed:
@@ -163,11 +169,11 @@ def validate(cfg: Config) -> None:
     if cfg.activation not in ("tanh", "relu"):
         raise ValueError(f"config field 'activation' must be one of ['tanh', 'relu'], got {cfg.activation!r}")
     positive_ints = ("total_steps", "num_envs", "rollout_length", "ppo_epochs", "num_minibatches", "log_every",
-                     "chunk_length")
+                     "chunk_length", "eval_episodes")
     for name in positive_ints:
         if getattr(cfg, name) < 1:
             raise ValueError(f"config field {name!r} must be an integer >= 1, got {getattr(cfg, name)!r}")
-    for name in ("checkpoint_every", "curves_every_s"):
+    for name in ("checkpoint_every", "curves_every_s", "eval_every"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"config field {name!r} must be >= 0 (0 = off), got {getattr(cfg, name)!r}")
     if cfg.num_workers < 0:
@@ -203,6 +209,18 @@ def validate(cfg: Config) -> None:
     if not isinstance(cfg.env_kwargs, dict):
         raise TypeError(f"config field 'env_kwargs' must be a mapping, got {cfg.env_kwargs!r}")
     cfg.env_kwargs = dict(cfg.env_kwargs)
+    from .learner import LEARNERS  # here, not at the top: the learner module imports this one
+    from .logger import BACKENDS
+
+    if cfg.algorithm not in LEARNERS:
+        raise ValueError(f"config field 'algorithm' must be one of {sorted(LEARNERS)}, got {cfg.algorithm!r}")
+    if not isinstance(cfg.loggers, (list, tuple)) or not all(isinstance(n, str) for n in cfg.loggers):
+        raise TypeError(f"config field 'loggers' must be a list of names, got {cfg.loggers!r}")
+    cfg.loggers = list(cfg.loggers)
+    unknown = [n for n in cfg.loggers if n not in BACKENDS or n == "jsonl"]
+    if unknown:
+        raise ValueError(f"config field 'loggers' has unknown name(s) {unknown}; choose from "
+                         f"{sorted(n for n in BACKENDS if n != 'jsonl')} (metrics.jsonl is always written)")
     if cfg.popart and cfg.value_norm:
         raise ValueError("config fields 'popart' and 'value_norm' are mutually exclusive (PopArt is ValueNorm plus "
                          "a rescaled value head); set value_norm=false to use popart=true")

@@ -2,9 +2,9 @@
 
 Each rank steps its own envs and computes gradients on its own batch; gradients are averaged
 with one all-reduce per minibatch, so every rank applies the same update and the parameters
-stay bit-identical.  Everything that must agree across ranks goes through the helpers here:
-gradients, advantage and value-target statistics, the KL that adapts beta, logged returns and
-the decision to stop.  NCCL on CUDA (each rank takes GPU ``LOCAL_RANK``), gloo on the CPU.
+stay bit-identical.  Everything that must agree across ranks goes through one :class:`Sync`
+object: gradients, advantage and value-target statistics, the KL that adapts beta, logged
+returns and the decision to stop.  NCCL on CUDA (each rank takes GPU ``LOCAL_RANK``), gloo on the CPU.
 
     torchrun --nproc_per_node=2 -m mappo train configs/mpe_simple_spread.yaml
 """
@@ -13,18 +13,22 @@ from __future__ import annotations
 import atexit
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any, Iterable, List
+from typing import Any, Iterable, List, Tuple
 
 import torch
 import torch.distributed as dist
 
 
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
+class Sync:
+    """Everything ranks must agree on, as one object the learner and trainer call unconditionally.
+
+    In a single process (``world_size`` 1) every method is the local answer (a sum of one rank is
+    the value itself), so no caller branches on whether training is distributed.  Under torchrun
+    the methods are collectives: every rank must call them in the same order.
+    """
+
+    def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0):
+        self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
 
     @property
     def enabled(self) -> bool:
@@ -32,17 +36,82 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the one that logs and writes the run folder."""
         return self.rank == 0
 
+    def sum(self, x: torch.Tensor) -> torch.Tensor:
+        """Sum of ``x`` over ranks (a new tensor; ``x`` is unchanged)."""
+        out = x.clone()
+        if self.enabled:
+            dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
 
-def setup(device: torch.device) -> tuple:
-    """Join the process group that torchrun describes in the environment; returns ``(info, device)``.
+    def max_int(self, value: int, device: torch.device) -> int:
+        if not self.enabled:
+            return int(value)
+        t = torch.tensor([value], dtype=torch.int64, device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t.item())
+
+    def moments(self, x: torch.Tensor, mask: torch.Tensor) -> Tuple[float, torch.Tensor, torch.Tensor]:
+        """``(count, mean, population variance)`` of ``x[mask]`` over all ranks, in float64."""
+        v = x[mask].detach().to(torch.float64)
+        n, total, sq = self.sum(torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64, device=v.device),
+                                             v.sum(), (v * v).sum()]))
+        n_f = float(n)
+        mean = total / max(n_f, 1.0)
+        return n_f, mean, (sq / max(n_f, 1.0) - mean * mean).clamp_min(0.0)
+
+    def weighted_mean(self, value: float, weight: float, device: torch.device) -> float:
+        """The mean of every rank's ``value``, each weighted by its ``weight``."""
+        total, weights = self.sum(torch.tensor([value * weight, weight], dtype=torch.float64, device=device)).tolist()
+        return total / max(weights, 1e-12) if self.enabled else value
+
+    def average_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
+        """Replace every ``p.grad`` by its mean over ranks, in one coalesced all-reduce.
+
+        A parameter without a gradient counts as a zero gradient, so all ranks send the same layout.
+        """
+        if not self.enabled:
+            return
+        params = list(params)
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+        flat /= self.world_size
+        offset = 0
+        for p, g in zip(params, grads):
+            n = g.numel()
+            p.grad = flat[offset: offset + n].view_as(p).clone()
+            offset += n
+
+    def broadcast(self, module: torch.nn.Module, src: int = 0) -> None:
+        """Copy rank ``src``'s parameters and buffers to every rank."""
+        if self.enabled:
+            for t in list(module.parameters()) + list(module.buffers()):
+                dist.broadcast(t.data, src=src)
+
+    def gather(self, obj: Any) -> List[Any]:
+        """Every rank's ``obj`` (picklable; used for the small per-rank resume state)."""
+        if not self.enabled:
+            return [obj]
+        out: List[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+
+def setup(device: torch.device) -> Tuple[Sync, torch.device]:
+    """Join the process group that torchrun describes in the environment; returns ``(sync, device)``.
 
     Outside torchrun (no ``WORLD_SIZE`` > 1) this is a single process and changes nothing.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return DistInfo(), device
+        return Sync(), device
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
@@ -52,7 +121,7 @@ def setup(device: torch.device) -> tuple:
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
         _leave_at_exit()
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank), device
+    return Sync(dist.get_rank(), dist.get_world_size(), local_rank), device
 
 
 # --------------------------------------------------------------------------------------------
@@ -97,50 +166,3 @@ def _leave_at_exit() -> None:
 
     sys.excepthook = note_failure
     atexit.register(shutdown)
-
-
-def all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
-    """Sum of ``x`` over ranks (a new tensor; ``x`` is unchanged)."""
-    out = x.clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out
-
-
-def all_reduce_max(value: int, device: torch.device) -> int:
-    t = torch.tensor([value], dtype=torch.int64, device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
-
-
-def average_gradients(params: Iterable[torch.nn.Parameter], world_size: int) -> None:
-    """Replace every ``p.grad`` by its mean over ranks, in one coalesced all-reduce.
-
-    A parameter without a gradient counts as a zero gradient, so all ranks send the same layout.
-    """
-    params = list(params)
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    flat /= world_size
-    offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        p.grad = flat[offset: offset + n].view_as(p).clone()
-        offset += n
-
-
-def broadcast_parameters(module: torch.nn.Module, src: int = 0) -> None:
-    """Copy rank ``src``'s parameters and buffers to every rank."""
-    for t in list(module.parameters()) + list(module.buffers()):
-        dist.broadcast(t.data, src=src)
-
-
-def barrier() -> None:
-    dist.barrier()
-
-
-def all_gather_objects(obj: Any, world_size: int) -> List[Any]:
-    """Every rank's ``obj`` (picklable; used for the small per-rank resume state)."""
-    out: List[Any] = [None] * world_size
-    dist.all_gather_object(out, obj)
-    return out

@@ -9,8 +9,9 @@ The exported module maps one step of the whole team to deterministic actions:
 ``TeamSpec.flatten_obs`` does; gymnasium's ``spaces.flatten`` for Dict/Discrete spaces);
 ``action_mask`` allows every valid logit when the env has no masks.  A shared actor adds each
 agent's one-hot id itself; a per-agent actor uses each slot's own weights.  Action row ``k``
-holds the categorical choice of each component, then the Gaussian means (see the sidecar JSON
-written next to the model, which records the layout per agent).
+holds the categorical choice of each component, then the Gaussian means in the env's own
+units, already mapped into each agent's Box (see the sidecar JSON written next to the model,
+which records the layout per agent).
 """
 from __future__ import annotations
 
@@ -23,28 +24,44 @@ import torch
 from torch import nn
 
 from .networks import Actor
-from .spaces import TeamSpec
+from .spaces import TeamSpec, to_bounds
+
+
+class _EnvUnits(nn.Module):
+    """Team-layout actions ``[..., A, W]`` with the Gaussian dims mapped from the policy's units
+    into each agent's Box (``spaces.to_bounds``); categorical components pass through."""
+
+    def __init__(self, spec: TeamSpec):
+        super().__init__()
+        self.C = spec.num_components
+        self.register_buffer("low", torch.as_tensor(spec.cont_low))
+        self.register_buffer("high", torch.as_tensor(spec.cont_high))
+
+    def forward(self, actions: torch.Tensor) -> torch.Tensor:
+        if self.low.shape[-1] == 0:
+            return actions
+        return torch.cat([actions[..., : self.C], to_bounds(actions[..., self.C:], self.low, self.high)], dim=-1)
 
 
 class DeterministicActor(nn.Module):
-    def __init__(self, actor: Actor):
+    def __init__(self, actor: Actor, spec: TeamSpec):
         super().__init__()
-        self.actor = actor
+        self.actor, self.env_units = actor, _EnvUnits(spec)
 
     def forward(self, obs: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
         dist, _ = self.actor(obs, action_mask)
-        return dist.sample(deterministic=True)
+        return self.env_units(dist.sample(deterministic=True))
 
 
 class DeterministicRecurrentActor(nn.Module):
-    def __init__(self, actor: Actor):
+    def __init__(self, actor: Actor, spec: TeamSpec):
         super().__init__()
-        self.actor = actor
+        self.actor, self.env_units = actor, _EnvUnits(spec)
 
     def forward(self, obs: torch.Tensor, action_mask: torch.Tensor, hidden: torch.Tensor,
                 resets: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         dist, hidden = self.actor(obs.unsqueeze(0), action_mask.unsqueeze(0), hidden, resets.unsqueeze(0))
-        return dist.sample(deterministic=True)[0], hidden
+        return self.env_units(dist.sample(deterministic=True)[0]), hidden
 
 
 def example_inputs(spec: TeamSpec, actor: Actor, batch: int = 2) -> Tuple[torch.Tensor, ...]:
@@ -59,14 +76,9 @@ def example_inputs(spec: TeamSpec, actor: Actor, batch: int = 2) -> Tuple[torch.
 def layout(spec: TeamSpec, actor: Actor) -> Dict[str, Any]:
     """What the sidecar JSON records: agents, widths and the action layout per agent."""
     return {
-        "agents": list(spec.names),
-        "obs_dim": spec.obs_dim,
-        "num_logits": spec.num_logits,
-        "action_width": spec.action_width,
+        **spec.layout(),
         "recurrent": actor.recurrent,
         "hidden_size": actor.hidden_size if actor.recurrent else 0,
-        "per_agent": [{"name": a.name, "obs_size": a.obs_dim, "categorical_sizes": list(a.nvec),
-                       "continuous_dims": a.cont_dim} for a in spec.agents],
         "inputs": ["obs", "action_mask"] + (["hidden", "resets"] if actor.recurrent else []),
         "outputs": ["actions"] + (["hidden"] if actor.recurrent else []),
     }
@@ -78,7 +90,7 @@ def export_actor(actor: Actor, spec: TeamSpec, path: str, fmt: str = "torchscrip
         raise ValueError(f"export format must be 'torchscript' or 'onnx', got {fmt!r}")
     actor = copy.deepcopy(actor).to("cpu").eval()  # a frozen copy: the trainer's actor is left as it is
     actor.requires_grad_(False)
-    module = (DeterministicRecurrentActor(actor) if actor.recurrent else DeterministicActor(actor)).eval()
+    module = (DeterministicRecurrentActor(actor, spec) if actor.recurrent else DeterministicActor(actor, spec)).eval()
     inputs = example_inputs(spec, actor)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     meta = layout(spec, actor)

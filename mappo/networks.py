@@ -231,7 +231,6 @@ class Actor(nn.Module):
     def __init__(self, spec: TeamSpec, shared: bool, hidden: List[int], activation: str, input_norm: bool = False,
                  recurrent: bool = False, log_std_init: float = -0.5):
         super().__init__()
-        self.shared = shared
         self.sizes = list(spec.component_sizes)
         self.num_logits, self.cont_dim = spec.num_logits, spec.cont_dim
         groups = 1 if shared else spec.num_agents
@@ -287,13 +286,12 @@ class Critic(nn.Module):
     def __init__(self, spec: TeamSpec, mode: str, shared: bool, hidden: List[int], activation: str,
                  input_norm: bool = False, recurrent: bool = False):
         super().__init__()
-        self.shared, self.mode = shared, mode
+        self.mode = mode
         groups = 1 if shared else spec.num_agents
         feat_dim = critic_dim(spec, mode)
         in_dim = feat_dim + (spec.num_agents if shared else 0)
         self.net = GroupedMLP(groups, in_dim, hidden, 1, activation, out_gain=1.0)
         self.gru = GroupedGRUCell(groups, hidden[-1], hidden[-1]) if recurrent else None
-        self.hidden_size = hidden[-1]
         self.norm_dim = feat_dim if input_norm else 0
         self.register_buffer("agent_eye", torch.eye(spec.num_agents) if shared else None, persistent=False)
 

@@ -67,23 +67,30 @@ def final_return(run_dir: str, key: str = "team_return", tail: float = 0.1) -> f
 
 
 def plot_groups(groups: Dict[str, List[str]], out: str, key: str = "team_return", smooth: int = 10,
-                title: Optional[str] = None) -> None:
-    """One line per group (label -> run folders): mean +- std across its runs, saved as PNG."""
+                title: Optional[str] = None, keys: Optional[Sequence[str]] = None) -> None:
+    """One line per group (label -> run folders) and key: mean +- std across its runs, saved as
+    PNG.  ``keys`` (default ``[key]``) may add e.g. "eval/team_return_mean", the periodic
+    evaluations, drawn unsmoothed; a key no run has is left out."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; works without a display
     import matplotlib.pyplot as plt
 
+    keys = list(keys or [key])
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=120)
     for label, runs in groups.items():
-        x, mean, std = mean_std([curve(read_metrics(r), key, smooth) for r in runs])
-        if not len(x):
-            continue
-        line, = ax.plot(x, mean, label=f"{label} (n={len(runs)})")
-        ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        rows = [read_metrics(r) for r in runs]
+        for k in keys:
+            x, mean, std = mean_std([curve(r, k, 1 if k.startswith("eval/") else smooth) for r in rows])
+            if not len(x):
+                continue
+            name = label if len(keys) == 1 else f"{label}: {'evaluation' if k.startswith('eval/') else 'training'}"
+            line, = ax.plot(x, mean, label=f"{name} (n={len(runs)})", marker="o" if k.startswith("eval/") else None,
+                            markersize=3)
+            ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("env steps")
-    ax.set_ylabel(key.replace("_", " "))
-    ax.set_title(title or key.replace("_", " "))
+    ax.set_ylabel(keys[0].replace("_", " "))
+    ax.set_title(title or keys[0].replace("_", " "))
     ax.grid(alpha=0.3)
     if groups:
         ax.legend(loc="lower right")

@@ -131,6 +131,19 @@ class TeamSpec:
             raise ValueError("the env has no possible_agents")
         return cls(agents, state_dim=0)
 
+    def layout(self) -> Dict[str, Any]:
+        """The team layout as plain data: what a checkpoint must match to load, and what an
+        exported actor's sidecar JSON records."""
+        return {
+            "agents": list(self.names), "obs_dim": self.obs_dim, "state_dim": self.state_dim,
+            "num_logits": self.num_logits, "action_width": self.action_width,
+            "per_agent": [{"name": a.name, "obs_size": a.obs_dim, "categorical_sizes": list(a.nvec),
+                           "continuous_dims": a.cont_dim,
+                           "continuous_low": self.cont_low[i, : a.cont_dim].tolist(),
+                           "continuous_high": self.cont_high[i, : a.cont_dim].tolist()}
+                          for i, a in enumerate(self.agents)],
+        }
+
     # --- observations ------------------------------------------------------------------------
     def flatten_obs(self, index: int, obs: Any, out: np.ndarray) -> None:
         """Write agent ``index``'s flattened observation into ``out`` ``[O]`` (zero-padded)."""

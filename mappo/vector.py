@@ -13,11 +13,9 @@ env.  Envs reset themselves when every agent is done; the observation returned f
 step is the first of the next episode, and ``final_obs``/``final_state`` keep the last one
 so a time-limit truncation can bootstrap from it (DESIGN.md, "time limits are not deaths").
 
-Arrays (E envs, A agents, O obs width, L logits, S state width, W action width):
-    obs [E, A, O] float32, action_mask [E, A, L] bool, alive [E, A] bool, state [E, S] float32,
-    reward [E, A] float32, terminated [E, A] bool, truncated [E, A] bool,
-    final_obs [E, A, O], final_state [E, S], env_done [E] bool, actions [E, A, W] float32,
-    episode [E] int64.
+Both back ends implement ``mappo.protocol.VectorEnv``.  They keep numpy arrays: the protocol's
+step fields (``protocol.STEP_FIELDS``) plus ``actions [E, A, W] float32`` and ``episode [E]
+int64``; ``observe`` hands a field to the trainer as a torch tensor on its device.
 
 Two back ends share the per-env logic in :class:`EnvSlot`: ``InProcessVectorEnv`` (for
 debugging) and ``SubprocVectorEnv``, whose workers each step a slice of the envs and write
@@ -32,13 +30,12 @@ import traceback
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
+import torch
 
+from .protocol import field_shapes
 from .spaces import TeamSpec, flatten_state
 
 EnvFn = Callable[[], Any]
-
-_FIELDS = ("obs", "action_mask", "alive", "state", "reward", "terminated", "truncated",
-           "final_obs", "final_state", "env_done", "actions", "episode")
 
 
 def episode_seed(seed: int, index: int, episode: int) -> int:
@@ -82,14 +79,42 @@ def probe(env_fn: EnvFn, seed: int) -> tuple:
 
 
 def allocate(spec: TeamSpec, num_envs: int, alloc: Callable[[tuple, Any], np.ndarray] = np.zeros) -> Dict[str, np.ndarray]:
-    E, A, O, L, S, W = num_envs, spec.num_agents, spec.obs_dim, spec.num_logits, spec.state_dim, spec.action_width
-    shapes = {
-        "obs": ((E, A, O), np.float32), "action_mask": ((E, A, L), np.bool_), "alive": ((E, A), np.bool_),
-        "state": ((E, S), np.float32), "reward": ((E, A), np.float32), "terminated": ((E, A), np.bool_),
-        "truncated": ((E, A), np.bool_), "final_obs": ((E, A, O), np.float32), "final_state": ((E, S), np.float32),
-        "env_done": ((E,), np.bool_), "actions": ((E, A, W), np.float32), "episode": ((E,), np.int64),
-    }
-    return {k: alloc(*shapes[k]) for k in _FIELDS}
+    """The protocol's step fields, plus the actions and each env's episode number."""
+    shapes = {**field_shapes(spec, num_envs), "actions": ((num_envs, spec.num_agents, spec.action_width), np.float32),
+              "episode": ((num_envs,), np.int64)}
+    return {k: alloc(shape, dtype) for k, (shape, dtype) in shapes.items()}
+
+
+class ArrayVectorEnv:
+    """A back end below (in-process or subprocess) as a ``mappo.protocol.VectorEnv``: the back end
+    steps the envs and fills the numpy ``arrays``; this hands them to the trainer on ``device``."""
+
+    def __init__(self, backend: Any, device: Any = "cpu"):
+        self.backend, self.spec, self.num_envs, self.arrays = backend, backend.spec, backend.num_envs, backend.arrays
+        self.device = torch.device(device)
+
+    def reset(self) -> None:
+        self.backend.reset()
+
+    def step(self) -> List[Dict[str, Any]]:
+        return self.backend.step()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def observe(self, name: str) -> torch.Tensor:
+        return torch.from_numpy(self.arrays[name]).to(self.device, copy=True)  # a snapshot: steps rewrite arrays
+
+    def set_actions(self, actions: torch.Tensor) -> None:
+        self.arrays["actions"][:] = actions.cpu().numpy()
+
+    def episode_counts(self) -> np.ndarray:
+        return self.arrays["episode"].copy()
+
+    def restart_episodes(self, counts: np.ndarray) -> None:
+        """Every env restarts episode ``counts[i]`` from that episode's seed."""
+        self.arrays["episode"][:] = counts
+        self.backend.reset()
 
 
 class EnvSlot:
@@ -172,7 +197,6 @@ class InProcessVectorEnv:
         self.arrays = allocate(spec, self.num_envs)
         envs = [first_env if (j == 0 and first_env is not None) else make_parallel(fn()) for j, fn in enumerate(env_fns)]
         self.slots = [EnvSlot(env, spec, self.arrays, j, seed, first_index + j) for j, env in enumerate(envs)]
-        self.seed = seed
 
     def reset(self) -> None:
         """Reset every env to the start of episode ``arrays["episode"][i]``."""
@@ -325,16 +349,3 @@ class SubprocVectorEnv:
             self.close()
         except Exception:
             pass
-
-
-def make_vector_env(env_fn: EnvFn, num_envs: int, seed: int, mode: str = "subprocess", num_workers: int = 0,
-                    first_index: int = 0):
-    """Returns ``(spec, vec_env)``, reset: env ``i`` starts from ``episode_seed(seed, first_index + i, 0)``."""
-    spec, first = probe(env_fn, seed)
-    if mode == "inprocess":
-        vec = InProcessVectorEnv([env_fn] * num_envs, spec, seed, first_env=first, first_index=first_index)
-    else:
-        first.close()
-        vec = SubprocVectorEnv([env_fn] * num_envs, spec, seed, num_workers, first_index)
-    vec.reset()
-    return spec, vec

@@ -24,7 +24,7 @@ import mappo  # noqa: E402
 import mappo.trainer  # noqa: E402
 from envs import make_env_fn  # noqa: E402
 from mappo.spaces import random_actions  # noqa: E402
-from mappo.vector import make_vector_env  # noqa: E402
+from mappo.protocol import make_vector_env  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -43,24 +43,15 @@ def main() -> None:
     env_fn = make_env_fn(cfg.env, **cfg.env_kwargs)
     E = cfg.num_envs
 
-    # 1. raw env stepping: random valid actions through the same vector env
-    batched = getattr(env_fn, "batched", False)
-    if batched:
-        device = mappo.trainer.resolve_device(cfg.device)
-        vec = env_fn(num_envs=E, device=device, seed=cfg.seed)
-        vec.reset()
-        spec = vec.spec
-    else:
-        spec, vec = make_vector_env(env_fn, E, cfg.seed, cfg.vector_mode, cfg.num_workers)
+    # 1. raw env stepping: random valid actions through the same vector env (VMAS: drawn on the device)
+    device = mappo.trainer.resolve_device(cfg.device)
+    vec = make_vector_env(env_fn, E, cfg.seed, device, cfg.vector_mode, cfg.num_workers)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < args.seconds / 2:
-        if batched:  # VMAS: random actions drawn on the device, no numpy
-            vec.set_actions(random_actions(spec, vec.arrays["action_mask"]))
-        else:
-            vec.arrays["actions"][:] = random_actions(spec, vec.arrays["action_mask"])
+        vec.set_actions(random_actions(vec.spec, vec.observe("action_mask")))
         vec.step()
         steps += E
-    if batched and device.type == "cuda":
+    if device.type == "cuda":
         torch.cuda.synchronize()
     raw_sps = steps / (time.perf_counter() - start)
     vec.close()
@@ -68,7 +59,7 @@ def main() -> None:
     # 2. collection (policy in the loop) and 3. full training, on one trainer (which joins the
     # process group under torchrun)
     trainer = mappo.Trainer(env_fn, cfg)
-    ranks = trainer.dist.world_size
+    ranks = trainer.sync.world_size
     trainer._ensure_envs()
     trainer.collect()  # warm-up
     steps, start = 0, time.perf_counter()
@@ -76,10 +67,8 @@ def main() -> None:
         trainer.collect()
         steps += E * cfg.rollout_length
     collect_sps = steps / (time.perf_counter() - start)
-    if trainer.dist.enabled:  # every rank stepped its own envs: the job's throughput is the sum
-        from mappo.distributed import all_reduce_sum
-
-        raw_sps, collect_sps = all_reduce_sum(torch.tensor([raw_sps, collect_sps], dtype=torch.float64)).tolist()
+    # every rank stepped its own envs: the job's throughput is the sum (one process: unchanged)
+    raw_sps, collect_sps = trainer.sync.sum(torch.tensor([raw_sps, collect_sps], dtype=torch.float64)).tolist()
     per_iter = E * cfg.rollout_length * ranks
     iters = max(2, int(args.seconds * collect_sps / per_iter / 2))
     start = time.perf_counter()
@@ -88,7 +77,7 @@ def main() -> None:
     trainer.close()
 
     own, children = peak_rss_mb()
-    if not trainer.dist.is_main:
+    if not trainer.sync.is_main:
         return
     print(f"config: {args.config} {' '.join(args.overrides)}")
     print(f"device: {trainer.device}  ranks: {ranks}  envs per rank: {E}  vector_mode: {cfg.vector_mode}  "

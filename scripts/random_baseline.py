@@ -20,17 +20,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mappo  # noqa: E402
 from envs import make_env_fn  # noqa: E402
 from mappo.spaces import random_actions  # noqa: E402
-from mappo.vector import make_vector_env  # noqa: E402
+from mappo.protocol import make_vector_env  # noqa: E402
 
 
 def random_return(config: str, episodes: int, seed: int) -> np.ndarray:
     cfg = mappo.Config.from_yaml(config, ["progress=false"])
-    spec, vec = make_vector_env(make_env_fn(cfg.env, **cfg.env_kwargs), 1, seed, "inprocess")
+    vec = make_vector_env(make_env_fn(cfg.env, **cfg.env_kwargs), 1, seed, torch.device("cpu"), "inprocess")
     generator = torch.Generator().manual_seed(seed)
     done = []
     try:
         while len(done) < episodes:
-            vec.arrays["actions"][:] = random_actions(spec, vec.arrays["action_mask"], generator)
+            vec.set_actions(random_actions(vec.spec, vec.observe("action_mask"), generator))
             done += vec.step()
     finally:
         vec.close()

@@ -104,11 +104,11 @@ def grad_mode(out, rank):
     }
     half = {k: v[:, rank * B // 2:(rank + 1) * B // 2] for k, v in full.items()}
     params = list(trainer.actor.parameters()) + list(trainer.critic.parameters())
-    trainer._gradients(trainer._minibatch_loss(half)[0])  # the training path: backward + all-reduce
+    trainer.learner.gradients(trainer.learner.loss(half).total)  # the training path: backward + all-reduce
     averaged = [p.grad.clone() for p in params]
     for p in params:
         p.grad = None
-    trainer._minibatch_loss(full)[0].backward()  # one process, the concatenated batch, no all-reduce
+    trainer.learner.loss(full).total.backward()  # one process, the concatenated batch, no all-reduce
     whole = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
     torch.save({"averaged": averaged, "whole": whole}, os.path.join(out, f"grad{rank}.pt"))
 

@@ -75,7 +75,7 @@ def test_rollout_hidden_states_equal_those_recomputed_on_training_chunks(sharing
             out = trainer.critic.values(trainer.critic.inputs(mb["obs"], mb["state"], mb["alive"]),
                                         mb["critic_h"], mb["resets"])
         assert torch.allclose(dist.log_prob(mb["actions"]), mb["logp"], atol=1e-5)
-        assert torch.allclose(trainer._raw(out.values), mb["values"], atol=1e-4)
+        assert torch.allclose(trainer.learner.raw(out.values), mb["values"], atol=1e-4)
         assert actor_in.shape[:3] == critic_in.shape[:3] == (20, 2, 3)
 
 
@@ -118,16 +118,16 @@ def test_popart_keeps_critic_outputs_through_the_statistics_update():
         trainer.train(total_steps=40)
         trainer.collect()
         x = trainer.critic.inputs(trainer.buffer.obs, trainer.buffer.state, trainer.buffer.alive)
-        before = trainer._raw(trainer.critic.values(x).values)
+        before = trainer.learner.raw(trainer.critic.values(x).values)
         # the statistics move, the head is rescaled, raw outputs stay (up to float error)
-        lr = trainer.critic_opt.param_groups[0]["lr"]
-        trainer.critic_opt.param_groups[0]["lr"] = 0.0
-        trainer.actor_opt.param_groups[0]["lr"] = 0.0
+        lr = trainer.learner.critic_opt.param_groups[0]["lr"]
+        trainer.learner.critic_opt.param_groups[0]["lr"] = 0.0
+        trainer.learner.actor_opt.param_groups[0]["lr"] = 0.0
         mean_before = trainer.value_norm.mean.item()
         trainer.update()
         assert trainer.value_norm.mean.item() != mean_before
-        after = trainer._raw(trainer.critic.values(x).values)
-        trainer.critic_opt.param_groups[0]["lr"] = lr
+        after = trainer.learner.raw(trainer.critic.values(x).values)
+        trainer.learner.critic_opt.param_groups[0]["lr"] = lr
     assert torch.allclose(before, after, atol=1e-4)
 
 
@@ -186,7 +186,7 @@ def test_recurrent_training_with_a_rollout_length_that_chunk_length_does_not_div
                                         mb["critic_h"], mb["resets"])
         live = mb["alive"]
         assert torch.allclose(dist.log_prob(mb["actions"])[live], mb["logp"][live], atol=1e-5)
-        assert torch.allclose(trainer._raw(out.values)[live], mb["values"][live], atol=1e-4)
+        assert torch.allclose(trainer.learner.raw(out.values)[live], mb["values"][live], atol=1e-4)
         stats = trainer.update()
         assert all(math.isfinite(stats[k]) for k in ("policy_loss", "value_loss", "entropy", "approx_kl"))
 

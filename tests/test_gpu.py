@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import mappo
+from mappo.protocol import STEP_FIELDS
 from envs import make_env_fn
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -27,7 +28,7 @@ def test_vmas_stays_on_the_gpu():
                        progress=False, device="cuda")
     with mappo.Trainer(make_env_fn("vmas/simple_spread", max_steps=10), cfg) as trainer:
         history = trainer.train()
-        assert all(torch.is_tensor(v) and v.device.type == "cuda" for v in trainer.vec.arrays.values())
+        assert all(trainer.vec.observe(name).device.type == "cuda" for name in STEP_FIELDS)
         assert all(t.device.type == "cuda" for t in trainer.buffer.data.values())
         stats = trainer.evaluate(episodes=8)
     assert len(history) == 2 and history[-1]["episodes"] == 1024

@@ -74,7 +74,7 @@ def test_box_actions_are_clipped_into_bounds_and_mixed_kinds_pad():
     row = team.encode_action(0, np.array([1.0, -2.0], np.float32))
     assert row.tolist() == [0.0, 0.5, -1.0]
     assert team.decode_action(0, row).tolist() == [1.0, -2.0]
-    wide = _team({"w": spaces.Box(0, 1, (1,))}, {"w": spaces.Box(np.array([0.0, 10.0]), np.array([100.0, 20.0]))})
+    wide = _team({"w": spaces.Box(0, 1, (1,))}, {"w": spaces.Box(np.array([0.0, 10.0], np.float32), np.array([100.0, 20.0], np.float32))})
     assert wide.decode_action(0, np.array([0.0, 0.5], np.float32)).tolist() == [50.0, 17.5]
 
 
@@ -131,14 +131,14 @@ def test_buffer_shapes_and_minibatches():
     assert buf.state.shape == (5, 4, 3)
     assert buf.action_mask.shape == (5, 4, 3, 5) and buf.action_mask.dtype == torch.bool
     assert buf.actions.shape == (5, 4, 3, 2)
-    for name in ("logp", "values", "next_values", "rewards", "terminated", "truncated", "alive"):
+    for name in ("logp", "values", "next_values", "reward", "terminated", "truncated", "alive"):
         assert getattr(buf, name).shape == (5, 4, 3)
-    buf.rewards.copy_(torch.arange(60.0).reshape(5, 4, 3))
-    batches = list(buf.minibatches(3, ("obs", "rewards"), generator=torch.Generator().manual_seed(0)))
-    assert all(set(b) == {"obs", "rewards"} for b in batches)
+    buf.reward.copy_(torch.arange(60.0).reshape(5, 4, 3))
+    batches = list(buf.minibatches(3, ("obs", "reward"), generator=torch.Generator().manual_seed(0)))
+    assert all(set(b) == {"obs", "reward"} for b in batches)
     assert [b["obs"].shape[:2] for b in batches] == [(1, 7), (1, 7), (1, 6)]
     assert all(b["obs"].shape[2:] == (3, team.obs_dim) for b in batches)
-    seen = torch.cat([b["rewards"].reshape(-1) for b in batches]).reshape(-1).sort().values
+    seen = torch.cat([b["reward"].reshape(-1) for b in batches]).reshape(-1).sort().values
     assert torch.equal(seen, torch.arange(60.0))  # every (t, e, a) exactly once, agents kept together
 
 
@@ -147,13 +147,13 @@ def test_minibatch_chunks_keep_time_order_and_start_hidden_states():
     buf = RolloutBuffer(team, T=6, E=2, device=torch.device("cpu"), hidden_size=4)
     # rewards[t, e, a] = 100 t + 10 e + a; actor_h[t, e, a, :] = t
     t, e, a = torch.meshgrid(torch.arange(6.0), torch.arange(2.0), torch.arange(3.0), indexing="ij")
-    buf.rewards.copy_(100 * t + 10 * e + a)
+    buf.reward.copy_(100 * t + 10 * e + a)
     buf.actor_h.copy_(t.unsqueeze(-1).expand(6, 2, 3, 4))
-    batches = list(buf.minibatches(2, ("rewards", "actor_h"), chunk_length=3))
-    assert [b["rewards"].shape for b in batches] == [(3, 2, 3)] * 2  # [L, B, A]: 3 chunks per env x 2 envs / 2
+    batches = list(buf.minibatches(2, ("reward", "actor_h"), chunk_length=3))
+    assert [b["reward"].shape for b in batches] == [(3, 2, 3)] * 2  # [L, B, A]: 3 chunks per env x 2 envs / 2
     assert [b["actor_h"].shape for b in batches] == [(2, 3, 4)] * 2  # [B, A, H] at each chunk's start
     for b in batches:
-        r = b["rewards"]
+        r = b["reward"]
         assert torch.equal(r[1:] - r[:-1], torch.full((2, 2, 3), 100.0))  # consecutive steps of one env
         start_t = (r[0, :, 0] // 100)
         assert torch.equal(b["actor_h"][:, 0, 0], start_t)  # the hidden state stored at the chunk's first step
@@ -164,22 +164,22 @@ def test_a_short_last_chunk_is_padded_at_its_end_and_masked():
     team = TeamSpec.from_env(HeterogeneousEnv())
     buf = RolloutBuffer(team, T=6, E=2, device=torch.device("cpu"), hidden_size=4)
     t, e, a = torch.meshgrid(torch.arange(6.0), torch.arange(2.0), torch.arange(3.0), indexing="ij")
-    buf.rewards.copy_(100 * t + 10 * e + a + 1)  # > 0 on every real step
+    buf.reward.copy_(100 * t + 10 * e + a + 1)  # > 0 on every real step
     buf.alive.fill_(True)
     buf.actor_h.copy_(t.unsqueeze(-1).expand(6, 2, 3, 4))
     # chunks of 4 over 6 steps: steps 0-3, then steps 4-5 and two padding steps, per env
-    (mb,) = buf.minibatches(1, ("rewards", "alive", "actor_h"), chunk_length=4)
-    assert mb["rewards"].shape == (4, 4, 3) and mb["actor_h"].shape == (4, 3, 4)
+    (mb,) = buf.minibatches(1, ("reward", "alive", "actor_h"), chunk_length=4)
+    assert mb["reward"].shape == (4, 4, 3) and mb["actor_h"].shape == (4, 3, 4)
     starts = mb["actor_h"][:, 0, 0]
     short = starts == 4.0
     assert int(short.sum()) == 2  # one short chunk per env
     assert bool(mb["alive"][:, ~short].all())
     assert bool(mb["alive"][:2, short].all()) and not bool(mb["alive"][2:, short].any())  # padding: not alive
-    assert bool((mb["rewards"][2:, short] == 0).all())
-    assert torch.equal(mb["rewards"][mb["alive"]].sort().values, buf.rewards.reshape(-1).sort().values)
+    assert bool((mb["reward"][2:, short] == 0).all())
+    assert torch.equal(mb["reward"][mb["alive"]].sort().values, buf.reward.reshape(-1).sort().values)
     # a chunk_length longer than the rollout is cut to it: one whole chunk per env
-    (mb,) = buf.minibatches(1, ("rewards",), chunk_length=10)
-    assert mb["rewards"].shape == (6, 2, 3)
+    (mb,) = buf.minibatches(1, ("reward",), chunk_length=10)
+    assert mb["reward"].shape == (6, 2, 3)
 
 
 def test_random_actions_respect_masks_and_bounds():

@@ -140,9 +140,9 @@ def test_unsupported_space_names_agent_and_space():
 
 
 def test_dead_agents_get_no_action_and_zero_input():
-    from mappo.vector import make_vector_env
+    from mappo.protocol import make_vector_env
 
-    spec, vec = make_vector_env(EarlyExitEnv, 2, seed=0, mode="inprocess")
+    vec = make_vector_env(EarlyExitEnv, 2, 0, torch.device("cpu"), "inprocess")
     try:
         for t in range(12):
             vec.arrays["actions"][:] = 0.0
@@ -161,10 +161,10 @@ def test_dead_agents_get_no_action_and_zero_input():
 
 
 def test_env_seeds_are_independent_across_run_seeds_and_continue_across_ranks():
-    from mappo.vector import make_vector_env
+    from mappo.protocol import make_vector_env
 
     def first_obs(seed, n, first_index=0):
-        spec, vec = make_vector_env(HeterogeneousEnv, n, seed=seed, mode="inprocess", first_index=first_index)
+        vec = make_vector_env(HeterogeneousEnv, n, seed, torch.device("cpu"), "inprocess", first_index=first_index)
         obs = vec.arrays["obs"].copy()
         vec.close()
         return obs
@@ -178,11 +178,11 @@ def test_env_seeds_are_independent_across_run_seeds_and_continue_across_ranks():
 
 
 def test_subprocess_matches_inprocess_and_errors_surface():
-    from mappo.vector import make_vector_env
+    from mappo.protocol import make_vector_env
 
     trajectories = []
     for mode in ("inprocess", "subprocess"):
-        spec, vec = make_vector_env(HeterogeneousEnv, 3, seed=7, mode=mode, num_workers=2)
+        vec = make_vector_env(HeterogeneousEnv, 3, 7, torch.device("cpu"), mode, num_workers=2)
         rng = np.random.default_rng(0)
         obs = []
         try:
@@ -197,8 +197,8 @@ def test_subprocess_matches_inprocess_and_errors_surface():
         for x, y in zip(a, b):
             np.testing.assert_array_equal(x, y)
 
-    spec, vec = make_vector_env(FailingEnv, 3, seed=0, mode="subprocess", num_workers=2)
-    procs = list(vec.procs)
+    vec = make_vector_env(FailingEnv, 3, 0, torch.device("cpu"), "subprocess", num_workers=2)
+    procs = list(vec.backend.procs)
     with pytest.raises(RuntimeError, match=r"env \d raised RuntimeError: boom from FailingEnv"):
         for _ in range(10):
             vec.step()
@@ -268,7 +268,7 @@ def test_registry_names_and_user_callables():
 def test_batched_evaluation_counts_the_first_episode_of_each_env():
     from tests.toy_envs import uneven_batched_env
 
-    with mappo.Trainer(uneven_batched_env, tiny(num_envs=2)) as trainer:
+    with mappo.Trainer(uneven_batched_env(), tiny(num_envs=2)) as trainer:
         stats = trainer.evaluate(episodes=8)
     assert stats["episodes"] == 8
     # one episode per env: env 0's -2 and seven envs' -50; env 0 alone would give -2

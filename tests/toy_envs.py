@@ -345,7 +345,7 @@ class UnevenBatchedEnv:
     def __init__(self, num_envs: int, device: Any = "cpu", seed: int = 0):
         from mappo.spaces import AgentSpec, TeamSpec
 
-        self.num_envs, self.device = num_envs, device
+        self.num_envs, self.device = num_envs, torch.device(device)
         self.spec = TeamSpec([AgentSpec.build("agent_0", spaces.Box(0.0, 1.0, (1,), np.float32),
                                               spaces.Discrete(2))], state_dim=0)
         self.lengths = torch.full((num_envs,), 50)
@@ -360,8 +360,17 @@ class UnevenBatchedEnv:
         }
         self.t = torch.zeros(num_envs, dtype=torch.long)
 
+    def observe(self, name):
+        return self.arrays[name].clone()
+
     def set_actions(self, actions):
         self.arrays["actions"].copy_(actions)
+
+    def episode_counts(self):
+        return None
+
+    def restart_episodes(self, counts):
+        self.reset()
 
     def reset(self):
         self.t.zero_()
@@ -382,8 +391,12 @@ class UnevenBatchedEnv:
         pass
 
 
-def uneven_batched_env(num_envs: int = 1, device: Any = "cpu", seed: int = 0) -> UnevenBatchedEnv:
+def _uneven_builder(num_envs: int = 1, device: Any = "cpu", seed: int = 0) -> UnevenBatchedEnv:
     return UnevenBatchedEnv(num_envs, device, seed)
 
 
-uneven_batched_env.batched = True
+def uneven_batched_env():
+    """The env_fn of :class:`UnevenBatchedEnv` (a mappo.Batched builder)."""
+    import mappo
+
+    return mappo.Batched(_uneven_builder)

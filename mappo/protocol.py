@@ -1,0 +1,139 @@
+"""The vector env protocol: what a batch of envs gives the trainer, written down once.
+
+A vector env runs ``E`` copies of a team of ``A`` agents (fixed slots, see ``spaces.TeamSpec``)
+and exposes, after every ``reset`` and ``step``, the per-step fields of :data:`STEP_FIELDS`
+(T = time is added by the rollout buffer, which stores the same fields):
+
+    obs [E, A, O] float32        each agent's flattened observation (zero when gone)
+    action_mask [E, A, L] bool   the logits an agent may pick
+    alive [E, A] bool            the agent acts this step
+    state [E, S] float32         env.state() (S = 0 when the env has none)
+    reward [E, A] float32        the reward of the last step
+    terminated, truncated [E, A] bool
+    final_obs [E, A, O], final_state [E, S]   the last observation before an auto-reset
+    env_done [E] bool            the env finished an episode at the last step (and reset)
+
+Methods (:class:`VectorEnv`): ``observe(name)`` returns a field as a torch tensor on the
+env's ``device``, a snapshot that later steps leave alone; ``set_actions(actions [E, A, W])`` takes actions in the team layout on that
+device; ``step()`` steps every env and returns the episodes that ended, each a dict with
+``team_return``, ``length``, ``agent_returns`` (per slot) and ``env`` (its index); ``reset()``
+starts every env's current episode from its seed; ``episode_counts()`` and
+``restart_episodes(counts)`` read and set each env's episode number (exact resume), or return
+None when the env cannot; ``close()``.
+
+Two kinds of env factory reach the trainer: a zero-argument callable returning a PettingZoo
+env (wrapped here into the in-process or subprocess back end of ``mappo.vector``), or a
+:class:`Batched` builder, whose simulator steps all envs at once on the training device (VMAS).
+:func:`make_vector_env` is the one place that tells them apart.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
+
+import numpy as np
+import torch
+
+from .spaces import TeamSpec
+
+# name -> (dims, dtype); dims name the TeamSpec widths: E envs, A agents, O obs, L logits, S state
+STEP_FIELDS: Dict[str, Tuple[Tuple[str, ...], Any]] = {
+    "obs": (("E", "A", "O"), np.float32),
+    "action_mask": (("E", "A", "L"), np.bool_),
+    "alive": (("E", "A"), np.bool_),
+    "state": (("E", "S"), np.float32),
+    "reward": (("E", "A"), np.float32),
+    "terminated": (("E", "A"), np.bool_),
+    "truncated": (("E", "A"), np.bool_),
+    "final_obs": (("E", "A", "O"), np.float32),
+    "final_state": (("E", "S"), np.float32),
+    "env_done": (("E",), np.bool_),
+}
+
+
+def field_shapes(spec: TeamSpec, num_envs: int) -> Dict[str, Tuple[Tuple[int, ...], Any]]:
+    """Each step field's concrete shape and numpy dtype for ``spec`` and ``num_envs``."""
+    sizes = {"E": num_envs, "A": spec.num_agents, "O": spec.obs_dim, "L": spec.num_logits, "S": spec.state_dim}
+    return {name: (tuple(sizes[d] for d in dims), dtype) for name, (dims, dtype) in STEP_FIELDS.items()}
+
+
+def torch_dtype(np_dtype: Any) -> torch.dtype:
+    return torch.bool if np_dtype is np.bool_ else torch.float32
+
+
+class VectorEnv(Protocol):
+    """See the module docstring."""
+
+    spec: TeamSpec
+    num_envs: int
+    device: torch.device
+
+    def reset(self) -> None: ...
+
+    def observe(self, name: str) -> torch.Tensor: ...
+
+    def set_actions(self, actions: torch.Tensor) -> None: ...
+
+    def step(self) -> List[Dict[str, Any]]: ...
+
+    def episode_counts(self) -> Optional[np.ndarray]: ...
+
+    def restart_episodes(self, counts: np.ndarray) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Batched:
+    """Marks an env builder that simulates many envs at once: ``builder(num_envs=E, device=d,
+    seed=s)`` returns a :class:`VectorEnv` whose tensors live on ``device`` (``envs/vmas_adapter.py``).
+    ``mappo.Trainer(Batched(MyBatchedEnv), cfg)`` trains on it."""
+
+    def __init__(self, builder: Callable[..., VectorEnv]):
+        if not callable(builder):
+            raise TypeError(f"Batched needs a callable builder(num_envs, device, seed), got {builder!r}")
+        self.builder = builder
+
+    def __call__(self, num_envs: int = 1, device: Any = "cpu", seed: int = 0) -> VectorEnv:
+        return self.builder(num_envs=num_envs, device=device, seed=seed)
+
+    def __repr__(self) -> str:
+        return f"Batched({self.builder!r})"
+
+
+def make_vector_env(env_fn: Any, num_envs: int, seed: int, device: torch.device, mode: str = "subprocess",
+                    num_workers: int = 0, first_index: int = 0) -> VectorEnv:
+    """``num_envs`` envs from ``env_fn``, reset.  A PettingZoo factory's env ``i`` starts from
+    ``episode_seed(seed, first_index + i, 0)``; ``mode`` picks its back end ("subprocess" or
+    "inprocess").  A :class:`Batched` builder gets ``seed + first_index``."""
+    if isinstance(env_fn, Batched):
+        vec = env_fn(num_envs=num_envs, device=device, seed=seed + first_index)
+    else:
+        from .vector import ArrayVectorEnv, InProcessVectorEnv, SubprocVectorEnv, probe
+
+        spec, first = probe(env_fn, seed)
+        if mode == "inprocess":
+            backend = InProcessVectorEnv([env_fn] * num_envs, spec, seed, first_env=first, first_index=first_index)
+        else:
+            first.close()
+            backend = SubprocVectorEnv([env_fn] * num_envs, spec, seed, num_workers, first_index)
+        vec = ArrayVectorEnv(backend, device)
+    vec.reset()
+    return vec
+
+
+def team_spec(env_fn: Any, seed: int, device: torch.device) -> TeamSpec:
+    """The team layout of ``env_fn``'s envs, read from one env built for the purpose and closed."""
+    if isinstance(env_fn, Batched):
+        vec = env_fn(num_envs=1, device=device, seed=seed)
+        spec = vec.spec
+    else:
+        from .vector import probe
+
+        spec, vec = probe(env_fn, seed)
+    vec.close()
+    return spec
+
+
+def eval_vector_env(env_fn: Any, episodes: int, seed: int, device: torch.device) -> VectorEnv:
+    """The envs an evaluation of ``episodes`` episodes runs on: one in-process PettingZoo env
+    (episodes one after another), or ``episodes`` batched envs side by side."""
+    return make_vector_env(env_fn, episodes if isinstance(env_fn, Batched) else 1, seed, device, "inprocess")
