@@ -1,0 +1,91 @@
+"""Logger backends (metrics.jsonl, CSV, TensorBoard) and evaluation during training."""
+import csv
+import json
+
+import pytest
+import torch
+
+import mappo
+from tests.helpers import strip_timing, tiny
+from tests.toy_envs import EarlyExitEnv
+
+HISTORY_KEYS = {"iteration", "env_steps", "sps", "policy_loss", "value_loss", "entropy", "approx_kl",
+                "clip_fraction", "kl_coef", "explained_variance", "lr"}
+EVAL_KEYS = {"eval/team_return_mean", "eval/episode_length_mean", "eval/return_mean/scout",
+             "eval/return_mean/agent_1", "eval/return_mean/agent_2"}
+
+
+def rows(run_dir):
+    return [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+
+
+def test_csv_and_tensorboard_hold_the_history_keys(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    cfg = tiny(total_steps=200, loggers=["csv", "tensorboard"], eval_every=2, eval_episodes=2)
+    with mappo.Trainer(EarlyExitEnv, cfg) as trainer:
+        history = trainer.train(run_dir=str(run_dir))
+    keys = set().union(*history)
+    assert HISTORY_KEYS | EVAL_KEYS | {"team_return"} <= keys
+    with open(run_dir / "metrics.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert set(table[0]) == keys and len(table) == 5  # every key, one row per iteration
+    assert [int(r["iteration"]) for r in table] == [1, 2, 3, 4, 5]
+    assert [r["eval/team_return_mean"] != "" for r in table] == [False, True, False, True, False]
+    assert float(table[3]["value_loss"]) == pytest.approx(history[3]["value_loss"])
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    scalars = set(events.Tags()["scalars"])
+    assert keys - {"env_steps"} <= scalars  # env_steps is the x-axis
+    assert [e.step for e in events.Scalars("eval/team_return_mean")] == [80, 160]
+    assert events.Scalars("value_loss")[-1].value == pytest.approx(history[-1]["value_loss"], rel=1e-6)
+
+
+def test_unknown_logger_is_a_config_error():
+    with pytest.raises(ValueError, match="'loggers' has unknown name"):
+        mappo.Config(loggers=["stdout"])
+
+
+def test_evaluation_metrics_at_the_right_iterations_and_best_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    with mappo.Trainer(EarlyExitEnv, tiny(total_steps=240, eval_every=2, eval_episodes=3)) as trainer:
+        trainer.train(run_dir=str(run_dir))
+    logged = rows(run_dir)
+    assert [EVAL_KEYS <= set(r) for r in logged] == [False, True, False, True, False, True]
+    evals = {r["iteration"]: r["eval/team_return_mean"] for r in logged if "eval/team_return_mean" in r}
+    best_iteration = max(evals, key=lambda i: (evals[i], -i))  # the first of the best
+    best = torch.load(run_dir / "best.pt", weights_only=True)
+    assert best["best_eval"] == pytest.approx(evals[best_iteration])
+    assert best["iteration"] == best_iteration
+    assert torch.load(run_dir / "ckpt.pt", weights_only=True)["best_eval"] == pytest.approx(max(evals.values()))
+    # the evaluation rows match a fresh evaluation of that checkpoint
+    with mappo.Trainer.load(str(run_dir / "best.pt"), EarlyExitEnv) as again:
+        assert again.evaluate(episodes=3)["team_return_mean"] == pytest.approx(evals[best_iteration])
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_resume_stays_exact_with_evaluation_on(tmp_path, deterministic):
+    cfg = tiny(total_steps=200, eval_every=2, eval_episodes=2, eval_deterministic=deterministic)
+    with mappo.Trainer(EarlyExitEnv, cfg) as trainer:
+        straight = strip_timing(trainer.train())
+    run_dir = tmp_path / "run"
+    with mappo.Trainer(EarlyExitEnv, cfg) as trainer:
+        first = strip_timing(trainer.train(total_steps=120, run_dir=str(run_dir)))
+    with mappo.Trainer.load(str(run_dir / "ckpt.pt"), EarlyExitEnv) as trainer:
+        second = strip_timing(trainer.train())
+    assert len(straight) == 5 and "eval/team_return_mean" in straight[1]
+    assert first + second == straight
+
+
+def test_evaluation_leaves_training_untouched():
+    """Evaluations run on envs of their own and sample from a forked RNG: the training numbers
+    are the same with and without them."""
+    runs = []
+    for eval_every in (0, 1):
+        cfg = tiny(total_steps=160, eval_every=eval_every, eval_episodes=2, eval_deterministic=False)
+        with mappo.Trainer(EarlyExitEnv, cfg) as trainer:
+            runs.append([{k: v for k, v in r.items() if not k.startswith("eval/")}
+                         for r in strip_timing(trainer.train())])
+    assert runs[0] == runs[1]
