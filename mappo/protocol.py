@@ -100,20 +100,24 @@ class Batched:
 
 
 def make_vector_env(env_fn: Any, num_envs: int, seed: int, device: torch.device, mode: str = "subprocess",
-                    num_workers: int = 0, first_index: int = 0) -> VectorEnv:
+                    num_workers: int = 0, first_index: int = 0, spec: Optional[TeamSpec] = None) -> VectorEnv:
     """``num_envs`` envs from ``env_fn``, reset.  A PettingZoo factory's env ``i`` starts from
     ``episode_seed(seed, first_index + i, 0)``; ``mode`` picks its back end ("subprocess" or
-    "inprocess").  A :class:`Batched` builder gets ``seed + first_index``."""
+    "inprocess"); ``spec`` (from :func:`team_spec`) saves building an env to read the layout.
+    A :class:`Batched` builder gets ``seed + first_index``."""
     if isinstance(env_fn, Batched):
         vec = env_fn(num_envs=num_envs, device=device, seed=seed + first_index)
     else:
         from .vector import ArrayVectorEnv, InProcessVectorEnv, SubprocVectorEnv, probe
 
-        spec, first = probe(env_fn, seed)
+        first = None
+        if spec is None:
+            spec, first = probe(env_fn, seed)
         if mode == "inprocess":
             backend = InProcessVectorEnv([env_fn] * num_envs, spec, seed, first_env=first, first_index=first_index)
         else:
-            first.close()
+            if first is not None:
+                first.close()
             backend = SubprocVectorEnv([env_fn] * num_envs, spec, seed, num_workers, first_index)
         vec = ArrayVectorEnv(backend, device)
     vec.reset()
@@ -133,7 +137,9 @@ def team_spec(env_fn: Any, seed: int, device: torch.device) -> TeamSpec:
     return spec
 
 
-def eval_vector_env(env_fn: Any, episodes: int, seed: int, device: torch.device) -> VectorEnv:
+def eval_vector_env(env_fn: Any, episodes: int, seed: int, device: torch.device,
+                    spec: Optional[TeamSpec] = None) -> VectorEnv:
     """The envs an evaluation of ``episodes`` episodes runs on: one in-process PettingZoo env
     (episodes one after another), or ``episodes`` batched envs side by side."""
-    return make_vector_env(env_fn, episodes if isinstance(env_fn, Batched) else 1, seed, device, "inprocess")
+    return make_vector_env(env_fn, episodes if isinstance(env_fn, Batched) else 1, seed, device, "inprocess",
+                           spec=spec)

@@ -152,7 +152,7 @@ class Trainer:
         if self.vec is None:
             cfg = self.cfg
             self.vec = make_vector_env(self.env_fn, cfg.num_envs, cfg.seed, self.device, cfg.vector_mode,
-                                       cfg.num_workers, first_index=self.env_index_offset)
+                                       cfg.num_workers, first_index=self.env_index_offset, spec=self.spec)
             hidden = cfg.hidden_sizes[-1] if cfg.recurrent else 0
             self.buffer = RolloutBuffer(self.spec, cfg.rollout_length, cfg.num_envs, self.device, hidden)
             # carried across iterations: recurrent states [E, A, H] (before the next step's reset)
@@ -340,7 +340,7 @@ class Trainer:
         if episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {episodes}")
         seed = self.eval_seed if seed is None else seed
-        vec = eval_vector_env(self.env_fn, episodes, seed, self.device)
+        vec = eval_vector_env(self.env_fn, episodes, seed, self.device, self.spec)
         done: List[Dict[str, Any]] = []
         quota = -(-episodes // vec.num_envs)  # episodes counted per env: 1 when batched
         counted = [0] * vec.num_envs

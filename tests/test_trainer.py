@@ -274,3 +274,19 @@ def test_batched_evaluation_counts_the_first_episode_of_each_env():
     # one episode per env: env 0's -2 and seven envs' -50; env 0 alone would give -2
     assert stats["team_return_mean"] == pytest.approx((-2 - 7 * 50) / 8)
     assert stats["episode_length_mean"] == pytest.approx((2 + 7 * 50) / 8)
+
+
+def test_checkpoints_of_the_previous_format_load_and_older_ones_say_what_they_are(tmp_path):
+    with mappo.Trainer(EarlyExitEnv, tiny(total_steps=40)) as trainer:
+        trainer.train()
+        payload = trainer.state_dict()
+    # format 3 (before the learner module): no best_eval, a team layout of five keys
+    old = {k: v for k, v in payload.items() if k != "best_eval"}
+    old.update(format=3, team={k: payload["team"][k] for k in ("agents", "obs_dim", "state_dim", "num_logits",
+                                                                 "action_width")})
+    torch.save(old, tmp_path / "v3.pt")
+    with mappo.Trainer.load(str(tmp_path / "v3.pt"), EarlyExitEnv) as trainer:
+        assert trainer.env_steps == 40 and trainer.best_eval is None
+    torch.save({**payload, "format": 2}, tmp_path / "v2.pt")
+    with pytest.raises(ValueError, match="format-2 checkpoint; this version of mappo reads formats 3 and 4"):
+        mappo.Trainer.load(str(tmp_path / "v2.pt"), EarlyExitEnv)
