@@ -85,8 +85,7 @@ def plot_groups(groups: Dict[str, List[str]], out: str, key: str = "team_return"
             if not len(x):
                 continue
             name = label if len(keys) == 1 else f"{label}: {'evaluation' if k.startswith('eval/') else 'training'}"
-            line, = ax.plot(x, mean, label=f"{name} (n={len(runs)})", marker="o" if k.startswith("eval/") else None,
-                            markersize=3)
+            line, = ax.plot(x, mean, label=f"{name} (n={len(runs)})", linestyle="--" if k.startswith("eval/") else "-")
             ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("env steps")
     ax.set_ylabel(keys[0].replace("_", " "))
