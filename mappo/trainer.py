@@ -12,34 +12,28 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import sys
-import threading
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
 
 from . import distributed as D
+from . import rollout
 from .buffer import RolloutBuffer
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, validate
 from .learner import LEARNERS
 from .logger import RunLogger
 from .policy import Policy
-from .protocol import VectorEnv, eval_vector_env, make_vector_env, team_spec
+from .protocol import VectorEnv, make_vector_env, team_spec
+from .stop import StopOnSignal
 
 # evaluation envs are seeded away from the training envs' seed
 EVAL_SEED_OFFSET = 1_000_003
 # checkpoint formats this version reads: 3 (before the learner had its own module, no best_eval) and 4
 CHECKPOINT_FORMAT = 4
-
-
-def recurrent_resets(episode_start: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
-    """``[E, A]``: where a recurrent state restarts, at an episode's first step (``episode_start
-    [E]``) and for agents that are gone (``alive [E, A]``)."""
-    return episode_start.unsqueeze(-1) | ~alive
 
 
 def linear_schedule(step: int, total: int) -> float:
@@ -59,46 +53,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-class _StopOnSignal:
-    """While active, the first SIGINT/SIGTERM only records the signal (the training loop stops
-    after the current iteration and writes a checkpoint); a second SIGINT interrupts at once.
-    Handlers can only be set from the main thread; elsewhere this does nothing."""
-
-    def __init__(self) -> None:
-        self.signum: Optional[int] = None
-        self.previous: Dict[int, Any] = {}
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-        print(f"\nreceived {signal.Signals(signum).name}: stopping after this iteration and saving a checkpoint",
-              flush=True)
-
-    def __enter__(self) -> "_StopOnSignal":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
-
-
-class PolicyStep(NamedTuple):
-    """What one step of the policy on a vector env saw and did (each ``[E, A, ...]``)."""
-    obs: torch.Tensor
-    alive: torch.Tensor
-    action_mask: torch.Tensor
-    resets: torch.Tensor
-    actions: torch.Tensor
-    logp: torch.Tensor
-    hidden: Optional[torch.Tensor]  # the actor's state after the step (None when feed-forward)
-    episodes: List[Dict[str, Any]]  # episodes that ended at this step
-    episode_start: torch.Tensor  # [E]: which envs start an episode at the next step
 
 
 class Trainer:
@@ -155,34 +109,15 @@ class Trainer:
                                        cfg.num_workers, first_index=self.env_index_offset, spec=self.spec)
             hidden = cfg.hidden_sizes[-1] if cfg.recurrent else 0
             self.buffer = RolloutBuffer(self.spec, cfg.rollout_length, cfg.num_envs, self.device, hidden)
-            # carried across iterations: recurrent states [E, A, H] (before the next step's reset)
-            # and which envs start an episode at the next step
-            A = self.spec.num_agents
-            self.actor_h = torch.zeros(cfg.num_envs, A, hidden, device=self.device)
-            self.critic_h = torch.zeros(cfg.num_envs, A, hidden, device=self.device)
-            self.episode_start = torch.ones(cfg.num_envs, dtype=torch.bool, device=self.device)
+            self.carry = rollout.Carry.fresh(cfg.num_envs, self.spec.num_agents, hidden, self.device)
         if self._resume is not None:
             state, self._resume = self._resume, None
             if state["episode"] is not None:
                 # every env restarts the episode it was in, from that episode's seed: exact when the
                 # checkpoint fell between episodes, as it does when episode lengths divide rollout_length
                 self.vec.restart_episodes(state["episode"].numpy())
-            self.episode_start = state["episode_start"].to(self.device)
-            self.actor_h = state["actor_h"].to(self.device)
-            self.critic_h = state["critic_h"].to(self.device)
+            self.carry = rollout.Carry(*(state[k].to(self.device) for k in ("actor_h", "critic_h", "episode_start")))
             set_rng_state(state["rng"])  # last: building and resetting envs may draw from the RNGs
-
-    @torch.no_grad()
-    def _policy_step(self, vec: VectorEnv, hidden: Optional[torch.Tensor], episode_start: torch.Tensor,
-                     deterministic: bool) -> PolicyStep:
-        """Act in every env of ``vec`` and step it: the one loop body of collection and evaluation."""
-        obs, alive, mask = vec.observe("obs"), vec.observe("alive"), vec.observe("action_mask")
-        resets = recurrent_resets(episode_start, alive)
-        actions, logp, hidden = self.policy.act_batch(obs, mask, deterministic, hidden, resets)
-        vec.set_actions(actions)
-        episodes = vec.step()
-        return PolicyStep(obs, alive, mask, resets, actions, logp, hidden, episodes,
-                          vec.observe("env_done").clone())
 
     def collect(self) -> List[Dict[str, Any]]:
         """Fill the buffer with ``T`` steps of every env and the critic's values; returns the
@@ -196,29 +131,9 @@ class Trainer:
         if self.cfg.vector_mode == "subprocess" and self.device.type == "cpu":
             torch.set_num_threads(1)
         try:
-            return self._collect()
+            return rollout.collect(self.policy, self.learner, self.vec, self.buffer, self.carry)
         finally:
             torch.set_num_threads(threads)
-
-    @torch.no_grad()
-    def _collect(self) -> List[Dict[str, Any]]:
-        buf, vec, recurrent = self.buffer, self.vec, self.actor.recurrent
-        episodes: List[Dict[str, Any]] = []
-        for t in range(self.cfg.rollout_length):
-            buf.state[t] = vec.observe("state")  # before the step: the state the critic pairs with obs[t]
-            step = self._policy_step(vec, self.actor_h if recurrent else None, self.episode_start, False)
-            if recurrent:
-                buf.actor_h[t], self.actor_h = self.actor_h, step.hidden
-            buf.obs[t], buf.alive[t], buf.action_mask[t] = step.obs, step.alive, step.action_mask
-            buf.actions[t], buf.logp[t], buf.resets[t] = step.actions, step.logp, step.resets
-            for name in ("reward", "terminated", "truncated", "final_obs", "final_state", "env_done"):
-                buf.data[name][t] = vec.observe(name)  # final_*: for the time-limit bootstrap
-            self.episode_start = step.episode_start
-            episodes += step.episodes
-        alive = vec.observe("alive")
-        self.critic_h = self.learner.compute_values(buf, self.critic_h, vec.observe("obs"), vec.observe("state"),
-                                                    alive, recurrent_resets(self.episode_start, alive))
-        return episodes
 
     def update(self) -> Dict[str, float]:
         """The learner's update on the filled buffer; returns mean diagnostics."""
@@ -250,7 +165,7 @@ class Trainer:
         history: List[Dict[str, Any]] = []
         self.interrupted = None
         started, last_plot, start_steps = time.perf_counter(), time.perf_counter(), self.env_steps
-        with _StopOnSignal() as stop:
+        with StopOnSignal() as stop:
             try:
                 while self.env_steps < total and self._agreed_stop(stop.signum) is None:
                     start = time.perf_counter()
@@ -267,7 +182,7 @@ class Trainer:
                     improved = False
                     if cfg.eval_every and self.iteration % cfg.eval_every == 0:
                         evaluation = self.evaluate(cfg.eval_episodes, cfg.eval_deterministic)
-                        row.update(eval_row(evaluation))
+                        row.update(rollout.eval_row(evaluation))
                         improved = self.best_eval is None or evaluation["team_return_mean"] > self.best_eval
                         if improved:
                             self.best_eval = evaluation["team_return_mean"]
@@ -325,48 +240,11 @@ class Trainer:
         """Seed of evaluation episodes (and eval videos): away from the training envs' seeds."""
         return self.cfg.seed + EVAL_SEED_OFFSET
 
-    @torch.no_grad()
     def evaluate(self, episodes: int = 20, deterministic: bool = True, seed: Optional[int] = None) -> Dict[str, Any]:
-        """Run ``episodes`` full episodes on envs of their own; returns mean returns and lengths.
-
-        ``team_return_mean`` sums rewards over agents; ``return_mean`` is per agent.  A PettingZoo
-        env plays the episodes one after another in one in-process env.  A batched env (VMAS)
-        plays them side by side, ``episodes`` envs, and counts the *first* episode of each env:
-        keeping the first ``episodes`` to finish would over-count envs whose episodes end early,
-        since they reset and finish again while long episodes are still running.  Sampling
-        (``deterministic=False``) draws from a torch RNG forked off the training one, so an
-        evaluation never moves the training run's random streams.
-        """
-        if episodes < 1:
-            raise ValueError(f"episodes must be >= 1, got {episodes}")
-        seed = self.eval_seed if seed is None else seed
-        vec = eval_vector_env(self.env_fn, episodes, seed, self.device, self.spec)
-        done: List[Dict[str, Any]] = []
-        quota = -(-episodes // vec.num_envs)  # episodes counted per env: 1 when batched
-        counted = [0] * vec.num_envs
-        hidden, start = None, torch.ones(vec.num_envs, dtype=torch.bool, device=self.device)
-        devices = [self.device] if self.device.type == "cuda" else []
-        try:
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed)
-                while len(done) < episodes:
-                    step = self._policy_step(vec, hidden, start, deterministic)
-                    hidden, start = step.hidden, step.episode_start
-                    for episode in step.episodes:
-                        if counted[episode["env"]] < quota:
-                            counted[episode["env"]] += 1
-                            done.append(episode)
-        finally:
-            vec.close()
-        team = np.array([e["team_return"] for e in done])
-        per_agent = np.array([e["agent_returns"] for e in done])
-        return {
-            "team_return_mean": float(team.mean()),
-            "team_return_std": float(team.std()),
-            "return_mean": {name: float(per_agent[:, k].mean()) for k, name in enumerate(self.spec.names)},
-            "episode_length_mean": float(np.mean([e["length"] for e in done])),
-            "episodes": len(team),
-        }
+        """Mean returns and lengths of ``episodes`` episodes on envs of their own (seeded with
+        :attr:`eval_seed` unless ``seed`` is given); see :func:`mappo.rollout.evaluate`."""
+        return rollout.evaluate(self.policy, self.env_fn, self.spec, episodes, deterministic,
+                                self.eval_seed if seed is None else seed, self.device)
 
     # ------------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
@@ -378,13 +256,8 @@ class Trainer:
         resume = None
         if self.vec is not None:  # envs built: their position in the run is part of the state
             episode = self.vec.episode_counts()
-            resume = {
-                "rng": rng_state(),
-                "episode": None if episode is None else torch.from_numpy(episode),
-                "episode_start": self.episode_start.cpu(),
-                "actor_h": self.actor_h.cpu(),
-                "critic_h": self.critic_h.cpu(),
-            }
+            resume = {"rng": rng_state(), "episode": None if episode is None else torch.from_numpy(episode),
+                      **{k: getattr(self.carry, k).cpu() for k in ("actor_h", "critic_h", "episode_start")}}
         ranks = self.sync.gather(resume)  # one entry per rank: each resumes its own envs and RNG streams
         return {
             "format": CHECKPOINT_FORMAT,
@@ -459,12 +332,3 @@ class Trainer:
             self.close()
         except Exception:
             pass
-
-
-def eval_row(evaluation: Dict[str, Any]) -> Dict[str, float]:
-    """:meth:`Trainer.evaluate`'s result as flat log keys: ``eval/team_return_mean``,
-    ``eval/return_mean/<agent>``, ``eval/episode_length_mean``."""
-    row = {"eval/team_return_mean": evaluation["team_return_mean"],
-           "eval/episode_length_mean": evaluation["episode_length_mean"]}
-    row.update({f"eval/return_mean/{name}": v for name, v in evaluation["return_mean"].items()})
-    return row

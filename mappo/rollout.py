@@ -1,0 +1,138 @@
+"""Running a policy on vector envs: the one step loop behind rollout collection and evaluation.
+
+    step = policy_step(policy, vec, hidden, episode_start, deterministic)   # act, then step the envs
+    episodes = collect(policy, learner, vec, buffer, carry)                 # T steps into the buffer
+    stats = evaluate(policy, env_fn, spec, episodes=20)                     # on envs of its own
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, NamedTuple, Optional
+
+import numpy as np
+import torch
+
+from .buffer import RolloutBuffer
+from .policy import Policy
+from .protocol import VectorEnv, eval_vector_env
+from .spaces import TeamSpec
+
+
+def recurrent_resets(episode_start: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    """``[E, A]``: where a recurrent state restarts, at an episode's first step (``episode_start
+    [E]``) and for agents that are gone (``alive [E, A]``)."""
+    return episode_start.unsqueeze(-1) | ~alive
+
+
+class PolicyStep(NamedTuple):
+    """What one step of the policy on a vector env saw and did (each ``[E, A, ...]``)."""
+    obs: torch.Tensor
+    alive: torch.Tensor
+    action_mask: torch.Tensor
+    resets: torch.Tensor
+    actions: torch.Tensor
+    logp: torch.Tensor
+    hidden: Optional[torch.Tensor]  # the actor's state after the step (None when feed-forward)
+    episodes: List[Dict[str, Any]]  # episodes that ended at this step
+    episode_start: torch.Tensor  # [E]: which envs start an episode at the next step
+
+
+@torch.no_grad()
+def policy_step(policy: Policy, vec: VectorEnv, hidden: Optional[torch.Tensor], episode_start: torch.Tensor,
+                deterministic: bool) -> PolicyStep:
+    """Act in every env of ``vec`` and step it."""
+    obs, alive, mask = vec.observe("obs"), vec.observe("alive"), vec.observe("action_mask")
+    resets = recurrent_resets(episode_start, alive)
+    actions, logp, hidden = policy.act_batch(obs, mask, deterministic, hidden, resets)
+    vec.set_actions(actions)
+    episodes = vec.step()
+    return PolicyStep(obs, alive, mask, resets, actions, logp, hidden, episodes, vec.observe("env_done").clone())
+
+
+@dataclass
+class Carry:
+    """What a rollout hands to the next one: recurrent states ``[E, A, H]`` (before the next
+    step's reset) and which envs start an episode at the next step ``[E]``."""
+    actor_h: torch.Tensor
+    critic_h: torch.Tensor
+    episode_start: torch.Tensor
+
+    @classmethod
+    def fresh(cls, num_envs: int, num_agents: int, hidden: int, device: torch.device) -> "Carry":
+        zeros = torch.zeros(num_envs, num_agents, hidden, device=device)
+        return cls(zeros, zeros.clone(), torch.ones(num_envs, dtype=torch.bool, device=device))
+
+
+@torch.no_grad()
+def collect(policy: Policy, learner: Any, vec: VectorEnv, buf: RolloutBuffer, carry: Carry) -> List[Dict[str, Any]]:
+    """Fill ``buf`` with ``T`` steps of every env, then the learner's values; updates ``carry``
+    and returns the episodes that ended."""
+    recurrent = policy.actor.recurrent
+    episodes: List[Dict[str, Any]] = []
+    for t in range(buf.T):
+        buf.state[t] = vec.observe("state")  # before the step: the state the critic pairs with obs[t]
+        step = policy_step(policy, vec, carry.actor_h if recurrent else None, carry.episode_start, False)
+        if recurrent:
+            buf.actor_h[t], carry.actor_h = carry.actor_h, step.hidden
+        buf.obs[t], buf.alive[t], buf.action_mask[t] = step.obs, step.alive, step.action_mask
+        buf.actions[t], buf.logp[t], buf.resets[t] = step.actions, step.logp, step.resets
+        for name in ("reward", "terminated", "truncated", "final_obs", "final_state", "env_done"):
+            buf.data[name][t] = vec.observe(name)  # final_*: for the time-limit bootstrap
+        carry.episode_start = step.episode_start
+        episodes += step.episodes
+    alive = vec.observe("alive")
+    carry.critic_h = learner.compute_values(buf, carry.critic_h, vec.observe("obs"), vec.observe("state"), alive,
+                                            recurrent_resets(carry.episode_start, alive))
+    return episodes
+
+
+@torch.no_grad()
+def evaluate(policy: Policy, env_fn: Any, spec: TeamSpec, episodes: int, deterministic: bool, seed: int,
+             device: torch.device) -> Dict[str, Any]:
+    """Run ``episodes`` full episodes on envs of their own; returns mean returns and lengths.
+
+    ``team_return_mean`` sums rewards over agents; ``return_mean`` is per agent.  A PettingZoo
+    env plays the episodes one after another in one in-process env.  A batched env (VMAS) plays
+    them side by side, ``episodes`` envs, and counts the *first* episode of each env: keeping
+    the first ``episodes`` to finish would over-count envs whose episodes end early, since they
+    reset and finish again while long episodes are still running.  Sampling
+    (``deterministic=False``) draws from a torch RNG forked off the caller's and seeded with
+    ``seed``, so an evaluation never moves a training run's random streams.
+    """
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    vec = eval_vector_env(env_fn, episodes, seed, device, spec)
+    done: List[Dict[str, Any]] = []
+    quota = -(-episodes // vec.num_envs)  # episodes counted per env: 1 when batched
+    counted = [0] * vec.num_envs
+    hidden, start = None, torch.ones(vec.num_envs, dtype=torch.bool, device=device)
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            while len(done) < episodes:
+                step = policy_step(policy, vec, hidden, start, deterministic)
+                hidden, start = step.hidden, step.episode_start
+                for episode in step.episodes:
+                    if counted[episode["env"]] < quota:
+                        counted[episode["env"]] += 1
+                        done.append(episode)
+    finally:
+        vec.close()
+    team = np.array([e["team_return"] for e in done])
+    per_agent = np.array([e["agent_returns"] for e in done])
+    return {
+        "team_return_mean": float(team.mean()),
+        "team_return_std": float(team.std()),
+        "return_mean": {name: float(per_agent[:, k].mean()) for k, name in enumerate(spec.names)},
+        "episode_length_mean": float(np.mean([e["length"] for e in done])),
+        "episodes": len(team),
+    }
+
+
+def eval_row(evaluation: Dict[str, Any]) -> Dict[str, float]:
+    """:func:`evaluate`'s result as flat log keys: ``eval/team_return_mean``,
+    ``eval/return_mean/<agent>``, ``eval/episode_length_mean``."""
+    row = {"eval/team_return_mean": evaluation["team_return_mean"],
+           "eval/episode_length_mean": evaluation["episode_length_mean"]}
+    row.update({f"eval/return_mean/{name}": v for name, v in evaluation["return_mean"].items()})
+    return row
