@@ -36,6 +36,7 @@ from .protocol import field_shapes
 from .spaces import TeamSpec, flatten_state
 
 EnvFn = Callable[[], Any]
+WORKER_PARENT_CHECK_S = 1.0  # how often an idle worker checks that its trainer is alive
 
 
 def episode_seed(seed: int, index: int, episode: int) -> int:
@@ -231,10 +232,14 @@ def _shared_array(shape: tuple, dtype: Any) -> np.ndarray:
 
 
 def _worker(conn: Any, env_fns: List[EnvFn], indices: List[int], spec: TeamSpec, arrays: Dict[str, np.ndarray],
-            seed: int, first_index: int) -> None:
+            seed: int, first_index: int, inherited: List[Any], parent_pid: int) -> None:
     # Ctrl-C reaches the whole process group; the trainer decides what happens (it writes a
     # checkpoint and then closes the workers), so a worker must not die on it first
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker inherits the trainer's ends of the pipes made so far (its own and its
+    # elder siblings'); while any process holds them, a dead trainer's pipe never reads EOF.
+    for end in inherited:
+        end.close()
     slots = []
     current = indices[0]
     try:
@@ -243,6 +248,12 @@ def _worker(conn: Any, env_fns: List[EnvFn], indices: List[int], spec: TeamSpec,
             slots.append(EnvSlot(make_parallel(fn()), spec, arrays, j, seed, first_index + j))
         conn.send(("ok", None))
         while True:
+            # wait in slices, so a trainer that died without closing the pipe (SIGKILL, OOM) is
+            # noticed within a second: this worker is then re-parented
+            if not conn.poll(WORKER_PARENT_CHECK_S):
+                if os.getppid() != parent_pid:
+                    break
+                continue
             cmd = conn.recv()
             if cmd == "step":
                 episodes = []
@@ -287,11 +298,13 @@ class SubprocVectorEnv:
         # fork keeps env_fn usable even when it is a lambda or closure (not picklable)
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self.conns, self.procs = [], []
+        forked = ctx.get_start_method() == "fork"
         for chunk in chunks:
             parent, child = ctx.Pipe()
             idx = [int(j) for j in chunk]
+            inherited = self.conns + [parent] if forked else []  # trainer-side ends a forked child holds
             proc = ctx.Process(target=_worker, args=(child, [env_fns[j] for j in idx], idx, spec, self.arrays, seed,
-                                                     first_index),
+                                                     first_index, inherited, os.getpid()),
                                daemon=True)
             proc.start()
             child.close()
