@@ -195,8 +195,9 @@ def validate(cfg: Config) -> None:
     if not 0.0 < cfg.clip_eps < 1.0:
         raise ValueError(f"config field 'clip_eps' must be in (0, 1), got {cfg.clip_eps!r}")
     for name in ("entropy_coef", "value_coef", "huber_delta"):
-        if not getattr(cfg, name) >= 0:
-            raise ValueError(f"config field {name!r} must be >= 0, got {getattr(cfg, name)!r}")
+        value = getattr(cfg, name)
+        if not (value >= 0 and math.isfinite(value)):
+            raise ValueError(f"config field {name!r} must be a finite number >= 0, got {value!r}")
     if not -5.0 <= cfg.log_std_init <= 2.0:
         raise ValueError(f"config field 'log_std_init' must be in [-5, 2], got {cfg.log_std_init!r}")
     if not isinstance(cfg.hidden_sizes, (list, tuple)) or not cfg.hidden_sizes or not all(

@@ -11,6 +11,7 @@ registration in :data:`LEARNERS`; the trainer only calls that surface.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Dict, NamedTuple, Optional
 
 import torch
@@ -170,12 +171,25 @@ class PPOLearner:
         total.backward()
         self.sync.average_gradients(list(self.actor.parameters()) + list(self.critic.parameters()))
 
-    def step(self, total: torch.Tensor) -> None:
+    def step(self, total: torch.Tensor, terms: Optional[LossTerms] = None) -> None:
         """One optimiser step on a loss: gradients (averaged over ranks), each network's grad norm
-        clipped, then both optimisers step."""
+        clipped, then both optimisers step.
+
+        A non-finite loss or gradient norm raises ``FloatingPointError`` naming it, before any
+        weight changes: one NaN step would make every parameter NaN.  ``terms`` (the loss's parts)
+        lets the error name the part that went bad."""
+        if not torch.isfinite(total):
+            parts = {k: getattr(terms, k).item() for k in ("policy_loss", "value_loss", "entropy")} if terms else {}
+            bad = [k for k, v in parts.items() if not math.isfinite(v)] or ["total loss"]
+            raise FloatingPointError(f"non-finite {', '.join(bad)} ({parts or float(total)}): stopping before the "
+                                     f"optimiser step; the weights and the last checkpoint are unchanged. Check the "
+                                     f"env's observations and rewards, and the learning rate")
         self.gradients(total)
-        torch.nn.utils.clip_grad_norm_(self.actor.parameters(), self.cfg.max_grad_norm)
-        torch.nn.utils.clip_grad_norm_(self.critic.parameters(), self.cfg.max_grad_norm)
+        for name, net in (("actor", self.actor), ("critic", self.critic)):
+            norm = torch.nn.utils.clip_grad_norm_(net.parameters(), self.cfg.max_grad_norm)
+            if not torch.isfinite(norm):
+                raise FloatingPointError(f"non-finite {name} gradient norm: stopping before the optimiser step; the "
+                                         f"weights and the last checkpoint are unchanged")
         self.actor_opt.step()
         self.critic_opt.step()
 
@@ -195,7 +209,7 @@ class PPOLearner:
         for _ in range(cfg.ppo_epochs):
             for mb in buf.minibatches(cfg.num_minibatches, keys, chunk, extra=inputs):
                 terms = self.loss(mb)
-                self.step(terms.total)
+                self.step(terms.total, terms)
                 for key in sums:
                     sums[key] += getattr(terms, key).item()
                 count += 1

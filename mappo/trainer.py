@@ -303,6 +303,12 @@ class Trainer:
                 f"{path!r} was trained on agents/widths {payload['team']}, but env_fn builds {layout}. "
                 f"Pass the env_fn the run was trained with (the CLI rebuilds it from the config field 'env', "
                 f"currently {cfg.env!r}: set it to a registry name or 'module:callable' when training)")
+        for net in ("actor", "critic"):
+            bad = [k for k, v in payload[net].items() if torch.is_tensor(v) and v.is_floating_point()
+                   and not bool(torch.isfinite(v).all())]
+            if bad:
+                raise ValueError(f"{path!r} holds non-finite {net} parameters ({', '.join(bad[:3])}): it cannot act "
+                                 f"or train; use an earlier checkpoint")
         trainer.learner.load_state_dict(payload)
         trainer.env_steps = payload["env_steps"]
         trainer.iteration = payload["iteration"]

@@ -64,9 +64,13 @@ def env_state(env: Any) -> Optional[np.ndarray]:
     if state_fn is None:
         return None
     try:
-        return flatten_state(state_fn())
+        state = state_fn()
     except (NotImplementedError, AttributeError):
         return None
+    if state is None:
+        raise ValueError(f"{type(env).__name__}.state() returned None; return the global state as an array, or "
+                         f"raise NotImplementedError when the env has none (the critic then joins the observations)")
+    return flatten_state(state)
 
 
 def probe(env_fn: EnvFn, seed: int) -> tuple:

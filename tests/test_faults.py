@@ -37,3 +37,62 @@ def test_workers_exit_when_the_trainer_is_killed(tmp_path):
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert left == [], "env workers outlived the trainer"
+
+
+def test_a_nan_observation_stops_training_before_the_weights_change(tmp_path):
+    import pytest
+    import torch
+
+    import mappo
+    from tests.helpers import tiny
+    from tests.toy_envs import NaNObsEnv
+
+    run_dir = tmp_path / "run"
+    trainer = mappo.Trainer(NaNObsEnv, tiny(total_steps=400, checkpoint_every=1))
+    with pytest.raises(FloatingPointError, match="non-finite .*stopping before the optimiser step"):
+        trainer.train(run_dir=str(run_dir))  # NaN from each env's step 50: in the 3rd iteration of 20 steps
+    params = torch.cat([p.detach().reshape(-1) for p in trainer.actor.parameters()])
+    assert bool(torch.isfinite(params).all())
+    trainer.close()
+    saved = torch.load(run_dir / "ckpt.pt", weights_only=True)
+    assert saved["iteration"] == 2  # the last good checkpoint stays
+    assert all(bool(torch.isfinite(v).all()) for v in saved["actor"].values() if v.is_floating_point())
+
+
+def test_load_refuses_a_checkpoint_with_non_finite_parameters(tmp_path):
+    import pytest
+    import torch
+
+    import mappo
+    from tests.helpers import tiny
+    from tests.toy_envs import CoordinationEnv
+
+    with mappo.Trainer(CoordinationEnv, tiny(total_steps=40)) as trainer:
+        trainer.train()
+        payload = trainer.state_dict()
+    name = next(k for k in payload["actor"] if k.endswith("weight"))
+    payload["actor"][name] = torch.full_like(payload["actor"][name], float("nan"))
+    torch.save(payload, tmp_path / "nan.pt")
+    with pytest.raises(ValueError, match="non-finite actor parameters"):
+        mappo.Trainer.load(str(tmp_path / "nan.pt"), CoordinationEnv)
+
+
+def test_config_rejects_infinite_coefficients():
+    import pytest
+
+    import mappo
+
+    for field in ("value_coef", "huber_delta", "entropy_coef"):
+        with pytest.raises(ValueError, match=f"'{field}' must be a finite number"):
+            mappo.Config(**{field: float("inf")})
+
+
+def test_state_returning_none_is_named():
+    import pytest
+
+    import mappo
+    from tests.helpers import tiny
+    from tests.toy_envs import NoneStateEnv
+
+    with pytest.raises(ValueError, match=r"NoneStateEnv.state\(\) returned None"):
+        mappo.Trainer(NoneStateEnv, tiny())

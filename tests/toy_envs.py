@@ -400,3 +400,24 @@ def uneven_batched_env():
     import mappo
 
     return mappo.Batched(_uneven_builder)
+
+
+class NaNObsEnv(CoordinationEnv):
+    """CoordinationEnv whose observations turn NaN from its 50th step on (counted over episodes)."""
+
+    steps = 0
+
+    def _obs(self):
+        obs = super()._obs()
+        if self.steps >= 50:
+            obs = {a: np.full(3, np.nan, np.float32) for a in obs}
+        return obs
+
+    def step(self, actions):
+        self.steps += 1
+        return super().step(actions)
+
+
+class NoneStateEnv(CoordinationEnv):
+    def state(self):
+        return None
