@@ -72,6 +72,7 @@ class Config:
     eval_every: int = 0  # evaluate every N iterations on envs of its own (0: never); logged as eval/...
     eval_episodes: int = 10  # episodes per evaluation
     eval_deterministic: bool = True  # greedy actions; false samples them (EPyMARL's test mode)
+    eval_max_steps: int = 10_000  # an evaluation episode longer than this is cut (and reported as cut)
     # --- logging -----------------------------------------------------------------------
     loggers: List[str] = field(default_factory=list)  # extra metric writers besides metrics.jsonl: "csv", "tensorboard", "wandb"
     wandb: bool = False  # log to Weights & Biases (the same as adding "wandb" to loggers)
@@ -155,7 +156,8 @@ def _check_type(cfg: Config, name: str, kind: type) -> None:
 def validate(cfg: Config) -> None:
     """Raise ValueError/TypeError naming the field and the allowed values."""
     for name in ("total_steps", "num_envs", "rollout_length", "seed", "ppo_epochs", "num_minibatches",
-                 "num_workers", "log_every", "chunk_length", "checkpoint_every", "eval_every", "eval_episodes"):
+                 "num_workers", "log_every", "chunk_length", "checkpoint_every", "eval_every", "eval_episodes",
+                 "eval_max_steps"):
         _check_type(cfg, name, int)
     for name in ("lr", "gamma", "gae_lambda", "max_grad_norm", "adam_eps", "clip_eps", "kl_coef",
                  "target_kl", "entropy_coef", "value_coef", "huber_delta", "curves_every_s", "log_std_init"):
@@ -169,7 +171,7 @@ def validate(cfg: Config) -> None:
     if cfg.activation not in ("tanh", "relu"):
         raise ValueError(f"config field 'activation' must be one of ['tanh', 'relu'], got {cfg.activation!r}")
     positive_ints = ("total_steps", "num_envs", "rollout_length", "ppo_epochs", "num_minibatches", "log_every",
-                     "chunk_length", "eval_episodes")
+                     "chunk_length", "eval_episodes", "eval_max_steps")
     for name in positive_ints:
         if getattr(cfg, name) < 1:
             raise ValueError(f"config field {name!r} must be an integer >= 1, got {getattr(cfg, name)!r}")

@@ -24,6 +24,11 @@ def make_backend(name: str, cfg: Any, run_dir: Optional[str]) -> Any:
     return getattr(importlib.import_module(module), cls)(cfg, run_dir)
 
 
+def _fmt(value: Any, spec: str) -> str:
+    """A console number; "-" for a missing or non-finite one (logged as None)."""
+    return "-" if value is None else format(value, spec)
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -63,14 +68,14 @@ class RunLogger:
         ret, ev = row.get("team_return"), row.get("eval/team_return_mean")
         if self.bar is not None:
             self.bar.update(row["env_steps"] - self.last_steps)
-            postfix = {"sps": f"{row['sps']:.0f}", "team_return": "-" if ret is None else f"{ret:.2f}"}
+            postfix = {"sps": _fmt(row.get("sps"), ".0f"), "team_return": _fmt(ret, ".2f")}
             if ev is not None:
                 postfix["eval"] = f"{ev:.2f}"
             self.bar.set_postfix(postfix)
         elif self.cfg.progress and row["iteration"] % self.cfg.log_every == 0:
-            print(f"iter {row['iteration']:>5}  steps {row['env_steps']:>9}  sps {row['sps']:>7.0f}  "
-                  f"team_return {'-' if ret is None else f'{ret:9.3f}'}  "
-                  f"value_loss {row['value_loss']:.4f}  entropy {row['entropy']:.3f}  kl {row['approx_kl']:.4f}"
+            print(f"iter {row['iteration']:>5}  steps {row['env_steps']:>9}  sps {_fmt(row.get('sps'), '7.0f')}  "
+                  f"team_return {_fmt(ret, '9.3f')}  value_loss {_fmt(row.get('value_loss'), '.4f')}  "
+                  f"entropy {_fmt(row.get('entropy'), '.3f')}  kl {_fmt(row.get('approx_kl'), '.4f')}"
                   + ("" if ev is None else f"  eval {ev:9.3f}"), flush=True)
         self.last_steps = row["env_steps"]
 

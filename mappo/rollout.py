@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Dict, List, NamedTuple, Optional
 
@@ -88,7 +89,7 @@ def collect(policy: Policy, learner: Any, vec: VectorEnv, buf: RolloutBuffer, ca
 
 @torch.no_grad()
 def evaluate(policy: Policy, env_fn: Any, spec: TeamSpec, episodes: int, deterministic: bool, seed: int,
-             device: torch.device) -> Dict[str, Any]:
+             device: torch.device, max_steps: int = 10_000) -> Dict[str, Any]:
     """Run ``episodes`` full episodes on envs of their own; returns mean returns and lengths.
 
     ``team_return_mean`` sums rewards over agents; ``return_mean`` is per agent.  A PettingZoo
@@ -98,6 +99,9 @@ def evaluate(policy: Policy, env_fn: Any, spec: TeamSpec, episodes: int, determi
     reset and finish again while long episodes are still running.  Sampling
     (``deterministic=False``) draws from a torch RNG forked off the caller's and seeded with
     ``seed``, so an evaluation never moves a training run's random streams.
+
+    An episode still running after ``max_steps`` steps is cut there and counted with the return
+    it had; ``episodes_cut`` says how many were, and a warning is printed.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -106,18 +110,38 @@ def evaluate(policy: Policy, env_fn: Any, spec: TeamSpec, episodes: int, determi
     quota = -(-episodes // vec.num_envs)  # episodes counted per env: 1 when batched
     counted = [0] * vec.num_envs
     hidden, start = None, torch.ones(vec.num_envs, dtype=torch.bool, device=device)
+    # each env's running episode, kept here too so that an episode cut at max_steps can be counted
+    length = np.zeros(vec.num_envs, dtype=np.int64)
+    returns = np.zeros((vec.num_envs, spec.num_agents))
+    cut = 0
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             while len(done) < episodes:
                 step = policy_step(policy, vec, hidden, start, deterministic)
                 hidden, start = step.hidden, step.episode_start
-                for episode in step.episodes:
-                    if counted[episode["env"]] < quota:
-                        counted[episode["env"]] += 1
+                length += 1
+                returns += vec.observe("reward").cpu().numpy()
+                ended = [(e["env"], e) for e in step.episodes]
+                if length.max() >= max_steps:  # cut every episode that reached the cap, then start afresh
+                    late = [i for i in np.flatnonzero(length >= max_steps) if i not in dict(ended)]
+                    ended += [(int(i), {"team_return": float(returns[i].sum()), "length": int(length[i]),
+                                        "agent_returns": returns[i].tolist(), "env": int(i)}) for i in late]
+                    if late:
+                        counts = vec.episode_counts()
+                        vec.restart_episodes(None if counts is None else counts + np.isin(np.arange(len(counts)), late))
+                        start = torch.ones(vec.num_envs, dtype=torch.bool, device=device)
+                        cut += sum(counted[i] < quota for i in late)
+                        length[:], returns[:] = 0, 0.0
+                for i, episode in ended:
+                    length[i], returns[i] = 0, 0.0
+                    if counted[i] < quota:
+                        counted[i] += 1
                         done.append(episode)
     finally:
         vec.close()
+    if cut:
+        print(f"warning: evaluation cut {cut} episode(s) at eval_max_steps={max_steps} steps", file=sys.stderr)
     team = np.array([e["team_return"] for e in done])
     per_agent = np.array([e["agent_returns"] for e in done])
     return {
@@ -126,6 +150,7 @@ def evaluate(policy: Policy, env_fn: Any, spec: TeamSpec, episodes: int, determi
         "return_mean": {name: float(per_agent[:, k].mean()) for k, name in enumerate(spec.names)},
         "episode_length_mean": float(np.mean([e["length"] for e in done])),
         "episodes": len(team),
+        "episodes_cut": cut,
     }
 
 

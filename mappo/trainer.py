@@ -242,9 +242,10 @@ class Trainer:
 
     def evaluate(self, episodes: int = 20, deterministic: bool = True, seed: Optional[int] = None) -> Dict[str, Any]:
         """Mean returns and lengths of ``episodes`` episodes on envs of their own (seeded with
-        :attr:`eval_seed` unless ``seed`` is given); see :func:`mappo.rollout.evaluate`."""
+        :attr:`eval_seed` unless ``seed`` is given), each cut at ``eval_max_steps`` steps; see
+        :func:`mappo.rollout.evaluate`."""
         return rollout.evaluate(self.policy, self.env_fn, self.spec, episodes, deterministic,
-                                self.eval_seed if seed is None else seed, self.device)
+                                self.eval_seed if seed is None else seed, self.device, self.cfg.eval_max_steps)
 
     # ------------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:

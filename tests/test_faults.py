@@ -96,3 +96,28 @@ def test_state_returning_none_is_named():
 
     with pytest.raises(ValueError, match=r"NoneStateEnv.state\(\) returned None"):
         mappo.Trainer(NoneStateEnv, tiny())
+
+
+def test_evaluation_cuts_episodes_that_never_end(capsys):
+    import mappo
+    from tests.helpers import tiny
+    from tests.toy_envs import EndlessEnv
+
+    with mappo.Trainer(EndlessEnv, tiny(eval_max_steps=30)) as trainer:
+        stats = trainer.evaluate(episodes=3)
+    assert stats["episodes"] == 3 and stats["episodes_cut"] == 3
+    assert stats["episode_length_mean"] == 30 and 0 <= stats["team_return_mean"] <= 60
+    assert "cut 3 episode(s) at eval_max_steps=30" in capsys.readouterr().err
+
+
+def test_batched_evaluation_cuts_long_episodes_once_per_env():
+    import pytest
+
+    import mappo
+    from tests.helpers import tiny
+    from tests.toy_envs import uneven_batched_env
+
+    with mappo.Trainer(uneven_batched_env(), tiny(num_envs=2, eval_max_steps=10)) as trainer:
+        stats = trainer.evaluate(episodes=8)
+    # env 0's 2-step episode (-2) and seven 50-step episodes cut at 10 steps (-10 each)
+    assert stats["episodes_cut"] == 7 and stats["team_return_mean"] == pytest.approx((-2 - 7 * 10) / 8)

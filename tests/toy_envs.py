@@ -421,3 +421,9 @@ class NaNObsEnv(CoordinationEnv):
 class NoneStateEnv(CoordinationEnv):
     def state(self):
         return None
+
+
+class EndlessEnv(CoordinationEnv):
+    """CoordinationEnv whose episodes never end (no time limit): reward 1 for the joint right answer."""
+
+    max_steps = 10 ** 9
