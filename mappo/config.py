@@ -79,6 +79,7 @@ class Config:
     wandb_project: str = "mappo"  # W&B project
     wandb_mode: str = "online"  # "online" | "offline" (no account or network needed) | "disabled"
     run_dir: Optional[str] = None  # run folder; None means runs/<name>-<time> (CLI) or no folder (API)
+    overwrite: bool = False  # let a fresh run write into a run_dir that already holds a run (its files are replaced)
     name: Optional[str] = None  # run name; None means the env name
     log_every: int = 10  # without a terminal: print a console line every N iterations
     progress: bool = True  # progress bar (on a terminal) or log lines (otherwise), and a run summary
@@ -163,7 +164,7 @@ def validate(cfg: Config) -> None:
                  "target_kl", "entropy_coef", "value_coef", "huber_delta", "curves_every_s", "log_std_init"):
         _check_type(cfg, name, float)
     for name in ("value_norm", "value_clip", "normalize_advantages", "wandb", "progress", "input_norm", "popart",
-                 "recurrent", "wandb_video", "eval_deterministic"):
+                 "recurrent", "wandb_video", "eval_deterministic", "overwrite"):
         _check_type(cfg, name, bool)
     for name, allowed in _CHOICES.items():
         if getattr(cfg, name) not in allowed:

@@ -4,6 +4,7 @@ end-of-run summary.  Every backend receives the same row of keys against ``env_s
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import os
 import sys
@@ -22,6 +23,21 @@ BACKENDS = {
 def make_backend(name: str, cfg: Any, run_dir: Optional[str]) -> Any:
     module, _, cls = BACKENDS[name].partition(":")
     return getattr(importlib.import_module(module), cls)(cfg, run_dir)
+
+
+def truncate_metrics(path: str, iteration: int) -> None:
+    """Keep the rows of ``metrics.jsonl`` up to ``iteration`` (all when it is 0 and the file is new)."""
+    if not os.path.isfile(path):
+        return
+    from .plot import read_metrics
+
+    rows = read_metrics(os.path.dirname(path))
+    keep = [r for r in rows if r.get("iteration", 0) <= iteration]
+    if len(keep) != len(rows):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in keep)
+        os.replace(tmp, path)
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -43,13 +59,16 @@ class RunLogger:
     """
 
     def __init__(self, cfg: Any, run_dir: Optional[str], agent_names: Sequence[str], total_steps: int,
-                 start_steps: int = 0):
+                 start_steps: int = 0, start_iteration: int = 0):
         self.cfg, self.run_dir, self.agent_names = cfg, run_dir, list(agent_names)
         names: List[str] = list(dict.fromkeys(cfg.loggers + (["wandb"] if cfg.wandb else [])))
         if run_dir is not None:
             os.makedirs(run_dir, exist_ok=True)
             cfg.to_yaml(os.path.join(run_dir, "config.yaml"))
             names = ["jsonl"] + names
+            # rows past the iteration the run (re)starts from were logged after its last checkpoint
+            # by a run that then crashed: drop them, so no iteration appears twice
+            truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), start_iteration)
         else:
             names = [n for n in names if n == "wandb"]  # the file writers need a folder
         self.backends = [make_backend(name, cfg, run_dir) for name in names]

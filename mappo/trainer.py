@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from . import distributed as D
-from . import rollout
+from . import rollout, runfolder
 from .buffer import RolloutBuffer
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, validate
@@ -157,11 +157,22 @@ class Trainer:
         run_dir = run_dir if run_dir is not None else cfg.run_dir
         main = self.sync.is_main  # only rank 0 logs and writes the run folder
         ckpt = os.path.join(run_dir, "ckpt.pt") if run_dir is not None else None
+        # rank 0 owns the folder while it writes; a fresh run may not mix with one already there
+        folder = runfolder.claim(run_dir, fresh=not self.history and self._resume is None,
+                                 overwrite=cfg.overwrite) if main and run_dir is not None else None
+        try:
+            return self._train(total, run_dir, ckpt)
+        finally:
+            if folder is not None:
+                folder.release()
+
+    def _train(self, total: int, run_dir: Optional[str], ckpt: Optional[str]) -> List[Dict[str, Any]]:
+        cfg, main = self.cfg, self.sync.is_main
         self._ensure_envs()
         # env steps of all ranks: total_steps counts the whole data-parallel job
         steps_per_iter = cfg.num_envs * cfg.rollout_length * self.sync.world_size
         logger = RunLogger(cfg if main else cfg.replace(wandb=False, loggers=[], progress=False),
-                           run_dir if main else None, self.spec.names, total, self.env_steps)
+                           run_dir if main else None, self.spec.names, total, self.env_steps, self.iteration)
         history: List[Dict[str, Any]] = []
         self.interrupted = None
         started, last_plot, start_steps = time.perf_counter(), time.perf_counter(), self.env_steps

@@ -7,6 +7,7 @@ deterministic (mean-action) policy over 100 evaluation episodes.
 """
 import numpy as np
 import pytest
+import torch
 
 import mappo
 from tests.plain_ppo import evaluate_plain, train_plain_ppo
@@ -16,8 +17,17 @@ BUDGET = 60_000  # env steps
 SEEDS = (0, 1, 2)
 
 
+@pytest.fixture
+def one_thread():
+    """Both learners run tiny networks on tiny batches: one torch thread is fastest (and fair)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_default_config_matches_a_plain_ppo_on_continuous_steering():
+def test_default_config_matches_a_plain_ppo_on_continuous_steering(one_thread):
     random_return, best = random_team_return(SteeringEnv, episodes=200), steering_greedy_return()
     ours, plain = [], []
     for seed in SEEDS:

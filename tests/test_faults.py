@@ -121,3 +121,61 @@ def test_batched_evaluation_cuts_long_episodes_once_per_env():
         stats = trainer.evaluate(episodes=8)
     # env 0's 2-step episode (-2) and seven 50-step episodes cut at 10 steps (-10 each)
     assert stats["episodes_cut"] == 7 and stats["team_return_mean"] == pytest.approx((-2 - 7 * 10) / 8)
+
+
+def test_a_fresh_run_into_a_used_folder_is_refused_unless_overwrite(tmp_path):
+    import json
+
+    import pytest
+
+    import mappo
+    from tests.helpers import tiny
+    from tests.toy_envs import CoordinationEnv
+
+    run_dir = str(tmp_path / "run")
+    with mappo.Trainer(CoordinationEnv, tiny(total_steps=80)) as trainer:
+        trainer.train(run_dir=run_dir)
+    with mappo.Trainer(CoordinationEnv, tiny(total_steps=80)) as trainer:
+        with pytest.raises(ValueError, match="already holds a run.*--resume"):
+            trainer.train(run_dir=run_dir)
+    with mappo.Trainer(CoordinationEnv, tiny(total_steps=40, overwrite=True)) as trainer:
+        trainer.train(run_dir=run_dir)
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["iteration"] for r in rows] == [1]  # replaced, not appended
+
+
+def test_a_locked_run_folder_refuses_a_second_run(tmp_path):
+    import pytest
+
+    import mappo
+    from mappo.runfolder import RunFolderLock
+    from tests.helpers import tiny
+    from tests.toy_envs import CoordinationEnv
+
+    held = RunFolderLock(str(tmp_path / "run"))  # as a run in another process would hold it
+    try:
+        with mappo.Trainer(CoordinationEnv, tiny(total_steps=40)) as trainer:
+            with pytest.raises(RuntimeError, match="is in use by another run"):
+                trainer.train(run_dir=str(tmp_path / "run"))
+    finally:
+        held.release()
+
+
+def test_resume_after_a_crash_drops_rows_logged_after_the_checkpoint(tmp_path):
+    import json
+
+    import mappo
+    from tests.helpers import strip_timing, tiny
+    from tests.toy_envs import CoordinationEnv
+
+    run_dir = tmp_path / "run"
+    with mappo.Trainer(CoordinationEnv, tiny(total_steps=160, checkpoint_every=2, loggers=["csv"])) as trainer:
+        trainer.train(total_steps=120, run_dir=str(run_dir))  # rows 1-3, ckpt.pt at the end: iteration 3
+    with open(run_dir / "metrics.jsonl", "a") as f:  # a crashed continuation logged iteration 4, no checkpoint
+        f.write(json.dumps({"iteration": 4, "env_steps": 160}) + "\n")
+    with mappo.Trainer.load(str(run_dir / "ckpt.pt"), CoordinationEnv) as trainer:
+        trainer.train(run_dir=str(run_dir))
+    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    assert [r["iteration"] for r in rows] == [1, 2, 3, 4] and [r["env_steps"] for r in rows] == [40, 80, 120, 160]
+    assert "value_loss" in rows[-1]  # the real iteration 4, not the crashed run's row
+    assert (run_dir / "metrics.csv").read_text().count("\n") == 5  # header + the same 4 rows
