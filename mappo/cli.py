@@ -32,13 +32,27 @@ def _checkpoint_path(run: str) -> str:
     return path
 
 
-def _load(run: str, **overrides):
+TRUST_HELP = ("build the env named inside the checkpoint even when it is 'module:callable' code "
+              "(only for checkpoints you trust; registry names never need this)")
+
+
+def _load(run: str, trust_env_code: bool = False, **overrides):
+    """A trainer from a run's checkpoint, its env rebuilt from the config inside.
+
+    A checkpoint is data, but its config's ``env: module:callable`` would import and call code:
+    that only happens with ``trust_env_code``, or when the user names the env (``env=...``)."""
+    from envs import ENVS
+
     from .checkpoint import load_checkpoint
     from .trainer import Trainer
 
     path = _checkpoint_path(run)
     payload = load_checkpoint(path)  # read once: the config inside says which env to build
     cfg = Config.from_dict({**payload["config"], **overrides})
+    if cfg.env not in ENVS and "env" not in overrides and not trust_env_code:
+        raise ValueError(f"{path!r} names the env {cfg.env!r}, which is code (module:callable), not a registered "
+                         f"env; mappo runs it only with --trust-env-code, or name the env yourself "
+                         f"(--env NAME, or env=NAME with --resume)")
     return Trainer.from_checkpoint(payload, _env_fn(cfg), path, **overrides)
 
 
@@ -52,6 +66,7 @@ def train_main(argv: List[str]) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. lr=1e-3 num_envs=8")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from its ckpt.pt (overrides such as total_steps=... apply)")
+    parser.add_argument("--trust-env-code", action="store_true", help="with --resume: " + TRUST_HELP)
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
     if args.resume and args.config:  # with --resume, a lone positional is an override
@@ -65,7 +80,7 @@ def train_main(argv: List[str]) -> int:
         from omegaconf import OmegaConf
 
         changes = OmegaConf.to_container(OmegaConf.from_dotlist(overrides)) if overrides else {}
-        trainer = _load(args.resume, **{"run_dir": args.resume, **changes})
+        trainer = _load(args.resume, args.trust_env_code, **{"run_dir": args.resume, **changes})
         if trainer.sync.is_main:
             print(f"resuming {args.resume} at {trainer.env_steps} env steps (iteration {trainer.iteration})", flush=True)
     else:
@@ -89,10 +104,15 @@ def eval_main(argv: List[str]) -> int:
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
     parser.add_argument("--video", metavar="PATH", help="render a deterministic episode to PATH (.mp4 or .gif)")
     parser.add_argument("--fps", type=int, default=10)
+    parser.add_argument("--env", help="build this env (a registry name or module:callable) instead of the checkpoint's")
+    parser.add_argument("--trust-env-code", action="store_true", help=TRUST_HELP)
     args = parser.parse_args(argv)
     if args.video and os.path.splitext(args.video)[1].lower() not in (".mp4", ".gif"):
         parser.error(f"--video must end in .mp4 or .gif, got {args.video!r}")
-    trainer = _load(args.run, **({} if _cuda() else {"device": "cpu"}))  # a GPU run evaluates on a CPU-only machine
+    overrides = {"env": args.env} if args.env else {}
+    if not _cuda():
+        overrides["device"] = "cpu"  # a GPU run evaluates on a CPU-only machine
+    trainer = _load(args.run, args.trust_env_code, **overrides)
     with trainer:
         stats = trainer.evaluate(episodes=args.episodes, deterministic=not args.stochastic)
         print(json.dumps(stats, indent=2))
@@ -119,10 +139,12 @@ def export_main(argv: List[str]) -> int:
     parser.add_argument("run", help="run folder (holding ckpt.pt) or a checkpoint file")
     parser.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
     parser.add_argument("--out", help="output file (default: RUN_DIR/actor.pt or RUN_DIR/actor.onnx)")
+    parser.add_argument("--env", help="build this env (a registry name or module:callable) instead of the checkpoint's")
+    parser.add_argument("--trust-env-code", action="store_true", help=TRUST_HELP)
     args = parser.parse_args(argv)
     from .export import export_actor
 
-    trainer = _load(args.run, device="cpu")
+    trainer = _load(args.run, args.trust_env_code, device="cpu", **({"env": args.env} if args.env else {}))
     folder = args.run if os.path.isdir(args.run) else os.path.dirname(os.path.abspath(args.run))
     out = args.out or os.path.join(folder, "actor.pt" if args.format == "torchscript" else "actor.onnx")
     with trainer:

@@ -179,3 +179,32 @@ def test_resume_after_a_crash_drops_rows_logged_after_the_checkpoint(tmp_path):
     assert [r["iteration"] for r in rows] == [1, 2, 3, 4] and [r["env_steps"] for r in rows] == [40, 80, 120, 160]
     assert "value_loss" in rows[-1]  # the real iteration 4, not the crashed run's row
     assert (run_dir / "metrics.csv").read_text().count("\n") == 5  # header + the same 4 rows
+
+
+def test_a_checkpoint_cannot_run_code_without_consent(tmp_path):
+    """A checkpoint is plain data, but `env: module:callable` in its config would import and call
+    anything: subprocess:run with args=["touch", marker] ran the command before."""
+    import torch
+
+    import mappo
+    from mappo.cli import main
+    from tests.helpers import tiny
+    from tests.toy_envs import CoordinationEnv
+
+    with mappo.Trainer(CoordinationEnv, tiny(total_steps=40)) as trainer:
+        trainer.train()
+        payload = trainer.state_dict()
+    marker = tmp_path / "marker"
+    payload["config"].update(env="subprocess:run", env_kwargs={"args": ["touch", str(marker)]})
+    path = tmp_path / "crafted.pt"
+    torch.save(payload, path)
+    assert main(["eval", str(path)]) == 2
+    assert main(["export", str(path), "--out", str(tmp_path / "a.pt")]) == 2
+    assert main(["train", "--resume", str(path)]) == 2
+    assert not marker.exists()
+    # a user's own env: refused without consent, run with --trust-env-code or when named on the command line
+    payload["config"].update(env="tests.toy_envs:CoordinationEnv", env_kwargs={})
+    torch.save(payload, path)
+    assert main(["eval", str(path), "--episodes", "1"]) == 2
+    assert main(["eval", str(path), "--episodes", "1", "--trust-env-code"]) == 0
+    assert main(["eval", str(path), "--episodes", "1", "--env", "tests.toy_envs:CoordinationEnv"]) == 0

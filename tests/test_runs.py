@@ -95,7 +95,8 @@ def test_sigterm_writes_a_checkpoint_that_resumes(tmp_path):
     assert steps >= 120 and steps % 40 == 0
     rows = [json.loads(line) for line in open(metrics)]
     assert rows[-1]["env_steps"] == steps  # the checkpoint holds every iteration that was logged
-    more = subprocess.run([sys.executable, "-m", "mappo", "train", "--resume", str(run_dir), f"total_steps={steps + 80}"],
+    more = subprocess.run([sys.executable, "-m", "mappo", "train", "--resume", str(run_dir), f"total_steps={steps + 80}",
+                           "--trust-env-code"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert more.returncode == 0, more.stderr
     assert f"resuming {run_dir} at {steps} env steps" in more.stdout
@@ -125,7 +126,8 @@ def test_eval_writes_video(tmp_path, ext):
     assert subprocess.run([sys.executable, "-m", "mappo", "train", config, f"run_dir={run_dir}", "progress=false"],
                           cwd=ROOT, capture_output=True, timeout=300).returncode == 0
     video = tmp_path / f"episode{ext}"
-    out = subprocess.run([sys.executable, "-m", "mappo", "eval", str(run_dir), "--episodes", "3", "--video", str(video)],
+    out = subprocess.run([sys.executable, "-m", "mappo", "eval", str(run_dir), "--episodes", "3", "--video", str(video),
+                          "--trust-env-code"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["episodes"] == 3
@@ -225,7 +227,8 @@ def test_exported_actor_matches_policy_act(tmp_path, env_cls, sharing, input_nor
         run_dir = tmp_path / "run"
         trainer.save(str(run_dir / "ckpt.pt"))
         spec, policy = trainer.spec, trainer.policy
-        out = subprocess.run([sys.executable, "-m", "mappo", "export", str(run_dir), "--format", fmt], cwd=ROOT,
+        out = subprocess.run([sys.executable, "-m", "mappo", "export", str(run_dir), "--format", fmt,
+                              "--trust-env-code"], cwd=ROOT,
                              capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr
         path = run_dir / ("actor.pt" if fmt == "torchscript" else "actor.onnx")
