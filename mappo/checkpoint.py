@@ -1,6 +1,12 @@
-"""Checkpoints: plain tensors and containers only, written atomically, loaded with weights_only=True."""
+"""Checkpoints: plain tensors and containers only, written atomically, loaded with weights_only=True.
+
+A checkpoint carries a SHA-256 digest of its contents (``checksum``), checked on load, so a
+flipped byte inside tensor data is an error rather than silently different weights.  Files are
+fsynced before the rename and get the same mode as the run's other files.
+"""
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from typing import Any, Dict
@@ -8,15 +14,58 @@ from typing import Any, Dict
 import torch
 
 
+def digest(payload: Any) -> str:
+    """SHA-256 over a checkpoint's contents: every tensor's dtype, shape and bytes and every other
+    value's repr, walked in a fixed order (dict keys sorted), leaving out the ``checksum`` key."""
+    h = hashlib.sha256()
+
+    def walk(x: Any) -> None:
+        if isinstance(x, dict):
+            for k in sorted(x, key=str):
+                if k != "checksum":
+                    h.update(f"<{k!r}>".encode())
+                    walk(x[k])
+        elif isinstance(x, (list, tuple)):
+            h.update(f"[{len(x)}".encode())
+            for v in x:
+                walk(v)
+        elif torch.is_tensor(x):
+            t = x.detach().cpu().contiguous()
+            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        else:
+            h.update(repr(x).encode())
+
+    walk(payload)
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str, payload: Dict[str, Any]) -> None:
-    """Write ``payload`` to ``path`` via a temp file and rename, so a crash leaves the last good file."""
+    """Write ``payload`` (plus its ``checksum``) to ``path`` via a temp file, fsync and rename, so a
+    crash leaves the last good file."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    payload = {**payload, "checksum": digest(payload)}
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".ckpt-", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the run's other files follow the umask
         os.replace(tmp, path)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a power cut
+        finally:
+            os.close(dir_fd)
+    except OSError as err:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise OSError(f"could not write checkpoint {path!r}: {err.strerror or err} (is the disk full or "
+                      f"read-only?); the previous checkpoint, if any, is unchanged") from err
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -24,10 +73,20 @@ def save_checkpoint(path: str, payload: Dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str) -> Dict[str, Any]:
+    """Read a checkpoint; a corrupt, truncated or foreign file is a one-line ``ValueError``."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no checkpoint at {path!r}")
-    # weights_only: never unpickle arbitrary objects from a file someone handed us
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        # weights_only: never unpickle arbitrary objects from a file someone handed us
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch's own message may advise weights_only=False: never do that here
+        raise ValueError(f"{path!r} is not a readable mappo checkpoint: it is corrupt, truncated or another "
+                         f"program's file ({type(err).__name__})") from None
+    if not isinstance(payload, dict) or "config" not in payload or "format" not in payload:
+        raise ValueError(f"{path!r} is not a mappo checkpoint (no config/format inside)")
+    if "checksum" in payload and payload["checksum"] != digest(payload):
+        raise ValueError(f"{path!r} fails its checksum: the file was changed or damaged after it was written")
+    return payload
 
 
 def rng_state() -> Dict[str, Any]:

@@ -208,3 +208,45 @@ def test_a_checkpoint_cannot_run_code_without_consent(tmp_path):
     assert main(["eval", str(path), "--episodes", "1"]) == 2
     assert main(["eval", str(path), "--episodes", "1", "--trust-env-code"]) == 0
     assert main(["eval", str(path), "--episodes", "1", "--env", "tests.toy_envs:CoordinationEnv"]) == 0
+
+
+def test_corrupt_truncated_foreign_and_altered_checkpoints_are_one_line_errors(tmp_path):
+    import os
+
+    import pytest
+    import torch
+
+    import mappo
+    from mappo.checkpoint import load_checkpoint, save_checkpoint
+    from tests.helpers import tiny
+    from tests.toy_envs import CoordinationEnv
+
+    with mappo.Trainer(CoordinationEnv, tiny(total_steps=40)) as trainer:
+        trainer.train()
+        good = tmp_path / "good.pt"
+        save_checkpoint(str(good), trainer.state_dict())
+    assert oct(os.stat(good).st_mode & 0o777) == oct(0o666 & ~_umask())  # like the run's other files
+    data = good.read_bytes()
+    cases = {"random.pt": os.urandom(4096), "truncated.pt": data[: len(data) // 2], "empty.pt": b""}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(ValueError, match="not a readable mappo checkpoint") as err:
+            load_checkpoint(str(tmp_path / name))
+        assert "weights_only" not in str(err.value) and "\n" not in str(err.value)
+    torch.save({"some": "other file"}, tmp_path / "foreign.pt")
+    with pytest.raises(ValueError, match="is not a mappo checkpoint"):
+        load_checkpoint(str(tmp_path / "foreign.pt"))
+    payload = torch.load(good, weights_only=True)  # one weight changed after writing, checksum kept
+    first = next(k for k in payload["actor"] if k.endswith("weight"))
+    payload["actor"][first].view(-1)[0] += 1e-3
+    torch.save(payload, tmp_path / "altered.pt")
+    with pytest.raises(ValueError, match="fails its checksum"):
+        load_checkpoint(str(tmp_path / "altered.pt"))
+
+
+def _umask():
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
