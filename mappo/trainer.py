@@ -32,6 +32,9 @@ from .stop import StopOnSignal
 
 # evaluation envs are seeded away from the training envs' seed
 EVAL_SEED_OFFSET = 1_000_003
+# config fields that shape the networks, the optimiser state or the envs' carried state: fixed for a loaded run
+SHAPING_FIELDS = ("algorithm", "num_envs", "parameter_sharing", "hidden_sizes", "activation", "recurrent",
+                  "critic_input", "input_norm", "popart", "value_norm")
 # checkpoint formats this version reads: 3 (before the learner had its own module, no best_eval) and 4
 CHECKPOINT_FORMAT = 4
 
@@ -215,7 +218,9 @@ class Trainer:
                     if main and logger.wants_video:
                         self._log_video(logger, run_dir)
             finally:
-                logger.summary(self.env_steps, self.interrupted, history, time.perf_counter() - started, ckpt,
+                # after a crash only a checkpoint that exists is worth pointing to
+                written = ckpt if ckpt is not None and os.path.isfile(ckpt) else None
+                logger.summary(self.env_steps, self.interrupted, history, time.perf_counter() - started, written,
                                self.env_steps - start_steps)
                 logger.close()
         return history
@@ -308,6 +313,12 @@ class Trainer:
                              f"{CHECKPOINT_FORMAT} (format 2 and older were written before mappo's exact-resume "
                              f"checkpoints; retrain, or load it with the mappo version that wrote it)")
         cfg = Config.from_dict({**payload["config"], **overrides})
+        saved = Config.from_dict(payload["config"])
+        changed = [f for f in SHAPING_FIELDS if getattr(cfg, f) != getattr(saved, f)]
+        if changed:
+            raise ValueError(f"{path!r} was trained with " + ", ".join(f"{f}={getattr(saved, f)!r}" for f in changed)
+                             + "; these fields shape the networks or the envs, so a loaded run keeps them (got "
+                             + ", ".join(f"{f}={getattr(cfg, f)!r}" for f in changed) + ")")
         trainer = cls(env_fn, cfg)
         layout = trainer.spec.layout()
         if {k: layout[k] for k in payload["team"]} != payload["team"]:

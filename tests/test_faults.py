@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -250,3 +252,32 @@ def _umask():
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.parametrize("field,value", [("num_envs", 3), ("parameter_sharing", "separate"), ("hidden_sizes", [8]),
+                                         ("recurrent", True), ("critic_input", "local"), ("input_norm", True)])
+def test_resume_with_a_changed_model_setting_names_the_field(tmp_path, field, value):
+    import mappo
+    from tests.helpers import tiny
+    from tests.toy_envs import CoordinationEnv
+
+    with mappo.Trainer(CoordinationEnv, tiny(total_steps=40)) as trainer:
+        trainer.train()
+        trainer.save(str(tmp_path / "ckpt.pt"))
+    with pytest.raises(ValueError, match=f"was trained with {field}=.*these fields shape"):
+        mappo.Trainer.load(str(tmp_path / "ckpt.pt"), CoordinationEnv, **{field: value})
+    with mappo.Trainer.load(str(tmp_path / "ckpt.pt"), CoordinationEnv, total_steps=80) as trainer:
+        assert len(trainer.train()) == 1  # other fields may change
+
+
+def test_the_summary_after_a_crash_points_to_no_checkpoint_that_was_not_written(tmp_path, capsys):
+    import mappo
+    from tests.helpers import tiny
+    from tests.toy_envs import NaNObsEnv
+
+    trainer = mappo.Trainer(NaNObsEnv, tiny(total_steps=400, checkpoint_every=0, progress=True))
+    with pytest.raises(FloatingPointError):
+        trainer.train(run_dir=str(tmp_path / "run"))
+    trainer.close()
+    out = capsys.readouterr().out
+    assert "run summary" in out and "--resume" not in out and not (tmp_path / "run" / "ckpt.pt").exists()
