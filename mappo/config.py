@@ -36,6 +36,7 @@ class Config:
     device: str = "auto"  # "auto" (CUDA when present) | "cpu" | "cuda"
     vector_mode: str = "subprocess"  # "subprocess" workers, or "inprocess" for debugging
     num_workers: int = 0  # subprocess workers; 0 means min(num_envs, CPU count)
+    env_timeout_s: float = 60.0  # a subprocess env step or reset slower than this is an error naming the env (0: wait forever)
     # --- optimisation ------------------------------------------------------------------
     algorithm: str = "ppo"  # the learner (mappo/learner.py LEARNERS): "ppo"
     lr: float = 5e-4  # actor learning rate
@@ -161,7 +162,8 @@ def validate(cfg: Config) -> None:
                  "eval_max_steps"):
         _check_type(cfg, name, int)
     for name in ("lr", "gamma", "gae_lambda", "max_grad_norm", "adam_eps", "clip_eps", "kl_coef",
-                 "target_kl", "entropy_coef", "value_coef", "huber_delta", "curves_every_s", "log_std_init"):
+                 "target_kl", "entropy_coef", "value_coef", "huber_delta", "curves_every_s", "log_std_init",
+                 "env_timeout_s"):
         _check_type(cfg, name, float)
     for name in ("value_norm", "value_clip", "normalize_advantages", "wandb", "progress", "input_norm", "popart",
                  "recurrent", "wandb_video", "eval_deterministic", "overwrite"):
@@ -176,7 +178,7 @@ def validate(cfg: Config) -> None:
     for name in positive_ints:
         if getattr(cfg, name) < 1:
             raise ValueError(f"config field {name!r} must be an integer >= 1, got {getattr(cfg, name)!r}")
-    for name in ("checkpoint_every", "curves_every_s", "eval_every"):
+    for name in ("checkpoint_every", "curves_every_s", "eval_every", "env_timeout_s"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"config field {name!r} must be >= 0 (0 = off), got {getattr(cfg, name)!r}")
     if cfg.num_workers < 0:

@@ -100,10 +100,12 @@ class Batched:
 
 
 def make_vector_env(env_fn: Any, num_envs: int, seed: int, device: torch.device, mode: str = "subprocess",
-                    num_workers: int = 0, first_index: int = 0, spec: Optional[TeamSpec] = None) -> VectorEnv:
+                    num_workers: int = 0, first_index: int = 0, spec: Optional[TeamSpec] = None,
+                    timeout: float = 0.0) -> VectorEnv:
     """``num_envs`` envs from ``env_fn``, reset.  A PettingZoo factory's env ``i`` starts from
     ``episode_seed(seed, first_index + i, 0)``; ``mode`` picks its back end ("subprocess" or
-    "inprocess"); ``spec`` (from :func:`team_spec`) saves building an env to read the layout.
+    "inprocess"); ``spec`` (from :func:`team_spec`) saves building an env to read the layout;
+    ``timeout`` (seconds, 0 = none) bounds a subprocess step or reset (a hung env is an error).
     A :class:`Batched` builder gets ``seed + first_index``."""
     if isinstance(env_fn, Batched):
         vec = env_fn(num_envs=num_envs, device=device, seed=seed + first_index)
@@ -118,7 +120,7 @@ def make_vector_env(env_fn: Any, num_envs: int, seed: int, device: torch.device,
         else:
             if first is not None:
                 first.close()
-            backend = SubprocVectorEnv([env_fn] * num_envs, spec, seed, num_workers, first_index)
+            backend = SubprocVectorEnv([env_fn] * num_envs, spec, seed, num_workers, first_index, timeout)
         vec = ArrayVectorEnv(backend, device)
     vec.reset()
     return vec

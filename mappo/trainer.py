@@ -109,7 +109,8 @@ class Trainer:
         if self.vec is None:
             cfg = self.cfg
             self.vec = make_vector_env(self.env_fn, cfg.num_envs, cfg.seed, self.device, cfg.vector_mode,
-                                       cfg.num_workers, first_index=self.env_index_offset, spec=self.spec)
+                                       cfg.num_workers, first_index=self.env_index_offset, spec=self.spec,
+                                       timeout=cfg.env_timeout_s)
             hidden = cfg.hidden_sizes[-1] if cfg.recurrent else 0
             self.buffer = RolloutBuffer(self.spec, cfg.rollout_length, cfg.num_envs, self.device, hidden)
             self.carry = rollout.Carry.fresh(cfg.num_envs, self.spec.num_agents, hidden, self.device)

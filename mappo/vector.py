@@ -26,6 +26,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional
 
@@ -293,8 +294,9 @@ def _worker(conn: Any, env_fns: List[EnvFn], indices: List[int], spec: TeamSpec,
 class SubprocVectorEnv:
     """Envs split over worker processes that write into shared-memory arrays."""
 
-    def __init__(self, env_fns: List[EnvFn], spec: TeamSpec, seed: int, num_workers: int = 0, first_index: int = 0):
-        self.num_envs, self.spec = len(env_fns), spec
+    def __init__(self, env_fns: List[EnvFn], spec: TeamSpec, seed: int, num_workers: int = 0, first_index: int = 0,
+                 timeout: float = 0.0):
+        self.num_envs, self.spec, self.timeout = len(env_fns), spec, timeout
         self.arrays = allocate(spec, self.num_envs, alloc=_shared_array)
         num_workers = num_workers or min(self.num_envs, os.cpu_count() or 1)
         num_workers = max(1, min(num_workers, self.num_envs))
@@ -302,6 +304,7 @@ class SubprocVectorEnv:
         # fork keeps env_fn usable even when it is a lambda or closure (not picklable)
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self.conns, self.procs = [], []
+        self.env_indices = [[int(j) for j in chunk] for chunk in chunks]
         forked = ctx.get_start_method() == "fork"
         for chunk in chunks:
             parent, child = ctx.Pipe()
@@ -319,8 +322,15 @@ class SubprocVectorEnv:
 
     def _gather(self) -> List[Any]:
         results, error = [], None
-        for conn, proc in zip(self.conns, self.procs):
+        deadline = time.monotonic() + self.timeout if self.timeout else None
+        for conn, proc, envs in zip(self.conns, self.procs, self.env_indices):
             try:
+                if deadline is not None and not conn.poll(max(0.0, deadline - time.monotonic())):
+                    # a hung env would block training (and a stop signal) forever: fail, naming it
+                    error = error or TimeoutError(
+                        f"env(s) {envs} (worker pid {proc.pid}) took longer than env_timeout_s={self.timeout:g} s "
+                        f"to step or reset; raise env_timeout_s for slow envs, or set it to 0 to wait forever")
+                    continue
                 status, payload = conn.recv()
             except (EOFError, ConnectionResetError, BrokenPipeError):
                 error = error or RuntimeError(f"env worker pid {proc.pid} died (exit code {proc.exitcode})")

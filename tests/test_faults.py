@@ -281,3 +281,48 @@ def test_the_summary_after_a_crash_points_to_no_checkpoint_that_was_not_written(
     trainer.close()
     out = capsys.readouterr().out
     assert "run summary" in out and "--resume" not in out and not (tmp_path / "run" / "ckpt.pt").exists()
+
+
+def test_a_hanging_env_is_an_error_naming_it_and_leaves_no_worker(tmp_path):
+    import mappo
+    from tests.helpers import tiny
+    from tests.toy_envs import HangingEnv
+
+    cfg = tiny(vector_mode="subprocess", num_workers=2, num_envs=2, env_timeout_s=2.0)
+    trainer = mappo.Trainer(HangingEnv, cfg)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"env\(s\) \[\d\] .*took longer than env_timeout_s=2 s"):
+        trainer.train()
+    assert time.monotonic() - start < 30
+    procs = list(trainer.vec.backend.procs) if trainer.vec is not None else []
+    trainer.close()
+    for p in procs:
+        p.join(timeout=5)
+        assert not p.is_alive()
+
+
+def test_a_second_sigterm_stops_a_run_whose_env_hangs(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text('env: "tests.toy_envs:HangingEnv"\nnum_envs: 2\nrollout_length: 20\nppo_epochs: 1\n'
+                      "hidden_sizes: [16]\ndevice: cpu\nvector_mode: subprocess\nnum_workers: 2\n"
+                      "env_timeout_s: 0\ntotal_steps: 1000\nprogress: false\n")
+    run_dir = tmp_path / "hung_run"
+    proc = subprocess.Popen([sys.executable, "-m", "mappo", "train", str(config), f"run_dir={run_dir}"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    deadline = time.time() + 120  # wait until the trainer is blocked on the hung step (workers up)
+    while time.time() < deadline and len(_pids(f"run_dir={run_dir}")) < 3:
+        time.sleep(0.2)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)  # the first: "stopping after this iteration", which never ends
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)  # the second: at once
+    try:
+        _, err = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0 and "second SIGTERM" in err
+    deadline = time.time() + 5
+    while time.time() < deadline and _pids(f"run_dir={run_dir}"):
+        time.sleep(0.1)
+    assert _pids(f"run_dir={run_dir}") == []

@@ -427,3 +427,14 @@ class EndlessEnv(CoordinationEnv):
     """CoordinationEnv whose episodes never end (no time limit): reward 1 for the joint right answer."""
 
     max_steps = 10 ** 9
+
+
+class HangingEnv(CoordinationEnv):
+    """CoordinationEnv that hangs (sleeps for an hour) on its 5th step."""
+
+    def step(self, actions):
+        if self.t == 4:
+            import time
+
+            time.sleep(3600)
+        return super().step(actions)
