@@ -61,10 +61,14 @@ def save_checkpoint(path: str, payload: Dict[str, Any]) -> None:
             os.fsync(dir_fd)  # the rename itself survives a power cut
         finally:
             os.close(dir_fd)
-    except OSError as err:
+    except (OSError, RuntimeError) as err:
+        # torch.save reports a failed write as RuntimeError("enforce fail ..."), the OSError as its context
+        cause = err if isinstance(err, OSError) else err.__context__
+        if not isinstance(cause, OSError):
+            raise
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise OSError(f"could not write checkpoint {path!r}: {err.strerror or err} (is the disk full or "
+        raise OSError(f"could not write checkpoint {path!r}: {cause.strerror or cause} (is the disk full or "
                       f"read-only?); the previous checkpoint, if any, is unchanged") from err
     except BaseException:
         if os.path.exists(tmp):

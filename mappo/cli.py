@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -23,6 +24,15 @@ def _env_fn(cfg: Config):
     from envs import make_env_fn
 
     return make_env_fn(cfg.env, **cfg.env_kwargs)
+
+
+def _finite(x):
+    """``x`` with non-finite floats (at any depth) as None, which JSON writes as null."""
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 def _checkpoint_path(run: str) -> str:
@@ -115,7 +125,7 @@ def eval_main(argv: List[str]) -> int:
     trainer = _load(args.run, args.trust_env_code, **overrides)
     with trainer:
         stats = trainer.evaluate(episodes=args.episodes, deterministic=not args.stochastic)
-        print(json.dumps(stats, indent=2))
+        print(json.dumps(_finite(stats), indent=2, allow_nan=False))  # valid JSON: a non-finite number is null
         if args.video:
             if isinstance(trainer.env_fn, Batched):
                 raise ValueError("--video renders PettingZoo envs; batched (VMAS) envs are not supported")

@@ -183,8 +183,8 @@ def validate(cfg: Config) -> None:
             raise ValueError(f"config field {name!r} must be >= 0 (0 = off), got {getattr(cfg, name)!r}")
     if cfg.num_workers < 0:
         raise ValueError(f"config field 'num_workers' must be >= 0 (0 = automatic), got {cfg.num_workers}")
-    if cfg.seed < 0:
-        raise ValueError(f"config field 'seed' must be >= 0, got {cfg.seed}")
+    if not 0 <= cfg.seed < 2 ** 32:
+        raise ValueError(f"config field 'seed' must be in [0, 2**32), got {cfg.seed}")
     for name in ("lr", "max_grad_norm", "adam_eps", "kl_coef", "target_kl"):
         value = getattr(cfg, name)
         if not (value > 0 and math.isfinite(value)):

@@ -92,7 +92,13 @@ def export_actor(actor: Actor, spec: TeamSpec, path: str, fmt: str = "torchscrip
     actor.requires_grad_(False)
     module = (DeterministicRecurrentActor(actor, spec) if actor.recurrent else DeterministicActor(actor, spec)).eval()
     inputs = example_inputs(spec, actor)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with open(path + ".json", "a"):  # can we write there at all? (torch's own error says "enforce fail")
+            pass
+    except OSError as err:
+        raise OSError(f"cannot write the exported actor to {path!r}: {err.strerror or err}") from err
     meta = layout(spec, actor)
     if fmt == "torchscript":
         with torch.no_grad():

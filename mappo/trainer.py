@@ -72,7 +72,13 @@ class Trainer:
         # rank r's envs are numbered from r * num_envs, as if one process ran them all
         self.env_index_offset = self.sync.rank * cfg.num_envs
         seed_everything(cfg.seed)
-        self.spec = team_spec(env_fn, cfg.seed, self.device)
+        try:
+            self.spec = team_spec(env_fn, cfg.seed, self.device)
+        except TypeError as err:
+            if "keyword argument" not in str(err):
+                raise
+            raise TypeError(f"building the env failed: {err}. Check config field 'env_kwargs' "
+                            f"({cfg.env_kwargs}) against what env {cfg.env!r} accepts") from err
         self.learner = LEARNERS[cfg.algorithm](self.spec, cfg, self.device, self.sync)
         self.policy = Policy(self.spec, self.learner.actor, self.device)
         self.vec: Optional[VectorEnv] = None  # the training envs, built on the first train()

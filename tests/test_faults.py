@@ -326,3 +326,71 @@ def test_a_second_sigterm_stops_a_run_whose_env_hangs(tmp_path):
     while time.time() < deadline and _pids(f"run_dir={run_dir}"):
         time.sleep(0.1)
     assert _pids(f"run_dir={run_dir}") == []
+
+
+def _tmpfs(path, size, read_only=False):
+    """Mount a tmpfs of ``size`` at ``path`` (root only); skip the test where that is not possible."""
+    path.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size}" + (",ro" if read_only else "")
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True).returncode:
+        pytest.skip("needs root to mount a tmpfs")
+    return path
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_says_why(tmp_path):
+    import torch
+
+    import mappo
+    from tests.helpers import tiny
+    from tests.toy_envs import CoordinationEnv
+
+    with mappo.Trainer(CoordinationEnv, tiny(total_steps=40)) as probe:
+        probe.train()
+        probe.save(str(tmp_path / "probe.pt"))
+    size = os.path.getsize(tmp_path / "probe.pt")
+    disk = _tmpfs(tmp_path / "disk", f"{int(size * 1.6) // 1024}k")  # room for one checkpoint, not two
+    try:
+        trainer = mappo.Trainer(CoordinationEnv, tiny(total_steps=400, checkpoint_every=1))
+        with pytest.raises(OSError, match="could not write checkpoint .*ckpt.pt.*disk full"):
+            trainer.train(run_dir=str(disk / "run"))
+        trainer.close()
+        saved = torch.load(disk / "run" / "ckpt.pt", weights_only=True)  # the last good one
+        assert saved["iteration"] >= 1
+        assert not [n for n in os.listdir(disk / "run") if n.startswith(".ckpt-")]  # no temp file left
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_exporting_into_a_read_only_folder_is_a_clear_error(tmp_path):
+    import mappo
+    from mappo.export import export_actor
+    from tests.helpers import tiny
+    from tests.toy_envs import CoordinationEnv
+
+    folder = _tmpfs(tmp_path / "ro", "64k", read_only=True)
+    try:
+        with mappo.Trainer(CoordinationEnv, tiny()) as trainer:
+            with pytest.raises(OSError, match="cannot write the exported actor to .*Read-only file system"):
+                export_actor(trainer.actor, trainer.spec, str(folder / "actor.pt"))
+    finally:
+        subprocess.run(["umount", str(folder)])
+
+
+def test_small_gaps_name_their_field(tmp_path):
+    import json
+
+    import mappo
+    from envs import make_env_fn
+    from tests.helpers import tiny
+
+    with pytest.raises(ValueError, match="'seed' must be in"):
+        mappo.Config(seed=2 ** 40)
+    with pytest.raises(TypeError, match="'env_kwargs'.*'mpe/simple_spread'"):
+        mappo.Trainer(make_env_fn("mpe/simple_spread", bogus=1), tiny(env="mpe/simple_spread",
+                                                                       env_kwargs={"bogus": 1}))
+    from mappo.cli import _finite
+
+    # mappo eval prints strict JSON: a non-finite number becomes null
+    stats = {"team_return_mean": float("nan"), "return_mean": {"a": float("inf")}, "episodes": 3}
+    text = json.dumps(_finite(stats), allow_nan=False)
+    assert json.loads(text) == {"team_return_mean": None, "return_mean": {"a": None}, "episodes": 3}
