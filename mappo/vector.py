@@ -131,15 +131,48 @@ class EnvSlot:
         self.env, self.spec, self.a, self.i, self.seed = env, spec, arrays, index, seed
         self.global_index = global_index  # the env's number in the whole (possibly distributed) run
         self.names = spec.names
+        self.known = set(spec.names)
         self.team_return = 0.0
         self.agent_returns = np.zeros(spec.num_agents)
         self.length = 0
 
+    # --- the env boundary: what comes back from the env is checked here, once, per step ---------
+    def _fail(self, agent: Optional[str], field: str, what: str) -> None:
+        who = f", agent {agent!r}" if agent is not None else ""
+        raise ValueError(f"env {self.global_index}{who}, {field}: {what}")
+
+    def _check_agents(self, field: str, names: Any) -> None:
+        unknown = set(names) - self.known
+        if unknown:
+            self._fail(sorted(unknown)[0], field, f"not in possible_agents {self.names}")
+
+    def _write_row(self, field: str, k: int, value: Any, out: np.ndarray) -> None:
+        """Agent ``k``'s observation into ``out``: it must fit the agent's declared space and be finite."""
+        try:
+            self.spec.flatten_obs(k, value, out)
+        except Exception as err:
+            space = self.spec.agents[k].obs_space
+            self._fail(self.names[k], field, f"{np.shape(value)} does not fit its space {space} ({err})")
+        if not np.isfinite(out).all():
+            self._fail(self.names[k], field, f"not finite ({value!r})")
+
+    def _state(self, field: str) -> np.ndarray:
+        state = env_state(self.env)
+        if state is None or state.size != self.spec.state_dim:
+            self._fail(None, field, f"state() has {0 if state is None else state.size} entries, expected "
+                                    f"{self.spec.state_dim}")
+        if not np.isfinite(state).all():
+            self._fail(None, field, f"state() is not finite ({state!r})")
+        return state
+
     def _write_obs(self, obs: Dict[str, Any], infos: Dict[str, Any], alive_names) -> None:
         a, i = self.a, self.i
+        self._check_agents("observations", obs)
         for k, name in enumerate(self.names):
-            if name in alive_names and name in obs:
-                self.spec.flatten_obs(k, obs[name], a["obs"][i, k])
+            if name in alive_names:
+                if name not in obs:
+                    self._fail(name, "observations", "a live agent got no observation")
+                self._write_row("observation", k, obs[name], a["obs"][i, k])
                 self.spec.action_mask(k, obs[name], infos.get(name), a["action_mask"][i, k])
                 a["alive"][i, k] = True
             else:  # death masking: zero input, only the padded "valid" logits, no action sent
@@ -147,8 +180,7 @@ class EnvSlot:
                 a["action_mask"][i, k] = self.spec.valid_logits[k]
                 a["alive"][i, k] = False
         if self.spec.state_dim:
-            state = env_state(self.env)
-            a["state"][i] = state
+            a["state"][i] = self._state("state")
 
     def reset(self) -> None:
         """Start episode ``episode[i]`` from its seed."""
@@ -164,19 +196,26 @@ class EnvSlot:
         actions = {self.names[k]: spec.decode_action(k, a["actions"][i, k]) for k in acting}
         obs, rewards, terms, truncs, infos = self.env.step(actions)
         infos = infos or {}
+        for field, names in (("rewards", rewards), ("terminations", terms), ("truncations", truncs)):
+            self._check_agents(field, names)
         a["reward"][i] = 0.0
         a["terminated"][i] = False
         a["truncated"][i] = False
         for k in acting:
             name = self.names[k]
-            a["reward"][i, k] = float(rewards.get(name, 0.0))
+            if name not in rewards:
+                self._fail(name, "rewards", "an agent that acted got no reward")
+            reward = rewards[name]
+            if not isinstance(reward, (int, float, np.number)) or not np.isfinite(reward):
+                self._fail(name, "reward", f"{reward!r} is not a finite number")
+            a["reward"][i, k] = reward
             a["terminated"][i, k] = bool(terms.get(name, False))
             a["truncated"][i, k] = bool(truncs.get(name, False))
         # an agent that ends by truncation bootstraps from its last observation
         a["final_obs"][i] = 0.0
         for k in acting:
             if self.names[k] in obs:
-                spec.flatten_obs(k, obs[self.names[k]], a["final_obs"][i, k])
+                self._write_row("observation", k, obs[self.names[k]], a["final_obs"][i, k])
         self.team_return += float(a["reward"][i].sum())
         self.agent_returns += a["reward"][i]
         self.length += 1
@@ -184,7 +223,7 @@ class EnvSlot:
         done = len(still) == 0
         a["env_done"][i] = done
         if spec.state_dim:
-            a["final_state"][i] = env_state(self.env) if obs else a["state"][i]
+            a["final_state"][i] = self._state("state") if obs else a["state"][i]
         if not done:
             self._write_obs(obs, infos, set(still))
             return None

@@ -41,18 +41,38 @@ def test_workers_exit_when_the_trainer_is_killed(tmp_path):
     assert left == [], "env workers outlived the trainer"
 
 
-def test_a_nan_observation_stops_training_before_the_weights_change(tmp_path):
-    import pytest
-    import torch
-
+def test_a_nan_observation_is_reported_at_the_env_boundary(tmp_path):
     import mappo
     from tests.helpers import tiny
     from tests.toy_envs import NaNObsEnv
 
+    with mappo.Trainer(NaNObsEnv, tiny(total_steps=400)) as trainer:
+        with pytest.raises(RuntimeError, match=r"env \d raised ValueError: env \d, agent 'agent_0', observation: not "
+                                               r"finite"):
+            trainer.train()  # NaN from each env's step 50: in the 3rd iteration of 20 steps
+
+
+def test_a_non_finite_loss_stops_training_before_the_weights_change(tmp_path, monkeypatch):
+    import torch
+
+    import mappo
+    import mappo.loss
+    from tests.helpers import tiny
+    from tests.toy_envs import CoordinationEnv
+
+    calls = []
+    real_value_loss = mappo.loss.value_loss
+
+    def value_loss(*args, **kwargs):  # NaN from the 3rd iteration on (2 epochs x 2 minibatches each)
+        calls.append(1)
+        loss = real_value_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) > 8 else loss
+
+    monkeypatch.setattr(mappo.loss, "value_loss", value_loss)
     run_dir = tmp_path / "run"
-    trainer = mappo.Trainer(NaNObsEnv, tiny(total_steps=400, checkpoint_every=1))
-    with pytest.raises(FloatingPointError, match="non-finite .*stopping before the optimiser step"):
-        trainer.train(run_dir=str(run_dir))  # NaN from each env's step 50: in the 3rd iteration of 20 steps
+    trainer = mappo.Trainer(CoordinationEnv, tiny(total_steps=400, checkpoint_every=1))
+    with pytest.raises(FloatingPointError, match="non-finite value_loss .*stopping before the optimiser step"):
+        trainer.train(run_dir=str(run_dir))
     params = torch.cat([p.detach().reshape(-1) for p in trainer.actor.parameters()])
     assert bool(torch.isfinite(params).all())
     trainer.close()
@@ -276,7 +296,7 @@ def test_the_summary_after_a_crash_points_to_no_checkpoint_that_was_not_written(
     from tests.toy_envs import NaNObsEnv
 
     trainer = mappo.Trainer(NaNObsEnv, tiny(total_steps=400, checkpoint_every=0, progress=True))
-    with pytest.raises(FloatingPointError):
+    with pytest.raises(RuntimeError, match="not finite"):
         trainer.train(run_dir=str(tmp_path / "run"))
     trainer.close()
     out = capsys.readouterr().out
@@ -394,3 +414,21 @@ def test_small_gaps_name_their_field(tmp_path):
     stats = {"team_return_mean": float("nan"), "return_mean": {"a": float("inf")}, "episodes": 3}
     text = json.dumps(_finite(stats), allow_nan=False)
     assert json.loads(text) == {"team_return_mean": None, "return_mean": {"a": None}, "episodes": 3}
+
+
+@pytest.mark.parametrize("mode,field,what", [
+    ("wrong_shape", "agent 'agent_0', observation", r"\(5,\) does not fit its space Box"),
+    ("unknown_agent", "agent 'intruder', rewards", "not in possible_agents"),
+    ("missing_reward", "agent 'agent_1', rewards", "an agent that acted got no reward"),
+    ("none_reward", "agent 'agent_1', reward", "None is not a finite number"),
+    ("missing_obs", "agent 'agent_0', observations", "a live agent got no observation"),
+])
+@pytest.mark.parametrize("vector_mode", ["inprocess", "subprocess"])
+def test_an_env_that_breaks_its_contract_is_named(mode, field, what, vector_mode):
+    import mappo
+    from tests.helpers import tiny
+    from tests.toy_envs import broken_env
+
+    with mappo.Trainer(broken_env(mode), tiny(vector_mode=vector_mode, num_workers=2)) as trainer:
+        with pytest.raises(RuntimeError, match=rf"env \d raised ValueError: env \d, {field}: ({what})"):
+            trainer.train()

@@ -438,3 +438,28 @@ class HangingEnv(CoordinationEnv):
 
             time.sleep(3600)
         return super().step(actions)
+
+
+class BrokenEnv(CoordinationEnv):
+    """CoordinationEnv that breaks its contract on its 3rd step, in the way ``mode`` says."""
+
+    mode = "none"
+
+    def step(self, actions):
+        obs, rewards, terms, truncs, infos = super().step(actions)
+        if self.t == 3:
+            if self.mode == "wrong_shape":
+                obs["agent_0"] = np.zeros(5, np.float32)
+            elif self.mode == "unknown_agent":
+                rewards["intruder"] = 0.0
+            elif self.mode == "missing_reward":
+                del rewards["agent_1"]
+            elif self.mode == "none_reward":
+                rewards["agent_1"] = None
+            elif self.mode == "missing_obs":
+                del obs["agent_0"]
+        return obs, rewards, terms, truncs, infos
+
+
+def broken_env(mode):
+    return type(f"BrokenEnv_{mode}", (BrokenEnv,), {"mode": mode})
