@@ -23,6 +23,7 @@ straight into shared-memory arrays, so nothing is pickled per step but a short c
 """
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import signal
@@ -142,32 +143,40 @@ class EnvSlot:
         raise ValueError(f"env {self.global_index}{who}, {field}: {what}")
 
     def _check_agents(self, field: str, names: Any) -> None:
-        unknown = set(names) - self.known
-        if unknown:
-            self._fail(sorted(unknown)[0], field, f"not in possible_agents {self.names}")
+        if not self.known.issuperset(names):
+            self._fail(sorted(set(names) - self.known)[0], field, f"not in possible_agents {self.names}")
 
     def _write_row(self, field: str, k: int, value: Any, out: np.ndarray) -> None:
-        """Agent ``k``'s observation into ``out``: it must fit the agent's declared space and be finite."""
+        """Agent ``k``'s observation into ``out``: it must fit the agent's declared space."""
         try:
             self.spec.flatten_obs(k, value, out)
         except Exception as err:
             space = self.spec.agents[k].obs_space
             self._fail(self.names[k], field, f"{np.shape(value)} does not fit its space {space} ({err})")
-        if not np.isfinite(out).all():
-            self._fail(self.names[k], field, f"not finite ({value!r})")
+
+    def _check_finite(self, field: str, rows: np.ndarray) -> None:
+        """``rows [A, O]``, all agents at once: one float64 sum per step is NaN or inf exactly when
+        some entry is (float32 values cannot overflow it), the cheapest check there is."""
+        if not math.isfinite(rows.sum(dtype=np.float64)):
+            k = int(np.flatnonzero(~np.isfinite(rows).all(axis=-1))[0])
+            self._fail(self.names[k], field, f"not finite ({rows[k]!r})")
 
     def _state(self, field: str) -> np.ndarray:
         state = env_state(self.env)
         if state is None or state.size != self.spec.state_dim:
             self._fail(None, field, f"state() has {0 if state is None else state.size} entries, expected "
                                     f"{self.spec.state_dim}")
-        if not np.isfinite(state).all():
+        if not math.isfinite(state.sum(dtype=np.float64)):  # one reduction: NaN or inf anywhere makes it so
             self._fail(None, field, f"state() is not finite ({state!r})")
         return state
 
-    def _write_obs(self, obs: Dict[str, Any], infos: Dict[str, Any], alive_names) -> None:
+    def _write_obs(self, obs: Dict[str, Any], infos: Dict[str, Any], alive_names,
+                   state: Optional[np.ndarray] = None, checked: bool = False) -> None:
+        """The env's observations (and ``state``, read from the env unless given) into row ``i``.
+        ``checked``: ``step`` has already checked these observations (as final_obs) and the state."""
         a, i = self.a, self.i
-        self._check_agents("observations", obs)
+        if not checked:
+            self._check_agents("observations", obs)
         for k, name in enumerate(self.names):
             if name in alive_names:
                 if name not in obs:
@@ -179,8 +188,10 @@ class EnvSlot:
                 a["obs"][i, k] = 0.0
                 a["action_mask"][i, k] = self.spec.valid_logits[k]
                 a["alive"][i, k] = False
+        if not checked:
+            self._check_finite("observation", a["obs"][i])
         if self.spec.state_dim:
-            a["state"][i] = self._state("state")
+            a["state"][i] = self._state("state") if state is None else state
 
     def reset(self) -> None:
         """Start episode ``episode[i]`` from its seed."""
@@ -196,7 +207,8 @@ class EnvSlot:
         actions = {self.names[k]: spec.decode_action(k, a["actions"][i, k]) for k in acting}
         obs, rewards, terms, truncs, infos = self.env.step(actions)
         infos = infos or {}
-        for field, names in (("rewards", rewards), ("terminations", terms), ("truncations", truncs)):
+        for field, names in (("observations", obs), ("rewards", rewards), ("terminations", terms),
+                             ("truncations", truncs)):
             self._check_agents(field, names)
         a["reward"][i] = 0.0
         a["terminated"][i] = False
@@ -206,7 +218,11 @@ class EnvSlot:
             if name not in rewards:
                 self._fail(name, "rewards", "an agent that acted got no reward")
             reward = rewards[name]
-            if not isinstance(reward, (int, float, np.number)) or not np.isfinite(reward):
+            try:
+                finite = math.isfinite(reward)
+            except TypeError:
+                finite = False
+            if not finite:
                 self._fail(name, "reward", f"{reward!r} is not a finite number")
             a["reward"][i, k] = reward
             a["terminated"][i, k] = bool(terms.get(name, False))
@@ -216,6 +232,7 @@ class EnvSlot:
         for k in acting:
             if self.names[k] in obs:
                 self._write_row("observation", k, obs[self.names[k]], a["final_obs"][i, k])
+        self._check_finite("observation", a["final_obs"][i])
         self.team_return += float(a["reward"][i].sum())
         self.agent_returns += a["reward"][i]
         self.length += 1
@@ -224,8 +241,8 @@ class EnvSlot:
         a["env_done"][i] = done
         if spec.state_dim:
             a["final_state"][i] = self._state("state") if obs else a["state"][i]
-        if not done:
-            self._write_obs(obs, infos, set(still))
+        if not done:  # the state after this step is also the next step's: read it once (MPE's state() is costly)
+            self._write_obs(obs, infos, set(still), a["final_state"][i] if spec.state_dim else None, checked=True)
             return None
         episode = {"team_return": self.team_return, "length": self.length,
                    "agent_returns": self.agent_returns.tolist(), "env": self.i}
