@@ -64,8 +64,10 @@ class Sync:
 
     def weighted_mean(self, value: float, weight: float, device: torch.device) -> float:
         """The mean of every rank's ``value``, each weighted by its ``weight``."""
+        if not self.enabled:
+            return value
         total, weights = self.sum(torch.tensor([value * weight, weight], dtype=torch.float64, device=device)).tolist()
-        return total / max(weights, 1e-12) if self.enabled else value
+        return total / max(weights, 1e-12)
 
     def average_gradients(self, params: Iterable[torch.nn.Parameter]) -> None:
         """Replace every ``p.grad`` by its mean over ranks, in one coalesced all-reduce.

@@ -1,4 +1,6 @@
 """Shared test settings: a tiny, fast, CPU-only config."""
+import json
+
 import mappo
 
 
@@ -13,3 +15,12 @@ def tiny(**kw) -> mappo.Config:
 def strip_timing(history):
     """History rows without their wall-clock field, for exact comparisons."""
     return [{k: v for k, v in row.items() if k != "sps"} for row in history]
+
+
+def write_config(path, **fields):
+    """A YAML config for a `mappo train` subprocess: CoordinationEnv, 2 subprocess workers, tiny networks."""
+    base = {"env": "tests.toy_envs:CoordinationEnv", "num_envs": 2, "rollout_length": 20, "ppo_epochs": 1,
+            "hidden_sizes": [16], "device": "cpu", "vector_mode": "subprocess", "num_workers": 2}
+    base.update(fields)
+    path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in base.items()) + "\n")
+    return str(path)

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from tests.helpers import write_config
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -17,10 +19,7 @@ def _pids(pattern):
 
 
 def test_workers_exit_when_the_trainer_is_killed(tmp_path):
-    config = tmp_path / "c.yaml"
-    config.write_text('env: "tests.toy_envs:CoordinationEnv"\nnum_envs: 4\nrollout_length: 20\nppo_epochs: 1\n'
-                      "hidden_sizes: [16]\ndevice: cpu\nvector_mode: subprocess\nnum_workers: 2\n"
-                      "total_steps: 100000000\nprogress: false\n")
+    config = write_config(tmp_path / "c.yaml", num_envs=4, total_steps=100_000_000, progress=False)
     run_dir = tmp_path / "killed_run"
     proc = subprocess.Popen([sys.executable, "-m", "mappo", "train", str(config), f"run_dir={run_dir}"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -322,10 +321,8 @@ def test_a_hanging_env_is_an_error_naming_it_and_leaves_no_worker(tmp_path):
 
 
 def test_a_second_sigterm_stops_a_run_whose_env_hangs(tmp_path):
-    config = tmp_path / "c.yaml"
-    config.write_text('env: "tests.toy_envs:HangingEnv"\nnum_envs: 2\nrollout_length: 20\nppo_epochs: 1\n'
-                      "hidden_sizes: [16]\ndevice: cpu\nvector_mode: subprocess\nnum_workers: 2\n"
-                      "env_timeout_s: 0\ntotal_steps: 1000\nprogress: false\n")
+    config = write_config(tmp_path / "c.yaml", env="tests.toy_envs:HangingEnv", env_timeout_s=0, total_steps=1000,
+                          progress=False)
     run_dir = tmp_path / "hung_run"
     proc = subprocess.Popen([sys.executable, "-m", "mappo", "train", str(config), f"run_dir={run_dir}"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

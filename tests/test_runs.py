@@ -13,7 +13,7 @@ import torch
 
 import mappo
 from envs import make_env_fn
-from tests.helpers import tiny, strip_timing
+from tests.helpers import write_config, tiny, strip_timing
 from tests.toy_envs import ContinuousEnv, CoordinationEnv, EarlyExitEnv, HeterogeneousEnv, MaskedEnv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,16 +68,8 @@ def test_checkpoint_every_and_contents(tmp_path):
     assert not any(n.startswith(".ckpt-") or n.endswith(".tmp.png") for n in os.listdir(run_dir))
 
 
-def _write_config(path, **fields):
-    base = {"env": "tests.toy_envs:CoordinationEnv", "num_envs": 2, "rollout_length": 20, "ppo_epochs": 1,
-            "hidden_sizes": [16], "device": "cpu", "vector_mode": "subprocess", "num_workers": 2}
-    base.update(fields)
-    path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in base.items()) + "\n")
-    return str(path)
-
-
 def test_sigterm_writes_a_checkpoint_that_resumes(tmp_path):
-    config = _write_config(tmp_path / "c.yaml", total_steps=10_000_000, checkpoint_every=0, log_every=1)
+    config = write_config(tmp_path / "c.yaml", total_steps=10_000_000, checkpoint_every=0, log_every=1)
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "mappo", "train", config, f"run_dir={run_dir}"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -108,7 +100,7 @@ def test_sigterm_writes_a_checkpoint_that_resumes(tmp_path):
 
 
 def test_progress_lines_without_a_terminal_and_summary(tmp_path):
-    config = _write_config(tmp_path / "c.yaml", total_steps=200, log_every=2)
+    config = write_config(tmp_path / "c.yaml", total_steps=200, log_every=2)
     out = subprocess.run([sys.executable, "-m", "mappo", "train", config, f"run_dir={tmp_path / 'run'}"], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
@@ -121,7 +113,7 @@ def test_progress_lines_without_a_terminal_and_summary(tmp_path):
 
 @pytest.mark.parametrize("ext", [".mp4", ".gif"])
 def test_eval_writes_video(tmp_path, ext):
-    config = _write_config(tmp_path / "c.yaml", total_steps=40)
+    config = write_config(tmp_path / "c.yaml", total_steps=40)
     run_dir = tmp_path / "run"
     assert subprocess.run([sys.executable, "-m", "mappo", "train", config, f"run_dir={run_dir}", "progress=false"],
                           cwd=ROOT, capture_output=True, timeout=300).returncode == 0
