@@ -19,6 +19,8 @@ from mappo.protocol import Batched
 EnvFactory = Callable[..., Any]
 ENVS: Dict[str, EnvFactory] = {}
 BATCHED: Set[str] = set()  # names whose factory returns a mappo.Batched builder
+# families whose every id is a name: "lbf/<id>" calls FAMILIES["lbf"](<id>, **kwargs)
+FAMILIES: Dict[str, EnvFactory] = {}
 
 
 def register(name: str, factory: EnvFactory | None = None, batched: bool = False):
@@ -32,10 +34,23 @@ def register(name: str, factory: EnvFactory | None = None, batched: bool = False
     return factory
 
 
+def register_family(prefix: str, factory: EnvFactory) -> EnvFactory:
+    """Register ``factory(env_id, **kwargs) -> ParallelEnv`` for every name ``"<prefix>/<env_id>"``
+    (a package with many ids of its own, such as lbforaging); the factory rejects unknown ids."""
+    FAMILIES[prefix] = factory
+    return factory
+
+
 def _mpe(module: str, defaults: Dict[str, Any]) -> EnvFactory:
-    def factory(**kwargs: Any) -> Any:
+    def factory(accounting: str = "mpe2", **kwargs: Any) -> Any:
+        """``accounting``: "mpe2" (its own rewards) or "epymarl" (envs/mpe_epymarl.py)."""
+        from .mpe_epymarl import ACCOUNTINGS, epymarl_accounting
+
+        if accounting not in ACCOUNTINGS:
+            raise ValueError(f"mpe: accounting must be one of {list(ACCOUNTINGS)}, got {accounting!r}")
         mod = importlib.import_module(f"mpe2.{module}")
-        return mod.parallel_env(**{**defaults, **kwargs})
+        env = mod.parallel_env(**{**defaults, **kwargs})
+        return epymarl_accounting(module, env, kwargs) if accounting == "epymarl" else env
 
     return factory
 
@@ -70,9 +85,39 @@ register("vmas/navigation", _vmas("navigation", {"max_steps": 100}), batched=Tru
 register("vmas/balance", _vmas("balance", {"max_steps": 100}), batched=True)
 
 
+def _lbf(env_id: str, **kwargs: Any) -> Any:
+    from .lbf import make_lbf
+
+    return make_lbf(env_id, **kwargs)
+
+
+def _rware(env_id: str, **kwargs: Any) -> Any:
+    from .rware import make_rware
+
+    return make_rware(env_id, **kwargs)
+
+
+def _matrix(name: str) -> EnvFactory:
+    def factory(**kwargs: Any) -> Any:
+        from . import matrix
+
+        return getattr(matrix, name)(**kwargs)
+
+    return factory
+
+
+register("matrix/climbing", _matrix("climbing"))
+register("matrix/penalty", _matrix("penalty_game"))
+register_family("lbf", _lbf)
+register_family("rware", _rware)
+
+
 def _resolve(name: str) -> EnvFactory:
     if name in ENVS:
         return ENVS[name]
+    family, _, env_id = name.partition("/")
+    if family in FAMILIES and env_id:
+        return functools.partial(FAMILIES[family], env_id)
     if ":" in name:
         module, _, attr = name.partition(":")
         try:
@@ -86,7 +131,8 @@ def _resolve(name: str) -> EnvFactory:
         if not callable(obj):
             raise ValueError(f"env {name!r}: {attr!r} is not callable")
         return obj
-    raise ValueError(f"unknown env {name!r}; registered: {sorted(ENVS)}, or use 'module.path:callable'")
+    raise ValueError(f"unknown env {name!r}; registered: {sorted(ENVS)}, families: "
+                     f"{sorted(f + '/<id>' for f in FAMILIES)}, or use 'module.path:callable'")
 
 
 def make_env_fn(name: str, **kwargs: Any) -> Callable[[], Any]:

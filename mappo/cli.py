@@ -4,6 +4,7 @@
     mappo train --resume RUN_DIR [key=value ...] continue a run from its checkpoint
     mappo eval RUN_DIR [--episodes K] [--video out.mp4|out.gif]
     mappo export RUN_DIR --format torchscript|onnx [--out PATH]
+    mappo benchmark SUITE [--out DIR] [--jobs N]  configs x seeds, resumable, then a results table
 """
 from __future__ import annotations
 
@@ -163,7 +164,13 @@ def export_main(argv: List[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": train_main, "eval": eval_main, "export": export_main}
+def benchmark_main(argv: List[str]) -> int:
+    from .benchmark import benchmark_main as run
+
+    return run(argv)
+
+
+COMMANDS = {"train": train_main, "eval": eval_main, "export": export_main, "benchmark": benchmark_main}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

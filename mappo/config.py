@@ -74,6 +74,7 @@ class Config:
     eval_episodes: int = 10  # episodes per evaluation
     eval_deterministic: bool = True  # greedy actions; false samples them (EPyMARL's test mode)
     eval_max_steps: int = 10_000  # an evaluation episode longer than this is cut (and reported as cut)
+    eval_at_start: bool = False  # with eval_every: also evaluate the untrained policy (a row at iteration 0), as EPyMARL does
     # --- logging -----------------------------------------------------------------------
     loggers: List[str] = field(default_factory=list)  # extra metric writers besides metrics.jsonl: "csv", "tensorboard", "wandb"
     wandb: bool = False  # log to Weights & Biases (the same as adding "wandb" to loggers)
@@ -166,7 +167,7 @@ def validate(cfg: Config) -> None:
                  "env_timeout_s"):
         _check_type(cfg, name, float)
     for name in ("value_norm", "value_clip", "normalize_advantages", "wandb", "progress", "input_norm", "popart",
-                 "recurrent", "wandb_video", "eval_deterministic", "overwrite"):
+                 "recurrent", "wandb_video", "eval_deterministic", "overwrite", "eval_at_start"):
         _check_type(cfg, name, bool)
     for name, allowed in _CHOICES.items():
         if getattr(cfg, name) not in allowed:

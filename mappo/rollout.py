@@ -155,9 +155,12 @@ def evaluate(policy: Policy, env_fn: Any, spec: TeamSpec, episodes: int, determi
 
 
 def eval_row(evaluation: Dict[str, Any]) -> Dict[str, float]:
-    """:func:`evaluate`'s result as flat log keys: ``eval/team_return_mean``,
-    ``eval/return_mean/<agent>``, ``eval/episode_length_mean``."""
+    """:func:`evaluate`'s result as flat log keys: ``eval/team_return_mean`` (summed over agents),
+    ``eval/agent_return_mean`` (averaged over agents: one agent's copy when the reward is
+    shared), ``eval/return_mean/<agent>``, ``eval/episode_length_mean``."""
+    per_agent = list(evaluation["return_mean"].values())
     row = {"eval/team_return_mean": evaluation["team_return_mean"],
+           "eval/agent_return_mean": float(np.mean(per_agent)),
            "eval/episode_length_mean": evaluation["episode_length_mean"]}
     row.update({f"eval/return_mean/{name}": v for name, v in evaluation["return_mean"].items()})
     return row

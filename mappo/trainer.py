@@ -188,6 +188,13 @@ class Trainer:
         started, last_plot, start_steps = time.perf_counter(), time.perf_counter(), self.env_steps
         with StopOnSignal() as stop:
             try:
+                if cfg.eval_every and cfg.eval_at_start and self.iteration == 0:
+                    # the untrained policy's evaluation: EPyMARL's averages over evaluations include it
+                    row0 = {"iteration": 0, "env_steps": self.env_steps,
+                            **rollout.eval_row(self.evaluate(cfg.eval_episodes, cfg.eval_deterministic))}
+                    history.append(row0)
+                    self.history.append(row0)
+                    logger.log(row0)
                 while self.env_steps < total and self._agreed_stop(stop.signum) is None:
                     start = time.perf_counter()
                     frac = linear_schedule(self.env_steps, cfg.total_steps) if cfg.lr_schedule == "linear" else 1.0

@@ -11,7 +11,7 @@ from tests.toy_envs import EarlyExitEnv
 
 HISTORY_KEYS = {"iteration", "env_steps", "sps", "policy_loss", "value_loss", "entropy", "approx_kl",
                 "clip_fraction", "kl_coef", "explained_variance", "lr"}
-EVAL_KEYS = {"eval/team_return_mean", "eval/episode_length_mean", "eval/return_mean/scout",
+EVAL_KEYS = {"eval/team_return_mean", "eval/agent_return_mean", "eval/episode_length_mean", "eval/return_mean/scout",
              "eval/return_mean/agent_1", "eval/return_mean/agent_2"}
 
 

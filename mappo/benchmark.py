@@ -1,0 +1,337 @@
+"""Multi-seed benchmark runs: a suite of configs x seeds, run a few at a time, resumable, then a table.
+
+    mappo benchmark configs/benchmarks/epymarl.yaml --out runs/bench --jobs 2
+    mappo benchmark configs/benchmarks/epymarl.yaml --out runs/bench --report   # table and plot only
+
+A suite file names its seeds and tasks; each task is a training config plus the metric to report
+and, optionally, the published figures to set beside ours::
+
+    seeds: [0, 1, 2]
+    tasks:
+      - name: lbf_8x8_2p_2f_coop
+        config: configs/benchmarks/lbf_8x8-2p-2f-coop.yaml
+        metric: eval/team_return_mean        # or eval/agent_return_mean (one agent's copy)
+        overrides: []                        # key=value, as on the command line
+        published: {mappo: 1.00, mappo_ci: 0.0, ippo: 1.00, source: "EPyMARL Table 3"}
+
+Every run is ``mappo train CONFIG seed=S run_dir=OUT/<task>/seed<S>`` in a subprocess with one
+torch thread (``OMP_NUM_THREADS=1``), ``--jobs`` at a time.  ``OUT/<task>/seed<S>.json`` records
+the command, the wall time and whether the run finished.  Run the same command again after a stop
+(Ctrl-C, SIGTERM, a crash, a reboot): finished runs are skipped, interrupted ones continue with
+``mappo train --resume`` from their checkpoint, runs that never wrote one start afresh.
+
+The report reads each run's ``metrics.jsonl`` evaluations and writes ``OUT/results.md`` (mean
++- 95% CI over seeds of the maximum and average returns, :mod:`mappo.stats`) and
+``OUT/results.png`` (mean +- CI against env steps, one panel per task).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from .stats import curve_ci95, max_and_average
+
+
+@dataclass
+class Task:
+    name: str
+    config: str
+    metric: str = "eval/team_return_mean"
+    overrides: List[str] = field(default_factory=list)
+    published: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Suite:
+    seeds: List[int]
+    tasks: List[Task]
+
+
+def load_suite(path: str) -> Suite:
+    """Read and check a suite file; paths of configs are relative to the working directory."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"suite file {path!r} not found")
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if not isinstance(raw, dict) or set(raw) - {"seeds", "tasks"}:
+        raise ValueError(f"suite {path!r}: expected the keys 'seeds' and 'tasks', got {sorted(raw or {})}")
+    seeds = raw.get("seeds", [0, 1, 2])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise ValueError(f"suite {path!r}: 'seeds' must be a non-empty list of ints >= 0, got {seeds!r}")
+    tasks = []
+    for i, t in enumerate(raw.get("tasks") or []):
+        if not isinstance(t, dict) or "name" not in t or "config" not in t:
+            raise ValueError(f"suite {path!r}: task {i} needs 'name' and 'config', got {t!r}")
+        unknown = set(t) - {"name", "config", "metric", "overrides", "published"}
+        if unknown:
+            raise ValueError(f"suite {path!r}: task {t['name']!r} has unknown key(s) {sorted(unknown)}")
+        if not os.path.isfile(t["config"]):
+            raise FileNotFoundError(f"suite {path!r}: task {t['name']!r}: config {t['config']!r} not found")
+        tasks.append(Task(**t))
+    if not tasks:
+        raise ValueError(f"suite {path!r} has no tasks")
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"suite {path!r}: task names must be unique, got {names}")
+    return Suite(seeds=list(seeds), tasks=tasks)
+
+
+def select(suite: Suite, tasks: Optional[str], seeds: Optional[str]) -> Suite:
+    """Restrict the suite to comma-separated task names and seeds (the CLI's --tasks and --seeds)."""
+    chosen = suite.tasks
+    if tasks:
+        wanted = tasks.split(",")
+        missing = [n for n in wanted if n not in {t.name for t in suite.tasks}]
+        if missing:
+            raise ValueError(f"--tasks: unknown task(s) {missing}; the suite has {[t.name for t in suite.tasks]}")
+        chosen = [t for t in suite.tasks if t.name in wanted]
+    chosen_seeds = [int(s) for s in seeds.split(",")] if seeds else suite.seeds
+    return Suite(seeds=chosen_seeds, tasks=chosen)
+
+
+# ---------------------------------------------------------------------------------------------
+# running
+
+
+def _record_path(out: str, task: Task, seed: int) -> str:
+    return os.path.join(out, task.name, f"seed{seed}.json")
+
+
+def _read_record(path: str) -> Dict[str, Any]:
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_record(path: str, record: Dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, path)
+
+
+def run_command(task: Task, seed: int, out: str) -> List[str]:
+    """The ``mappo train`` command for one run: a fresh start, or ``--resume`` when the run folder
+    already holds a checkpoint."""
+    run_dir = os.path.join(out, task.name, f"seed{seed}")
+    base = [sys.executable, "-m", "mappo", "train"]
+    common = ["progress=false"]
+    if os.path.isfile(os.path.join(run_dir, "ckpt.pt")):
+        from .config import Config
+
+        # the budget comes from the suite, so that a run stopped early goes on to it
+        total = Config.from_yaml(task.config, task.overrides).total_steps
+        return base + ["--resume", run_dir, f"total_steps={total}"] + common
+    # a folder without a checkpoint holds nothing worth keeping (the run died before its first save)
+    return base + [task.config, *task.overrides, f"seed={seed}", f"run_dir={run_dir}", "overwrite=true"] + common
+
+
+class _Running:
+    def __init__(self, task: Task, seed: int, out: str):
+        self.task, self.seed, self.out = task, seed, out
+        self.record_path = _record_path(out, task, seed)
+        self.record = _read_record(self.record_path)
+        self.command = run_command(task, seed, out)
+        os.makedirs(os.path.dirname(self.record_path), exist_ok=True)
+        self.log = open(os.path.join(out, task.name, f"seed{seed}.log"), "a")
+        self.log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(self.command)}\n")
+        self.log.flush()
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        self.started = time.time()
+        self.proc = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+
+    def finish(self) -> bool:
+        """Record the outcome of a process that has exited; True when the run is done."""
+        rc = self.proc.returncode
+        self.log.close()
+        wall = self.record.get("wall_s", 0.0) + time.time() - self.started
+        done = rc == 0
+        if "first_command" not in self.record:
+            self.record["first_command"] = shlex.join(["mappo", "train", *self.command[4:]])
+        self.record.update({"task": self.task.name, "seed": self.seed, "wall_s": wall, "done": done,
+                            "attempts": self.record.get("attempts", 0) + 1, "last_returncode": rc})
+        _write_record(self.record_path, self.record)
+        return done
+
+
+def run_suite(suite: Suite, out: str, jobs: int, poll_s: float = 1.0) -> Dict[str, List[int]]:
+    """Run every (task, seed) not yet done, ``jobs`` at a time.  SIGINT/SIGTERM are passed to the
+    runs, which checkpoint and stop; the same call later picks them up.  Returns the runs that
+    failed, by task."""
+    pending = [(t, s) for t in suite.tasks for s in suite.seeds
+               if not _read_record(_record_path(out, t, s)).get("done")]
+    running: List[_Running] = []
+    failed: Dict[str, List[int]] = {}
+    stopping = {"signal": None}
+
+    def on_signal(signum, frame):  # stop starting runs; let the running ones checkpoint and stop
+        stopping["signal"] = signum
+        for r in running:
+            if r.proc.poll() is None:
+                r.proc.send_signal(signal.SIGTERM)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while pending or running:
+            while pending and len(running) < jobs and stopping["signal"] is None:
+                task, seed = pending.pop(0)
+                print(f"[{time.strftime('%H:%M:%S')}] start {task.name} seed {seed}", flush=True)
+                running.append(_Running(task, seed, out))
+            time.sleep(poll_s)
+            for r in [r for r in running if r.proc.poll() is not None]:
+                running.remove(r)
+                done = r.finish()
+                state = "done" if done else f"stopped (exit {r.proc.returncode})"
+                print(f"[{time.strftime('%H:%M:%S')}] {state} {r.task.name} seed {r.seed} "
+                      f"({r.record['wall_s']:.0f} s in all)", flush=True)
+                if not done and stopping["signal"] is None:
+                    failed.setdefault(r.task.name, []).append(r.seed)
+            if stopping["signal"] is not None and not running:
+                break
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+    if stopping["signal"] is not None:
+        raise KeyboardInterrupt(f"stopped by signal {stopping['signal']}; run the same command to continue")
+    return failed
+
+
+# ---------------------------------------------------------------------------------------------
+# reporting
+
+
+def eval_curves(run_dirs: List[str], metric: str) -> tuple[np.ndarray, np.ndarray, List[str]]:
+    """``(env_steps [K], returns [S, K], used_dirs)``: the evaluations every run has (their common
+    env steps), so that seeds are compared at the same points."""
+    from .plot import read_metrics
+
+    per_run = {}
+    for d in run_dirs:
+        if not os.path.isfile(os.path.join(d, "metrics.jsonl")):
+            continue
+        points = {r["env_steps"]: r[metric] for r in read_metrics(d) if r.get(metric) is not None}
+        if points:
+            per_run[d] = points
+    if not per_run:
+        return np.zeros(0), np.zeros((0, 0)), []
+    steps = sorted(set.intersection(*(set(p) for p in per_run.values())))
+    returns = np.array([[p[s] for s in steps] for p in per_run.values()], dtype=np.float64)
+    return np.array(steps, dtype=np.int64), returns, list(per_run)
+
+
+def _fmt(mean: float, ci: float, digits: int) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    text = f"{mean:.{digits}f}"
+    return text if ci is None or math.isnan(ci) else f"{text} ± {ci:.{digits}f}"
+
+
+def _digits(values: List[float]) -> int:
+    scale = max([abs(v) for v in values if v is not None and math.isfinite(v)] or [1.0])
+    return 2 if scale < 100 else 1
+
+
+def report(suite: Suite, out: str) -> str:
+    """The markdown table of every task with finished evaluations; also writes results.md and results.png."""
+    from .config import Config
+
+    lines = ["| task | metric | published MAPPO max (IPPO) | ours: max | ours: average | at env steps | seeds "
+             "| budget | wall time per run |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    panels = []
+    for task in suite.tasks:
+        dirs = [os.path.join(out, task.name, f"seed{s}") for s in suite.seeds]
+        steps, returns, used = eval_curves(dirs, task.metric)
+        pub = task.published or {}
+        digits = _digits([pub.get("mappo")] + (returns.ravel().tolist() if returns.size else []))
+        published = _fmt(pub.get("mappo"), pub.get("mappo_ci"), digits) if "mappo" in pub else "-"
+        if "ippo" in pub:
+            published += f" ({pub['ippo']:.{digits}f})"
+        if not used:
+            lines.append(f"| {task.name} | {task.metric} | {published} | not run | | | 0 | | |")
+            continue
+        s = max_and_average(returns)
+        records = [_read_record(_record_path(out, task, seed)) for seed in suite.seeds]
+        walls = [r["wall_s"] for r in records if r.get("done")]
+        wall = f"{np.mean(walls) / 60:.1f} min" if walls else "unfinished"
+        budget = Config.from_yaml(task.config, task.overrides).total_steps
+        done_steps = int(steps[-1])
+        lines.append(
+            f"| {task.name} | {task.metric.removeprefix('eval/')} | {published} | "
+            f"{_fmt(s['max_mean'], s['max_ci'], digits)} | {_fmt(s['average_mean'], s['average_ci'], digits)} | "
+            f"{int(steps[s['max_index']]):,} (of {done_steps:,}) | {len(used)} | {budget:,} | {wall} |")
+        panels.append((task, steps, returns))
+    table = "\n".join(lines)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(table + "\n")
+    if panels:
+        _plot(panels, os.path.join(out, "results.png"))
+    return table
+
+
+def _plot(panels, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.4 * rows), squeeze=False)
+    for ax, (task, steps, returns) in zip(axes.ravel(), panels):
+        mean, half = curve_ci95(returns)
+        half = np.nan_to_num(half)
+        ax.plot(steps, mean, label=f"mappo ({returns.shape[0]} seeds)")
+        ax.fill_between(steps, mean - half, mean + half, alpha=0.25)
+        if "mappo" in (task.published or {}):
+            ax.axhline(task.published["mappo"], color="k", ls="--", lw=1, label="published MAPPO max")
+        ax.set_title(task.name, fontsize=10)
+        ax.set_xlabel("env steps")
+        ax.set_ylabel(task.metric.removeprefix("eval/"))
+        ax.legend(fontsize=7)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def benchmark_main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="mappo benchmark", description=__doc__.split("\n\n")[0])
+    parser.add_argument("suite", help="suite file, e.g. configs/benchmarks/epymarl.yaml")
+    parser.add_argument("--out", default="runs/benchmark", help="folder for the runs and the report")
+    parser.add_argument("--jobs", type=int, default=max(1, os.cpu_count() or 1),
+                        help="runs at a time, each with one torch thread (default: the CPU count)")
+    parser.add_argument("--tasks", help="comma-separated task names (default: all)")
+    parser.add_argument("--seeds", help="comma-separated seeds (default: the suite's)")
+    parser.add_argument("--report", action="store_true", help="only write the table and plot from runs on disk")
+    args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    suite = select(load_suite(args.suite), args.tasks, args.seeds)
+    failed = {}
+    if not args.report:
+        try:
+            failed = run_suite(suite, args.out, args.jobs)
+        except KeyboardInterrupt as stop:
+            print(f"mappo benchmark: {stop}", file=sys.stderr)
+            return 130
+    print(report(suite, args.out))
+    print(f"\nwrote {os.path.join(args.out, 'results.md')} and results.png", file=sys.stderr)
+    if failed:
+        print(f"mappo benchmark: failed runs (see their seed<S>.log): {failed}", file=sys.stderr)
+        return 1
+    return 0

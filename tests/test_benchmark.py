@@ -1,0 +1,132 @@
+"""Benchmark statistics against hand-computed values, and the multi-seed runner end to end."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from mappo.benchmark import eval_curves, load_suite, report, run_command, run_suite, select
+from mappo.stats import curve_ci95, max_and_average, mean_ci95
+
+T_975 = {2: 4.302652729911275, 3: 3.182446305284263, 4: 2.7764451051977987}  # Student t quantiles, df = S - 1
+
+
+def test_mean_ci95_by_hand():
+    # [1, 2, 3]: mean 2, sample std 1, half-width t(0.975, 2) * 1 / sqrt(3)
+    mean, half = mean_ci95([1.0, 2.0, 3.0])
+    assert mean == 2.0 and half == pytest.approx(T_975[2] / math.sqrt(3)) and half == pytest.approx(2.4841377)
+    # [2, 4, 4, 6]: mean 4, sample std sqrt(8/3)
+    mean, half = mean_ci95([2.0, 4.0, 4.0, 6.0])
+    assert mean == 4.0 and half == pytest.approx(T_975[3] * math.sqrt(8 / 3) / 2)
+    mean, half = mean_ci95([5.0])
+    assert mean == 5.0 and math.isnan(half)  # one seed: no interval
+    assert mean_ci95([7.0, 7.0, 7.0]) == (7.0, 0.0)
+    with pytest.raises(ValueError, match="at least one"):
+        mean_ci95([])
+    with pytest.raises(ValueError, match="non-finite"):
+        mean_ci95([1.0, float("nan")])
+
+
+def test_max_and_average_by_hand():
+    # 3 seeds x 4 evaluations; means over seeds per evaluation: 1, 3, 5, 4 -> the best is index 2
+    returns = np.array([[0.0, 2.0, 4.0, 4.0],
+                        [1.0, 3.0, 5.0, 3.0],
+                        [2.0, 4.0, 6.0, 5.0]])
+    s = max_and_average(returns)
+    assert s["max_index"] == 2 and s["max_mean"] == 5.0
+    assert s["max_ci"] == pytest.approx(T_975[2] * 1.0 / math.sqrt(3))  # [4, 5, 6]: std 1
+    # per-seed averages over evaluations: 2.5, 3.0, 4.25 -> mean 3.25, std sqrt(0.8125)
+    assert s["average_mean"] == pytest.approx(3.25)
+    assert s["average_ci"] == pytest.approx(T_975[2] * math.sqrt(((2.5 - 3.25) ** 2 + 0.25 ** 2 + 1.0) / 2) / math.sqrt(3))
+    # a tie for the best evaluation takes the first
+    assert max_and_average(np.array([[1.0, 3.0, 3.0]]))["max_index"] == 1
+    mean, half = curve_ci95(returns)
+    assert mean.tolist() == [1.0, 3.0, 5.0, 4.0] and half[0] == pytest.approx(T_975[2] / math.sqrt(3))
+    with pytest.raises(ValueError, match="seeds, evaluations"):
+        max_and_average(np.zeros(3))
+
+
+def _write_metrics(run_dir, points):
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "metrics.jsonl"), "w") as f:
+        for step, value in points:
+            f.write(json.dumps({"iteration": step // 10, "env_steps": step, "eval/team_return_mean": value}) + "\n")
+            f.write(json.dumps({"iteration": step // 10 + 1, "env_steps": step + 10, "team_return": 0.0}) + "\n")
+
+
+def test_eval_curves_keep_the_evaluations_every_seed_has(tmp_path):
+    _write_metrics(tmp_path / "a", [(0, 1.0), (100, 2.0), (200, 3.0)])
+    _write_metrics(tmp_path / "b", [(0, 2.0), (100, 4.0)])  # still running
+    steps, returns, used = eval_curves([str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "missing")],
+                                       "eval/team_return_mean")
+    assert steps.tolist() == [0, 100] and returns.tolist() == [[1.0, 2.0], [2.0, 4.0]] and len(used) == 2
+
+
+SUITE = """
+seeds: [0, 1]
+tasks:
+  - name: climb
+    config: {config}
+    metric: eval/agent_return_mean
+    overrides: [total_steps=2500, eval_every=2, eval_episodes=4, num_envs=2, rollout_length=125,
+                vector_mode=inprocess, checkpoint_every=1]
+    published: {{mappo: 175.0, mappo_ci: 0.0, ippo: 175.0}}
+"""
+
+
+def _suite(tmp_path):
+    config = tmp_path / "climb.yaml"
+    config.write_text("env: matrix/climbing\nhidden_sizes: [16]\neval_at_start: true\neval_deterministic: false\n")
+    path = tmp_path / "suite.yaml"
+    path.write_text(SUITE.format(config=config))
+    return str(path)
+
+
+def test_suite_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seeds: [0]\ntasks:\n  - name: x\n    config: nowhere.yaml\n")
+    with pytest.raises(FileNotFoundError, match="nowhere.yaml"):
+        load_suite(str(bad))
+    bad.write_text("seeds: [0]\nruns: []\n")
+    with pytest.raises(ValueError, match="'seeds' and 'tasks'"):
+        load_suite(str(bad))
+    suite = load_suite(_suite(tmp_path))
+    with pytest.raises(ValueError, match=r"unknown task\(s\) \['nope'\]"):
+        select(suite, "nope", None)
+    assert select(suite, None, "3").seeds == [3]
+
+
+@pytest.mark.slow
+def test_runner_runs_resumes_and_reports(tmp_path):
+    suite = load_suite(_suite(tmp_path))
+    out = str(tmp_path / "out")
+    # seed 1 was stopped after its first checkpoint: the runner must resume it, not start over
+    first = run_command(suite.tasks[0], 1, out)
+    assert "--resume" not in first and "seed=1" in first
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(first[:4] + first[4:] + ["total_steps=500"], check=True, env=env, capture_output=True)
+    run_dir = os.path.join(out, "climb", "seed1")
+    assert os.path.isfile(os.path.join(run_dir, "ckpt.pt"))
+    assert run_command(suite.tasks[0], 1, out)[4:6] == ["--resume", run_dir]
+    failed = run_suite(suite, out, jobs=2, poll_s=0.2)
+    assert failed == {}
+    for seed in (0, 1):
+        record = json.load(open(os.path.join(out, "climb", f"seed{seed}.json")))
+        assert record["done"] and record["wall_s"] > 0
+        rows = [json.loads(line) for line in open(os.path.join(out, "climb", f"seed{seed}", "metrics.jsonl"))]
+        evals = [r["env_steps"] for r in rows if "eval/agent_return_mean" in r]
+        assert evals == [0, 500, 1000, 1500, 2000, 2500] and rows[-1]["env_steps"] == 2500  # the resumed run went on to the end
+    assert "resuming" in open(os.path.join(out, "climb", "seed1.log")).read()
+    # a second call has nothing left to run
+    assert run_suite(suite, out, jobs=2, poll_s=0.2) == {}
+    table = report(suite, out)
+    line = [row for row in table.splitlines() if row.startswith("| climb")][0]
+    assert "175.0 ± 0.0 (175.0)" in line and "| 2 |" in line and "2,500" in line
+    assert os.path.isfile(os.path.join(out, "results.md")) and os.path.isfile(os.path.join(out, "results.png"))
+    # the command line's --report reads the same runs
+    cli = subprocess.run([sys.executable, "-m", "mappo", "benchmark", _suite(tmp_path), "--out", out, "--report"],
+                         capture_output=True, text=True, env=env)
+    assert cli.returncode == 0 and line in cli.stdout
