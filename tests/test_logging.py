@@ -89,3 +89,24 @@ def test_evaluation_leaves_training_untouched():
             runs.append([{k: v for k, v in r.items() if not k.startswith("eval/")}
                          for r in strip_timing(trainer.train())])
     assert runs[0] == runs[1]
+
+
+def test_eval_at_start_logs_the_untrained_policy_and_changes_no_training_number(tmp_path):
+    """EPyMARL's 41 evaluations include the untrained policy: ``eval_at_start`` adds that row
+    (iteration 0, env step 0); the training rows stay exactly as without it."""
+    cfg = tiny(total_steps=160, eval_every=1, eval_episodes=2, eval_deterministic=False)
+    with mappo.Trainer(EarlyExitEnv, cfg) as trainer:
+        plain = strip_timing(trainer.train())
+    run_dir = tmp_path / "run"
+    with mappo.Trainer(EarlyExitEnv, cfg.replace(eval_at_start=True)) as trainer:
+        with_start = strip_timing(trainer.train(run_dir=str(run_dir)))
+    first = with_start[0]
+    assert first["iteration"] == 0 and first["env_steps"] == 0 and EVAL_KEYS <= set(first)
+    assert set(first) == {"iteration", "env_steps"} | EVAL_KEYS | {"eval/agent_return_mean"}
+    assert with_start[1:] == plain
+    assert rows(run_dir)[0]["iteration"] == 0
+    per_agent = [v for k, v in first.items() if k.startswith("eval/return_mean/")]
+    assert first["eval/agent_return_mean"] == pytest.approx(sum(per_agent) / len(per_agent))
+    # a resumed run does not evaluate the start again
+    with mappo.Trainer.load(str(run_dir / "ckpt.pt"), EarlyExitEnv) as trainer:
+        assert all(r["iteration"] > 0 for r in trainer.train(total_steps=240))
