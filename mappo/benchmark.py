@@ -150,7 +150,10 @@ class _Running:
         self.log.flush()
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
         self.started = time.time()
-        self.proc = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        # a session of its own: a Ctrl-C at the terminal reaches only the runner, which passes on
+        # one SIGTERM (a second signal would make the run stop without its checkpoint)
+        self.proc = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
 
     def finish(self) -> bool:
         """Record the outcome of a process that has exited; True when the run is done."""
