@@ -12,7 +12,7 @@ and, optionally, the published figures to set beside ours::
         config: configs/benchmarks/lbf_8x8-2p-2f-coop.yaml
         metric: eval/team_return_mean        # or eval/agent_return_mean (one agent's copy)
         overrides: []                        # key=value, as on the command line
-        published: {mappo: 1.00, mappo_ci: 0.0, ippo: 1.00, source: "EPyMARL Table 3"}
+        published: {mappo: 1.00, mappo_ci: 0.0, ippo: 1.00, budget: 20000000}   # the paper's figures
 
 Every run is ``mappo train CONFIG seed=S run_dir=OUT/<task>/seed<S>`` in a subprocess with one
 torch thread (``OMP_NUM_THREADS=1``), ``--jobs`` at a time.  ``OUT/<task>/seed<S>.json`` records
@@ -20,7 +20,8 @@ the command, the wall time and whether the run finished.  Run the same command a
 (Ctrl-C, SIGTERM, a crash, a reboot): finished runs are skipped, interrupted ones continue with
 ``mappo train --resume`` from their checkpoint, runs that never wrote one start afresh.
 
-The report reads each run's ``metrics.jsonl`` evaluations and writes ``OUT/results.md`` (mean
+The report reads the evaluations in the ``metrics.jsonl`` of each finished run (of the runs in
+progress while none has finished) and writes ``OUT/results.md`` (mean
 +- 95% CI over seeds of the maximum and average returns, :mod:`mappo.stats`) and
 ``OUT/results.png`` (mean +- CI against env steps, one panel per task).
 """
@@ -76,6 +77,10 @@ def load_suite(path: str) -> Suite:
         unknown = set(t) - {"name", "config", "metric", "overrides", "published"}
         if unknown:
             raise ValueError(f"suite {path!r}: task {t['name']!r} has unknown key(s) {sorted(unknown)}")
+        published = t.get("published") or {}
+        if not isinstance(published, dict) or set(published) - {"mappo", "mappo_ci", "ippo", "budget"}:
+            raise ValueError(f"suite {path!r}: task {t['name']!r}: 'published' takes the keys mappo, mappo_ci, "
+                             f"ippo and budget, got {published!r}")
         if not os.path.isfile(t["config"]):
             raise FileNotFoundError(f"suite {path!r}: task {t['name']!r}: config {t['config']!r} not found")
         tasks.append(Task(**t))
@@ -255,7 +260,11 @@ def report(suite: Suite, out: str) -> str:
              "|---|---|---|---|---|---|---|---|---|"]
     panels = []
     for task in suite.tasks:
-        dirs = [os.path.join(out, task.name, f"seed{s}") for s in suite.seeds]
+        records = {seed: _read_record(_record_path(out, task, seed)) for seed in suite.seeds}
+        # finished runs only, so that a run just started does not cut the others' curves short;
+        # while none has finished, the runs in progress (marked "unfinished")
+        finished = [seed for seed in suite.seeds if records[seed].get("done")]
+        dirs = [os.path.join(out, task.name, f"seed{s}") for s in (finished or suite.seeds)]
         steps, returns, used = eval_curves(dirs, task.metric)
         pub = task.published or {}
         digits = _digits([pub.get("mappo")] + (returns.ravel().tolist() if returns.size else []))
@@ -263,18 +272,19 @@ def report(suite: Suite, out: str) -> str:
         if "ippo" in pub:
             published += f" ({pub['ippo']:.{digits}f})"
         if not used:
-            lines.append(f"| {task.name} | {task.metric} | {published} | not run | | | 0 | | |")
+            lines.append(f"| {task.name} | {task.metric.removeprefix('eval/')} | {published} | not run | | | 0 | | |")
             continue
         s = max_and_average(returns)
-        records = [_read_record(_record_path(out, task, seed)) for seed in suite.seeds]
-        walls = [r["wall_s"] for r in records if r.get("done")]
+        walls = [records[seed]["wall_s"] for seed in finished]
         wall = f"{np.mean(walls) / 60:.1f} min" if walls else "unfinished"
-        budget = Config.from_yaml(task.config, task.overrides).total_steps
+        budget = f"{Config.from_yaml(task.config, task.overrides).total_steps:,}"
+        if "budget" in pub:
+            budget += f" (paper: {pub['budget']:,})"
         done_steps = int(steps[-1])
         lines.append(
             f"| {task.name} | {task.metric.removeprefix('eval/')} | {published} | "
             f"{_fmt(s['max_mean'], s['max_ci'], digits)} | {_fmt(s['average_mean'], s['average_ci'], digits)} | "
-            f"{int(steps[s['max_index']]):,} (of {done_steps:,}) | {len(used)} | {budget:,} | {wall} |")
+            f"{int(steps[s['max_index']]):,} (of {done_steps:,}) | {len(used)} | {budget} | {wall} |")
         panels.append((task, steps, returns))
     table = "\n".join(lines)
     os.makedirs(out, exist_ok=True)

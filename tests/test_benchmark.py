@@ -93,6 +93,9 @@ def test_suite_errors(tmp_path):
     bad.write_text("seeds: [0]\nruns: []\n")
     with pytest.raises(ValueError, match="'seeds' and 'tasks'"):
         load_suite(str(bad))
+    bad.write_text(f"seeds: [0]\ntasks:\n  - name: x\n    config: {_suite(tmp_path)}\n    published: {{best: 1}}\n")
+    with pytest.raises(ValueError, match="'published' takes the keys"):
+        load_suite(str(bad))
     suite = load_suite(_suite(tmp_path))
     with pytest.raises(ValueError, match=r"unknown task\(s\) \['nope'\]"):
         select(suite, "nope", None)
