@@ -28,6 +28,7 @@ class Config:
     # --- environment -------------------------------------------------------------------
     env: str = "mpe/simple_spread"  # registry name (see envs/registry.py) or "module.path:callable"
     env_kwargs: Dict[str, Any] = field(default_factory=dict)  # keyword arguments for the env factory
+    wrappers: List[Dict[str, Any]] = field(default_factory=list)  # SuperSuit wrappers for each env copy, in order: [{frame_stack_v2: {stack_size: 4}}, ...] (mappo/wrappers.py)
     # --- run size ----------------------------------------------------------------------
     total_steps: int = 200_000  # env steps (vector steps x num_envs) to train for
     num_envs: int = 8  # env copies stepped side by side
@@ -216,6 +217,14 @@ def validate(cfg: Config) -> None:
     if not isinstance(cfg.env_kwargs, dict):
         raise TypeError(f"config field 'env_kwargs' must be a mapping, got {cfg.env_kwargs!r}")
     cfg.env_kwargs = dict(cfg.env_kwargs)
+    if cfg.wrappers:
+        from .wrappers import check_wrappers
+
+        cfg.wrappers = check_wrappers(cfg.wrappers)
+    elif not isinstance(cfg.wrappers, (list, tuple)):
+        raise TypeError(f"config field 'wrappers' must be a list of {{name: {{kwargs}}}} entries, got {cfg.wrappers!r}")
+    else:
+        cfg.wrappers = []
     from .learner import LEARNERS  # here, not at the top: the learner module imports this one
     from .logger import BACKENDS
 

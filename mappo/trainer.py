@@ -27,13 +27,14 @@ from .config import Config, validate
 from .learner import LEARNERS
 from .logger import RunLogger
 from .policy import Policy
-from .protocol import VectorEnv, make_vector_env, team_spec
+from .protocol import Batched, VectorEnv, make_vector_env, team_spec
 from .stop import StopOnSignal
+from .wrappers import WrappedEnvFn
 
 # evaluation envs are seeded away from the training envs' seed
 EVAL_SEED_OFFSET = 1_000_003
 # config fields that shape the networks, the optimiser state or the envs' carried state: fixed for a loaded run
-SHAPING_FIELDS = ("algorithm", "num_envs", "parameter_sharing", "hidden_sizes", "activation", "recurrent",
+SHAPING_FIELDS = ("algorithm", "wrappers", "num_envs", "parameter_sharing", "hidden_sizes", "activation", "recurrent",
                   "critic_input", "input_norm", "popart", "value_norm")
 # checkpoint formats this version reads: 3 (before the learner had its own module, no best_eval) and 4
 CHECKPOINT_FORMAT = 4
@@ -66,6 +67,11 @@ class Trainer:
         validate(cfg)  # before any env is built
         if not callable(env_fn):
             raise TypeError(f"env_fn must be a zero-argument callable returning a ParallelEnv, got {env_fn!r}")
+        if cfg.wrappers:  # SuperSuit wrappers, applied where each env is built (inside workers too)
+            if isinstance(env_fn, Batched):
+                raise ValueError("config field 'wrappers' applies SuperSuit wrappers to PettingZoo envs; a batched "
+                                 "simulator (mappo.Batched) takes none")
+            env_fn = WrappedEnvFn(env_fn, cfg.wrappers)
         self.cfg, self.env_fn = cfg, env_fn
         # under torchrun: join the process group; each rank takes GPU LOCAL_RANK (docs/DISTRIBUTED.md)
         self.sync, self.device = D.setup(resolve_device(cfg.device))
