@@ -7,6 +7,10 @@
 Each argument is a run folder, a glob, or LABEL=GLOB; runs that share a label are one curve.
 Prints a table of final team returns (eval.json's deterministic mean when present, else the
 mean training return over the last 10% of iterations): mean +- std over the runs of each label.
+With ``--key eval/...`` it also prints EPyMARL's maximum and average returns over the runs'
+evaluations (mean +- 95% CI over runs; mappo/stats.py), as ``mappo benchmark`` reports them:
+
+    python scripts/plot.py "runs/my_lbf/seed*" --key eval/team_return_mean --smooth 1
 """
 from __future__ import annotations
 
@@ -19,7 +23,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mappo.benchmark import eval_curves  # noqa: E402
 from mappo.plot import final_return, plot_groups  # noqa: E402
+from mappo.stats import max_and_average  # noqa: E402
 
 
 def parse_groups(specs):
@@ -50,6 +56,15 @@ def main(argv=None) -> int:
         finals = np.array([final_return(r, args.key) for r in runs])
         print(f"{label:<24} {len(runs):>4}  {finals.mean():9.2f} +- {finals.std():.2f}   "
               f"[{', '.join(f'{v:.2f}' for v in finals)}]")
+    if args.key.startswith("eval/"):
+        print(f"\n{'label':<24} {'runs':>4}  maximum return (at env steps)       average return   (95% CI over runs)")
+        for label, runs in groups.items():
+            steps, returns, used = eval_curves(runs, args.key)
+            if not used:
+                continue
+            s = max_and_average(returns)
+            print(f"{label:<24} {len(used):>4}  {s['max_mean']:9.3f} +- {s['max_ci']:.3f} ({int(steps[s['max_index']]):,})"
+                  f"   {s['average_mean']:9.3f} +- {s['average_ci']:.3f}")
     return 0
 
 

@@ -168,3 +168,17 @@ def test_sigterm_stops_the_runs_with_checkpoints_and_the_same_command_finishes_t
         rows = [json.loads(line) for line in open(os.path.join(out, "climb", f"seed{seed}", "metrics.jsonl"))]
         steps = [r["env_steps"] for r in rows if "sps" in r]
         assert steps == sorted(set(steps)) and steps[-1] == 2500  # no step trained twice, none lost
+
+
+def test_plot_script_prints_maximum_and_average_returns_of_runs(tmp_path, capsys):
+    from scripts.plot import main
+
+    _write_metrics(tmp_path / "seed0", [(0, 1.0), (100, 3.0), (200, 2.0)])
+    _write_metrics(tmp_path / "seed1", [(0, 2.0), (100, 4.0), (200, 5.0)])
+    assert main([f"X={tmp_path}/seed*", "--key", "eval/team_return_mean", "--smooth", "1",
+                 "--out", str(tmp_path / "c.png")]) == 0
+    line = [row for row in capsys.readouterr().out.splitlines() if row.startswith("X ")][-1]
+    # evaluation means over runs: 1.5, 3.5, 3.5 -> the first best (100); averages per run 2.0, 3.667
+    t1 = 12.706204736174704  # t(0.975, 1)
+    assert f"{3.5:9.3f} +- {t1 * np.std([3.0, 4.0], ddof=1) / np.sqrt(2):.3f} (100)" in line
+    assert f"{(2.0 + 11 / 3) / 2:9.3f} +- {t1 * np.std([2.0, 11 / 3], ddof=1) / np.sqrt(2):.3f}" in line
