@@ -112,6 +112,13 @@ register_family("lbf", _lbf)
 register_family("rware", _rware)
 
 
+def is_registered(name: str) -> bool:
+    """Whether ``name`` is a registry name (``mpe/simple_spread``, ``lbf/<id>``): data, where a
+    ``module:callable`` name is code that building the env would import and run."""
+    family, _, env_id = name.partition("/")
+    return name in ENVS or (family in FAMILIES and bool(env_id) and ":" not in name)
+
+
 def _resolve(name: str) -> EnvFactory:
     if name in ENVS:
         return ENVS[name]

@@ -52,7 +52,7 @@ def _load(run: str, trust_env_code: bool = False, **overrides):
 
     A checkpoint is data, but its config's ``env: module:callable`` would import and call code:
     that only happens with ``trust_env_code``, or when the user names the env (``env=...``)."""
-    from envs import ENVS
+    from envs import is_registered
 
     from .checkpoint import load_checkpoint
     from .trainer import Trainer
@@ -60,7 +60,7 @@ def _load(run: str, trust_env_code: bool = False, **overrides):
     path = _checkpoint_path(run)
     payload = load_checkpoint(path)  # read once: the config inside says which env to build
     cfg = Config.from_dict({**payload["config"], **overrides})
-    if cfg.env not in ENVS and "env" not in overrides and not trust_env_code:
+    if not is_registered(cfg.env) and "env" not in overrides and not trust_env_code:
         raise ValueError(f"{path!r} names the env {cfg.env!r}, which is code (module:callable), not a registered "
                          f"env; mappo runs it only with --trust-env-code, or name the env yourself "
                          f"(--env NAME, or env=NAME with --resume)")

@@ -219,3 +219,21 @@ def test_mappo_learns_a_small_lbf_task_far_above_random():
         trainer.train()
         learned = trainer.evaluate(episodes=100, deterministic=False)["team_return_mean"]
     assert learned > 0.6, (learned, random_return)
+
+
+def test_family_names_are_registry_names_not_code(tmp_path):
+    """A checkpoint of ``lbf/<id>`` is evaluated and resumed without --trust-env-code (the resume
+    of a stopped benchmark run depends on it); a ':' still marks code."""
+    import mappo
+    from envs import is_registered
+    from mappo.cli import main
+
+    assert is_registered("lbf/Foraging-5x5-2p-1f-v3") and is_registered("rware/rware-tiny-2ag-v2")
+    assert is_registered("matrix/climbing") and not is_registered("lbf/") and not is_registered("my.mod:make")
+    assert not is_registered("lbf/x:y")
+    cfg = mappo.Config(env="lbf/Foraging-5x5-2p-1f-v3", num_envs=2, rollout_length=10, total_steps=20, ppo_epochs=1,
+                       vector_mode="inprocess", progress=False)
+    with mappo.Trainer(make_env_fn(cfg.env), cfg) as trainer:
+        trainer.train(run_dir=str(tmp_path / "run"))
+    assert main(["eval", str(tmp_path / "run"), "--episodes", "1"]) == 0
+    assert main(["train", "--resume", str(tmp_path / "run"), "total_steps=40"]) == 0
