@@ -295,6 +295,47 @@ def steering_greedy_return(episodes: int = 200, seed: int = 123) -> float:
     return float(np.mean(totals))
 
 
+class MovingDotEnv(_Toy):
+    """Pixels whose meaning needs two frames: a dot moving along a strip, one cell per step.
+
+    Each episode a dot starts at a random cell of a 1 x 9 strip (an HWC image, uint8, 255 where
+    the dot is) and moves left or right, wrapping around; the direction is drawn per episode.
+    Each step the agent guesses the direction (0 = left, 1 = right) and earns 1 when right.  One
+    frame cannot show the direction, so a policy that sees one frame scores 5 of 10 on average;
+    with ``frame_stack_v2`` (stack 2) it sees the last move and can score 9.5 (the first step's
+    stack holds no earlier frame, a coin flip).  ``state()`` is the current frame, flattened.
+    """
+
+    possible_agents = ["agent_0"]
+    max_steps = 10
+    width = 9
+    obs_spaces = {"agent_0": spaces.Box(0, 255, (1, width, 1), np.uint8)}
+    act_spaces = {"agent_0": spaces.Discrete(2)}
+
+    def _new_round(self):
+        if self.t == 0:
+            self.pos = int(self.rng.integers(self.width))
+            self.direction = int(self.rng.integers(2))  # 0: left, 1: right
+        else:
+            self.pos = (self.pos + (1 if self.direction else -1)) % self.width
+
+    def _frame(self):
+        frame = np.zeros((1, self.width, 1), dtype=np.uint8)
+        frame[0, self.pos, 0] = 255
+        return frame
+
+    def _obs(self):
+        return {a: self._frame() for a in self.agents}
+
+    def state(self):
+        return self._frame().ravel().astype(np.float32) / 255.0
+
+    def step(self, actions):
+        self._check(actions)
+        rewards = {"agent_0": float(int(actions["agent_0"]) == self.direction)}
+        return self._finish(rewards)
+
+
 class FailingEnv(CoordinationEnv):
     """Raises on its 5th step: for error-surfacing tests."""
 
