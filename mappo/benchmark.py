@@ -18,7 +18,11 @@ Every run is ``mappo train CONFIG seed=S run_dir=OUT/<task>/seed<S>`` in a subpr
 torch thread (``OMP_NUM_THREADS=1``), ``--jobs`` at a time.  ``OUT/<task>/seed<S>.json`` records
 the command, the wall time and whether the run finished.  Run the same command again after a stop
 (Ctrl-C, SIGTERM, a crash, a reboot): finished runs are skipped, interrupted ones continue with
-``mappo train --resume`` from their checkpoint, runs that never wrote one start afresh.
+``mappo train --resume`` from their checkpoint (to the suite's budget), runs that never wrote
+one start afresh.  A stopped run whose saved config differs from what its task's config now
+gives (other than the budget) is an error naming the fields: it would mix two settings in one
+curve.  Runs live in sessions of their own, so a runner killed outright (SIGKILL) leaves its
+runs to finish on their own; a new runner then refuses their folders while they hold its lock.
 
 The report reads the evaluations in the ``metrics.jsonl`` of each finished run (of the runs in
 progress while none has finished) and writes ``OUT/results.md`` (mean
@@ -143,6 +147,29 @@ def run_command(task: Task, seed: int, out: str) -> List[str]:
     return base + [task.config, *task.overrides, f"seed={seed}", f"run_dir={run_dir}", "overwrite=true"] + common
 
 
+# fields a resumed run may differ in from its task's config: the budget comes from the suite,
+# and the rest are where and how the run is written, not what it trains
+_RESUME_FREE = ("total_steps", "run_dir", "overwrite", "progress")
+
+
+def check_resumable(task: Task, seed: int, out: str) -> None:
+    """Refuse to continue a stopped run whose saved config differs from its task's config (say,
+    a suite edited in between): the continued run would mix two settings in one curve."""
+    run_dir = os.path.join(out, task.name, f"seed{seed}")
+    saved_path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(os.path.join(run_dir, "ckpt.pt")) or not os.path.isfile(saved_path):
+        return
+    from .config import Config
+
+    saved = Config.from_yaml(saved_path).to_dict()
+    wanted = Config.from_yaml(task.config, [*task.overrides, f"seed={seed}"]).to_dict()
+    changed = sorted(k for k in wanted if k not in _RESUME_FREE and saved.get(k) != wanted[k])
+    if changed:
+        raise ValueError(f"{run_dir!r} was started with other settings than {task.config!r} now gives ("
+                         + ", ".join(f"{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in changed)
+                         + f"); delete {run_dir!r} and {_record_path(out, task, seed)!r} to run it again")
+
+
 class _Running:
     def __init__(self, task: Task, seed: int, out: str):
         self.task, self.seed, self.out = task, seed, out
@@ -180,6 +207,8 @@ def run_suite(suite: Suite, out: str, jobs: int, poll_s: float = 1.0) -> Dict[st
     failed, by task."""
     pending = [(t, s) for t in suite.tasks for s in suite.seeds
                if not _read_record(_record_path(out, t, s)).get("done")]
+    for task, seed in pending:  # before any run starts
+        check_resumable(task, seed, out)
     running: List[_Running] = []
     failed: Dict[str, List[int]] = {}
     stopping = {"signal": None}

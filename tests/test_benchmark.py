@@ -182,3 +182,18 @@ def test_plot_script_prints_maximum_and_average_returns_of_runs(tmp_path, capsys
     t1 = 12.706204736174704  # t(0.975, 1)
     assert f"{3.5:9.3f} +- {t1 * np.std([3.0, 4.0], ddof=1) / np.sqrt(2):.3f} (100)" in line
     assert f"{(2.0 + 11 / 3) / 2:9.3f} +- {t1 * np.std([2.0, 11 / 3], ddof=1) / np.sqrt(2):.3f}" in line
+
+
+@pytest.mark.slow
+def test_a_stopped_run_is_not_continued_under_changed_settings(tmp_path):
+    suite = load_suite(_suite(tmp_path))
+    out = str(tmp_path / "out")
+    first = run_command(suite.tasks[0], 0, out)
+    subprocess.run(first + ["total_steps=500"], check=True, capture_output=True,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    changed = select(suite, None, "0")
+    changed.tasks[0].overrides = [*changed.tasks[0].overrides, "lr=1e-3"]
+    with pytest.raises(ValueError, match=r"lr: 0.0005 -> 0.001.*delete"):
+        run_suite(changed, out, jobs=1)
+    # a larger budget alone is no change of settings: the run goes on to it
+    assert "--resume" in run_command(suite.tasks[0], 0, out)
