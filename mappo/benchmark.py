@@ -277,7 +277,7 @@ def _fmt(mean: float, ci: float, digits: int) -> str:
 
 def _digits(values: List[float]) -> int:
     scale = max([abs(v) for v in values if v is not None and math.isfinite(v)] or [1.0])
-    return 2 if scale < 100 else 1
+    return 3 if scale < 2 else 2 if scale < 100 else 1
 
 
 def report(suite: Suite, out: str) -> str:
