@@ -112,19 +112,26 @@ register_family("lbf", _lbf)
 register_family("rware", _rware)
 
 
+def _family_factory(name: str) -> EnvFactory | None:
+    """``FAMILIES[family]`` bound to the id for a name ``"<family>/<id>"`` (no ':', which marks code), else None."""
+    family, _, env_id = name.partition("/")
+    if family in FAMILIES and env_id and ":" not in name:
+        return functools.partial(FAMILIES[family], env_id)
+    return None
+
+
 def is_registered(name: str) -> bool:
     """Whether ``name`` is a registry name (``mpe/simple_spread``, ``lbf/<id>``): data, where a
     ``module:callable`` name is code that building the env would import and run."""
-    family, _, env_id = name.partition("/")
-    return name in ENVS or (family in FAMILIES and bool(env_id) and ":" not in name)
+    return name in ENVS or _family_factory(name) is not None
 
 
 def _resolve(name: str) -> EnvFactory:
     if name in ENVS:
         return ENVS[name]
-    family, _, env_id = name.partition("/")
-    if family in FAMILIES and env_id:
-        return functools.partial(FAMILIES[family], env_id)
+    family_factory = _family_factory(name)
+    if family_factory is not None:
+        return family_factory
     if ":" in name:
         module, _, attr = name.partition(":")
         try:

@@ -217,14 +217,9 @@ def validate(cfg: Config) -> None:
     if not isinstance(cfg.env_kwargs, dict):
         raise TypeError(f"config field 'env_kwargs' must be a mapping, got {cfg.env_kwargs!r}")
     cfg.env_kwargs = dict(cfg.env_kwargs)
-    if cfg.wrappers:
-        from .wrappers import check_wrappers
+    from .wrappers import check_wrappers  # imports SuperSuit only when there are wrappers to check
 
-        cfg.wrappers = check_wrappers(cfg.wrappers)
-    elif not isinstance(cfg.wrappers, (list, tuple)):
-        raise TypeError(f"config field 'wrappers' must be a list of {{name: {{kwargs}}}} entries, got {cfg.wrappers!r}")
-    else:
-        cfg.wrappers = []
+    cfg.wrappers = check_wrappers(cfg.wrappers)
     from .learner import LEARNERS  # here, not at the top: the learner module imports this one
     from .logger import BACKENDS
 

@@ -43,7 +43,8 @@ def check_wrappers(wrappers: Any) -> List[Dict[str, Dict[str, Any]]]:
     mapping, an unknown name, or keyword arguments the function does not take."""
     if not isinstance(wrappers, (list, tuple)):
         raise TypeError(f"config field 'wrappers' must be a list of {{name: {{kwargs}}}} entries, got {wrappers!r}")
-    checked = []
+    checked: List[Dict[str, Dict[str, Any]]] = []
+    known = known_wrappers() if wrappers else []
     for i, entry in enumerate(wrappers):
         if not isinstance(entry, dict) or len(entry) != 1:
             raise ValueError(f"config field 'wrappers'[{i}] must be a mapping with one key, the SuperSuit function "
@@ -53,7 +54,6 @@ def check_wrappers(wrappers: Any) -> List[Dict[str, Dict[str, Any]]]:
         if not isinstance(kwargs, dict):
             raise ValueError(f"config field 'wrappers'[{i}] ({name}): the value must be a mapping of keyword "
                              f"arguments, got {kwargs!r}")
-        known = known_wrappers()
         if name not in known:
             what = "a vector-env converter (the framework vectorises envs itself)" if name in VECTORISERS \
                 else "not a SuperSuit wrapper"
