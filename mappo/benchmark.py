@@ -114,7 +114,12 @@ def select(suite: Suite, tasks: Optional[str], seeds: Optional[str]) -> Suite:
 
 
 def _record_path(out: str, task: Task, seed: int) -> str:
-    return os.path.join(out, task.name, f"seed{seed}.json")
+    return run_dir_of(out, task, seed) + ".json"
+
+
+def run_dir_of(out: str, task: Task, seed: int) -> str:
+    """``OUT/<task>/seed<S>``: the run folder; its record (.json) and log (.log) sit beside it."""
+    return os.path.join(out, task.name, f"seed{seed}")
 
 
 def _read_record(path: str) -> Dict[str, Any]:
@@ -134,7 +139,7 @@ def _write_record(path: str, record: Dict[str, Any]) -> None:
 def run_command(task: Task, seed: int, out: str) -> List[str]:
     """The ``mappo train`` command for one run: a fresh start, or ``--resume`` when the run folder
     already holds a checkpoint."""
-    run_dir = os.path.join(out, task.name, f"seed{seed}")
+    run_dir = run_dir_of(out, task, seed)
     base = [sys.executable, "-m", "mappo", "train"]
     common = ["progress=false"]
     if os.path.isfile(os.path.join(run_dir, "ckpt.pt")):
@@ -155,7 +160,7 @@ _RESUME_FREE = ("total_steps", "run_dir", "overwrite", "progress")
 def check_resumable(task: Task, seed: int, out: str) -> None:
     """Refuse to continue a stopped run whose saved config differs from its task's config (say,
     a suite edited in between): the continued run would mix two settings in one curve."""
-    run_dir = os.path.join(out, task.name, f"seed{seed}")
+    run_dir = run_dir_of(out, task, seed)
     saved_path = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(os.path.join(run_dir, "ckpt.pt")) or not os.path.isfile(saved_path):
         return
@@ -177,7 +182,7 @@ class _Running:
         self.record = _read_record(self.record_path)
         self.command = run_command(task, seed, out)
         os.makedirs(os.path.dirname(self.record_path), exist_ok=True)
-        self.log = open(os.path.join(out, task.name, f"seed{seed}.log"), "a")
+        self.log = open(run_dir_of(out, task, seed) + ".log", "a")
         self.log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(self.command)}\n")
         self.log.flush()
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -293,7 +298,7 @@ def report(suite: Suite, out: str) -> str:
         # finished runs only, so that a run just started does not cut the others' curves short;
         # while none has finished, the runs in progress (marked "unfinished")
         finished = [seed for seed in suite.seeds if records[seed].get("done")]
-        dirs = [os.path.join(out, task.name, f"seed{s}") for s in (finished or suite.seeds)]
+        dirs = [run_dir_of(out, task, s) for s in (finished or suite.seeds)]
         steps, returns, used = eval_curves(dirs, task.metric)
         pub = task.published or {}
         digits = _digits([pub.get("mappo")] + (returns.ravel().tolist() if returns.size else []))
