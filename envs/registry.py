@@ -71,6 +71,24 @@ register("sisl/multiwalker", _sisl("multiwalker_v9"))
 register("sisl/pursuit", _sisl("pursuit_v4"))
 
 
+def _butterfly(module: str) -> EnvFactory:
+    def factory(**kwargs: Any) -> Any:
+        try:
+            mod = importlib.import_module(f"pettingzoo.butterfly.{module}")
+        except ImportError as err:  # pygame/pymunk are optional: say which extra brings them
+            raise ImportError(f"butterfly envs need pygame and pymunk: pip install 'pettingzoo[butterfly]' (or this "
+                              f"project's 'butterfly' extra): {err}") from err
+        return mod.parallel_env(**kwargs)
+
+    return factory
+
+
+# pixel observations (issue 14): configs/butterfly_*.yaml preprocess them with SuperSuit wrappers
+register("butterfly/pistonball", _butterfly("pistonball_v6"))
+register("butterfly/cooperative_pong", _butterfly("cooperative_pong_v6"))
+register("butterfly/knights_archers_zombies", _butterfly("knights_archers_zombies_v11"))
+
+
 def _vmas(scenario: str, defaults: Dict[str, Any]) -> EnvFactory:
     def factory(**kwargs: Any) -> Batched:
         from .vmas_adapter import VmasEnvFn

@@ -68,6 +68,11 @@ class Config:
     parameter_sharing: str = "shared"  # "shared" (one actor/critic, agent id input) | "separate"
     critic_input: str = "state"  # "state" (env.state(), else joined obs) | "concat_obs" | "local" (IPPO) | "agent_specific" (state + own obs)
     log_std_init: float = -0.5  # initial log std of Gaussian (Box) actions, in units where the Box spans [-1, 1] (std 0.61)
+    encoder: str = "auto"  # observation encoder: "auto" (a CNN for image observations and image states, else MLP) | "mlp" | "cnn" (mappo/encoders.py)
+    cnn_channels: List[int] = field(default_factory=lambda: [32, 64, 64])  # CNN: output channels per conv layer (Nature CNN)
+    cnn_kernels: List[int] = field(default_factory=lambda: [8, 4, 3])  # CNN: square kernel size per conv layer
+    cnn_strides: List[int] = field(default_factory=lambda: [4, 2, 1])  # CNN: stride per conv layer
+    cnn_features: int = 512  # CNN: width of the Linear layer after the convs (then the MLP trunk, hidden_sizes)
     recurrent: bool = False  # GRU actor and critic (MAPPO paper's recurrent policies)
     chunk_length: int = 10  # BPTT chunk length for recurrent training (a short last chunk per env is padded and masked)
     # --- evaluation during training ----------------------------------------------------
@@ -212,6 +217,23 @@ def validate(cfg: Config) -> None:
     ):
         raise ValueError(f"config field 'hidden_sizes' must be a non-empty list of positive ints, got {cfg.hidden_sizes!r}")
     cfg.hidden_sizes = list(cfg.hidden_sizes)
+    from .encoders import ENCODER_CHOICES
+
+    if cfg.encoder not in ENCODER_CHOICES:
+        raise ValueError(f"config field 'encoder' must be one of {list(ENCODER_CHOICES)}, got {cfg.encoder!r}")
+    for name in ("cnn_channels", "cnn_kernels", "cnn_strides"):
+        value = getattr(cfg, name)
+        if not isinstance(value, (list, tuple)) or not value or not all(
+                isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in value):
+            raise ValueError(f"config field {name!r} must be a non-empty list of positive ints, got {value!r}")
+        setattr(cfg, name, list(value))
+    if not len(cfg.cnn_channels) == len(cfg.cnn_kernels) == len(cfg.cnn_strides):
+        raise ValueError(f"config fields 'cnn_channels', 'cnn_kernels' and 'cnn_strides' give one entry per conv layer, "
+                         f"so they must have the same length; got {cfg.cnn_channels}, {cfg.cnn_kernels}, "
+                         f"{cfg.cnn_strides}")
+    _check_type(cfg, "cnn_features", int)
+    if cfg.cnn_features < 1:
+        raise ValueError(f"config field 'cnn_features' must be an integer >= 1, got {cfg.cnn_features!r}")
     if not isinstance(cfg.env, str) or not cfg.env:
         raise ValueError(f"config field 'env' must be a registry name or 'module:callable', got {cfg.env!r}")
     if not isinstance(cfg.env_kwargs, dict):

@@ -3,6 +3,8 @@
 The exported module maps one step of the whole team to deterministic actions:
 
     feed-forward:  (obs [N, A, O] float32, action_mask [N, A, L] bool) -> actions [N, A, W] float32
+                   (obs is uint8 when the env's observations are: images, issue 14; the sidecar's
+                   "obs_dtype" says which, and the model scales the frames itself)
     recurrent:     (obs, action_mask, hidden [N, A, H] float32, resets [N, A] bool) -> (actions, hidden)
 
 ``obs`` rows are the agents' observations flattened and zero-padded to ``O`` (as
@@ -24,6 +26,7 @@ import torch
 from torch import nn
 
 from .networks import Actor
+from .protocol import torch_dtype
 from .spaces import TeamSpec, to_bounds
 
 
@@ -66,7 +69,7 @@ class DeterministicRecurrentActor(nn.Module):
 
 def example_inputs(spec: TeamSpec, actor: Actor, batch: int = 2) -> Tuple[torch.Tensor, ...]:
     A = spec.num_agents
-    obs = torch.zeros(batch, A, spec.obs_dim)
+    obs = torch.zeros(batch, A, spec.obs_dim, dtype=torch_dtype(spec.obs_dtype))
     mask = torch.as_tensor(spec.valid_logits).expand(batch, A, spec.num_logits).clone()
     if not actor.recurrent:
         return obs, mask

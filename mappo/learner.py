@@ -20,7 +20,7 @@ from . import loss as L
 from .buffer import HIDDEN_KEYS, RolloutBuffer
 from .config import Config
 from .distributed import Sync
-from .networks import Actor, Critic
+from .networks import Actor, Critic, EncoderSettings
 from .normalize import RunningMeanStd, popart_rescale
 from .returns import gae
 from .spaces import TeamSpec
@@ -50,10 +50,12 @@ class PPOLearner:
         self.cfg, self.spec, self.device = cfg, spec, device
         self.sync = sync if sync is not None else Sync()
         shared = cfg.parameter_sharing == "shared"
+        encoding = EncoderSettings(cfg.encoder, tuple(cfg.cnn_channels), tuple(cfg.cnn_kernels),
+                                   tuple(cfg.cnn_strides), cfg.cnn_features)
         self.actor = Actor(spec, shared, cfg.hidden_sizes, cfg.activation, cfg.input_norm, cfg.recurrent,
-                           cfg.log_std_init).to(device)
+                           cfg.log_std_init, encoding).to(device)
         self.critic = Critic(spec, cfg.critic_input, shared, cfg.hidden_sizes, cfg.activation, cfg.input_norm,
-                             cfg.recurrent).to(device)
+                             cfg.recurrent, encoding).to(device)
         # separate optimisers: the critic's larger gradients never scale the actor's step
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=cfg.adam_eps, foreach=True)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.critic_lr, eps=cfg.adam_eps, foreach=True)
@@ -149,16 +151,19 @@ class PPOLearner:
         """The PPO loss of one minibatch.
 
         ``mb`` holds ``actor_in`` / ``critic_in`` (network inputs, :meth:`Actor.inputs` and
-        :meth:`Critic.inputs`) and the :data:`UPDATE_KEYS` fields, each ``[L, B, A, ...]`` (L = 1
+        :meth:`Critic.inputs`), or, for a network with a CNN encoder, ``obs`` (and ``state``) to
+        build them from here, and the :data:`UPDATE_KEYS` fields, each ``[L, B, A, ...]`` (L = 1
         for feed-forward), plus ``actor_h`` / ``critic_h [B, A, H]`` when recurrent.
         """
         cfg = self.cfg
         mask = mb["alive"]
-        dist, _ = self.actor.dist(mb["actor_in"], mb["action_mask"], mb.get("actor_h"), mb["resets"])
+        actor_in = mb["actor_in"] if "actor_in" in mb else self.actor.inputs(mb["obs"])
+        critic_in = mb["critic_in"] if "critic_in" in mb else self.critic.inputs(mb["obs"], mb["state"], mask)
+        dist, _ = self.actor.dist(actor_in, mb["action_mask"], mb.get("actor_h"), mb["resets"])
         entropy = L.masked_mean(dist.entropy(), mask)
         p_loss, info = L.policy_loss(dist.log_prob(mb["actions"]), mb["logp"], mb["advantages"], mask,
                                      cfg.objective, cfg.clip_eps, self.kl_coef)
-        values = self.critic.values(mb["critic_in"], mb.get("critic_h"), mb["resets"]).values
+        values = self.critic.values(critic_in, mb.get("critic_h"), mb["resets"]).values
         v_loss = L.value_loss(values, mb["old_values"], mb["returns"], mask, cfg.clip_eps if cfg.value_clip else None,
                               cfg.huber_delta)
         total = p_loss - cfg.entropy_coef * entropy + cfg.value_coef * v_loss
@@ -200,9 +205,15 @@ class PPOLearner:
         explained_variance."""
         cfg = self.cfg
         explained_var = self.targets(buf)
-        # network inputs (normalised features + agent id) are the same in every epoch: build once
-        inputs = {"actor_in": self.actor.inputs(buf.obs), "critic_in": self.critic.inputs(buf.obs, buf.state, buf.alive)}
-        keys = UPDATE_KEYS + (HIDDEN_KEYS if cfg.recurrent else ())
+        # network inputs (normalised features + agent id) are the same in every epoch: build them once,
+        # unless an encoder has weights (a CNN), which must see each minibatch's raw (uint8) frames
+        inputs = {}
+        if not self.actor.encodes:
+            inputs["actor_in"] = self.actor.inputs(buf.obs)
+        if not self.critic.encodes:
+            inputs["critic_in"] = self.critic.inputs(buf.obs, buf.state, buf.alive)
+        raw = ("obs",) * (len(inputs) < 2) + ("state",) * ("critic_in" not in inputs)
+        keys = UPDATE_KEYS + raw + (HIDDEN_KEYS if cfg.recurrent else ())
         chunk = cfg.chunk_length if cfg.recurrent else 1
         sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0}
         count = 0
@@ -213,7 +224,7 @@ class PPOLearner:
                 for key in sums:
                     sums[key] += getattr(terms, key).item()
                 count += 1
-        approx_kl = self._rollout_kl(buf, inputs["actor_in"])
+        approx_kl = self._rollout_kl(buf, inputs.get("actor_in"))
         stats = {k: v / count for k, v in sums.items()}
         stats.update(approx_kl=approx_kl, kl_coef=self.kl_coef, explained_variance=explained_var)
         if cfg.objective in ("kl", "clip_kl"):
@@ -221,10 +232,13 @@ class PPOLearner:
         return stats
 
     @torch.no_grad()
-    def _rollout_kl(self, buf: RolloutBuffer, actor_in: torch.Tensor) -> float:
+    def _rollout_kl(self, buf: RolloutBuffer, actor_in: Optional[torch.Tensor]) -> float:
         """KL[pi_old, pi_new] over the whole rollout (and all ranks), after the update (PPO Sec. 4);
-        a recurrent actor replays the rollout from its first step's stored state."""
+        a recurrent actor replays the rollout from its first step's stored state.  ``actor_in``:
+        the prepared inputs, or None to encode ``buf.obs`` here."""
         first_h = buf.actor_h[0] if self.cfg.recurrent else None
+        if actor_in is None:
+            actor_in = self.actor.inputs(buf.obs)
         dist, _ = self.actor.dist(actor_in, buf.action_mask, first_h, buf.resets)
         _, info = L.policy_loss(dist.log_prob(buf.actions), buf.logp, buf.advantages, buf.alive, self.cfg.objective,
                                 self.cfg.clip_eps, 0.0)

@@ -8,6 +8,10 @@ Recurrent networks (``recurrent=True``, MAPPO paper Sec. 4 / App. C) put a GRU b
 MLP body and the head.  They take sequences ``[L, B, A, in]``, a hidden state ``[B, A, H]``
 from before step 0 and ``resets [L, B, A]`` (episode start or agent gone), which zero the
 hidden state before that step.
+
+Observations first pass an encoder (``mappo/encoders.py``): the identity for vector
+observations, a CNN for images.  The critic encodes each agent's observation and, when
+``state()`` is an image, the state, before joining them (:func:`critic_features`).
 """
 from __future__ import annotations
 
@@ -17,7 +21,17 @@ import torch
 from torch import nn
 from torch.distributions import Normal
 
+from .encoders import StateEncoder, TeamEncoder
 from .spaces import TeamSpec
+
+
+class EncoderSettings(NamedTuple):
+    """The config fields an encoder reads (``Config`` has them all; see mappo/encoders.py)."""
+    encoder: str = "auto"
+    cnn_channels: Tuple[int, ...] = (32, 64, 64)
+    cnn_kernels: Tuple[int, ...] = (8, 4, 3)
+    cnn_strides: Tuple[int, ...] = (4, 2, 1)
+    cnn_features: int = 512
 
 
 class GroupedLinear(nn.Module):
@@ -155,11 +169,15 @@ def critic_features(obs: torch.Tensor, state: torch.Tensor, alive: torch.Tensor,
     return feats * alive.unsqueeze(-1).to(feats.dtype)
 
 
-def critic_dim(spec: TeamSpec, mode: str) -> int:
+def critic_dim(spec: TeamSpec, mode: str, obs_width: Optional[int] = None, state_width: Optional[int] = None) -> int:
+    """The width of :func:`critic_features` for ``mode``; ``obs_width`` / ``state_width`` are the
+    encoded widths (default: the raw ``obs_dim`` / ``state_dim``)."""
+    obs_w = spec.obs_dim if obs_width is None else obs_width
+    state_w = spec.state_dim if state_width is None else state_width
     if mode == "local":
-        return spec.obs_dim
-    glob = spec.state_dim if (mode in ("state", "agent_specific") and spec.state_dim > 0) else spec.obs_dim * spec.num_agents
-    return glob + (spec.obs_dim if mode == "agent_specific" else 0)
+        return obs_w
+    glob = state_w if (mode in ("state", "agent_specific") and spec.state_dim > 0) else obs_w * spec.num_agents
+    return glob + (obs_w if mode == "agent_specific" else 0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,17 +247,18 @@ class Actor(nn.Module):
     """Decentralised actor: ``obs [..., A, O]`` -> :class:`ActionDist` (and, if recurrent, a hidden state)."""
 
     def __init__(self, spec: TeamSpec, shared: bool, hidden: List[int], activation: str, input_norm: bool = False,
-                 recurrent: bool = False, log_std_init: float = -0.5):
+                 recurrent: bool = False, log_std_init: float = -0.5, encoding: EncoderSettings = EncoderSettings()):
         super().__init__()
         self.sizes = list(spec.component_sizes)
         self.num_logits, self.cont_dim = spec.num_logits, spec.cont_dim
         groups = 1 if shared else spec.num_agents
-        in_dim = spec.obs_dim + (spec.num_agents if shared else 0)
+        self.encoder = TeamEncoder(spec, shared, encoding, "actor")
+        in_dim = self.encoder.out_dim + (spec.num_agents if shared else 0)
         # small output gain: near-uniform initial policy (Andrychowicz et al. 2021, "What matters")
         self.net = GroupedMLP(groups, in_dim, hidden, self.num_logits + self.cont_dim, activation, out_gain=0.01)
         self.gru = GroupedGRUCell(groups, hidden[-1], hidden[-1]) if recurrent else None
         self.hidden_size = hidden[-1]
-        self.norm_dim = spec.obs_dim if input_norm else 0
+        self.norm_dim = self.encoder.out_dim if input_norm else 0
         # state-independent log std per agent slot and dim (CleanRL, SB3); actions are in units where
         # the Box spans [-1, 1] (spaces.to_bounds), so one initial std fits every env
         self.log_std = nn.Parameter(torch.full((spec.num_agents, self.cont_dim), float(log_std_init)))
@@ -250,9 +269,14 @@ class Actor(nn.Module):
     def recurrent(self) -> bool:
         return self.gru is not None
 
+    @property
+    def encodes(self) -> bool:
+        """True when :meth:`inputs` has parameters (a CNN): it must then run inside each minibatch."""
+        return not self.encoder.identity
+
     def inputs(self, obs: torch.Tensor) -> torch.Tensor:
-        """obs ``[..., A, O]`` -> network input ``[..., A, in]``."""
-        return network_input(obs, self.norm_dim, self.agent_eye)
+        """obs ``[..., A, O]`` (float, or uint8 images) -> network input ``[..., A, in]``."""
+        return network_input(self.encoder(obs), self.norm_dim, self.agent_eye)
 
     def forward(self, obs: torch.Tensor, mask: torch.Tensor, hidden: Optional[torch.Tensor] = None,
                 resets: Optional[torch.Tensor] = None) -> Tuple[ActionDist, Optional[torch.Tensor]]:
@@ -284,11 +308,18 @@ class Critic(nn.Module):
     """Centralised (or local, for IPPO) critic: ``features [..., A, C]`` -> values ``[..., A]``."""
 
     def __init__(self, spec: TeamSpec, mode: str, shared: bool, hidden: List[int], activation: str,
-                 input_norm: bool = False, recurrent: bool = False):
+                 input_norm: bool = False, recurrent: bool = False, encoding: EncoderSettings = EncoderSettings()):
         super().__init__()
         self.mode = mode
         groups = 1 if shared else spec.num_agents
-        feat_dim = critic_dim(spec, mode)
+        uses_state = mode in ("state", "agent_specific") and spec.state_dim > 0
+        # each agent's observation is encoded (CNN for images) before it is joined or used alone;
+        # an image state() has a CNN of its own, one for all agents (the state is shared)
+        self.obs_encoder = TeamEncoder(spec, shared, encoding, "critic") if (mode != "state" or not uses_state) \
+            else None
+        self.state_encoder = StateEncoder(spec, encoding) if uses_state else None
+        feat_dim = critic_dim(spec, mode, self.obs_encoder.out_dim if self.obs_encoder else None,
+                              self.state_encoder.out_dim if self.state_encoder else None)
         in_dim = feat_dim + (spec.num_agents if shared else 0)
         self.net = GroupedMLP(groups, in_dim, hidden, 1, activation, out_gain=1.0)
         self.gru = GroupedGRUCell(groups, hidden[-1], hidden[-1]) if recurrent else None
@@ -299,9 +330,17 @@ class Critic(nn.Module):
     def recurrent(self) -> bool:
         return self.gru is not None
 
+    @property
+    def encodes(self) -> bool:
+        """True when :meth:`inputs` has parameters (a CNN): it must then run inside each minibatch."""
+        return any(e is not None and not e.identity for e in (self.obs_encoder, self.state_encoder))
+
     def inputs(self, obs: torch.Tensor, state: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
-        """-> network input ``[..., A, in]``; see :func:`critic_features`."""
-        return network_input(critic_features(obs, state, alive, self.mode), self.norm_dim, self.agent_eye)
+        """obs ``[..., A, O]``, state ``[..., S]`` (float, or uint8 images), alive ``[..., A]`` ->
+        network input ``[..., A, in]``; see :func:`critic_features`."""
+        obs_f = self.obs_encoder(obs) if self.obs_encoder is not None else obs[..., :0].float()
+        state_f = self.state_encoder(state) if self.state_encoder is not None else state[..., :0].float()
+        return network_input(critic_features(obs_f, state_f, alive, self.mode), self.norm_dim, self.agent_eye)
 
     def values(self, x: torch.Tensor, hidden: Optional[torch.Tensor] = None,
                resets: Optional[torch.Tensor] = None) -> CriticOut:

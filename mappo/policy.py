@@ -52,7 +52,7 @@ class Policy:
         unknown = set(obs) - set(spec.names)
         if unknown:
             raise KeyError(f"unknown agent(s) {sorted(unknown)}; this policy's agents are {spec.names}")
-        flat = np.zeros((spec.num_agents, spec.obs_dim), dtype=np.float32)
+        flat = np.zeros((spec.num_agents, spec.obs_dim), dtype=spec.obs_dtype)  # uint8 for image teams
         mask = np.array(spec.valid_logits, dtype=bool)
         for k, name in enumerate(spec.names):
             if name in obs:

@@ -4,10 +4,11 @@ A vector env runs ``E`` copies of a team of ``A`` agents (fixed slots, see ``spa
 and exposes, after every ``reset`` and ``step``, the per-step fields of :data:`STEP_FIELDS`
 (T = time is added by the rollout buffer, which stores the same fields):
 
-    obs [E, A, O] float32        each agent's flattened observation (zero when gone)
+    obs [E, A, O] float32        each agent's flattened observation (zero when gone); uint8 when
+                                 every agent observes a uint8 Box (images: ``TeamSpec.obs_dtype``)
     action_mask [E, A, L] bool   the logits an agent may pick
     alive [E, A] bool            the agent acts this step
-    state [E, S] float32         env.state() (S = 0 when the env has none)
+    state [E, S] float32         env.state() (S = 0 when the env has none); uint8 when state() is
     reward [E, A] float32        the reward of the last step
     terminated, truncated [E, A] bool
     final_obs [E, A, O], final_state [E, S]   the last observation before an auto-reset
@@ -35,17 +36,19 @@ import torch
 
 from .spaces import TeamSpec
 
-# name -> (dims, dtype); dims name the TeamSpec widths: E envs, A agents, O obs, L logits, S state
+# name -> (dims, dtype); dims name the TeamSpec widths: E envs, A agents, O obs, L logits, S state.
+# The dtype "obs" / "state" is the team's own (TeamSpec.obs_dtype / state_dtype: uint8 for images,
+# issue 14: a frame stays 1 byte per pixel until the encoder on the training device)
 STEP_FIELDS: Dict[str, Tuple[Tuple[str, ...], Any]] = {
-    "obs": (("E", "A", "O"), np.float32),
+    "obs": (("E", "A", "O"), "obs"),
     "action_mask": (("E", "A", "L"), np.bool_),
     "alive": (("E", "A"), np.bool_),
-    "state": (("E", "S"), np.float32),
+    "state": (("E", "S"), "state"),
     "reward": (("E", "A"), np.float32),
     "terminated": (("E", "A"), np.bool_),
     "truncated": (("E", "A"), np.bool_),
-    "final_obs": (("E", "A", "O"), np.float32),
-    "final_state": (("E", "S"), np.float32),
+    "final_obs": (("E", "A", "O"), "obs"),
+    "final_state": (("E", "S"), "state"),
     "env_done": (("E",), np.bool_),
 }
 
@@ -53,11 +56,13 @@ STEP_FIELDS: Dict[str, Tuple[Tuple[str, ...], Any]] = {
 def field_shapes(spec: TeamSpec, num_envs: int) -> Dict[str, Tuple[Tuple[int, ...], Any]]:
     """Each step field's concrete shape and numpy dtype for ``spec`` and ``num_envs``."""
     sizes = {"E": num_envs, "A": spec.num_agents, "O": spec.obs_dim, "L": spec.num_logits, "S": spec.state_dim}
-    return {name: (tuple(sizes[d] for d in dims), dtype) for name, (dims, dtype) in STEP_FIELDS.items()}
+    dtypes = {"obs": spec.obs_dtype, "state": spec.state_dtype}
+    return {name: (tuple(sizes[d] for d in dims), dtypes.get(dtype, dtype) if isinstance(dtype, str) else dtype)
+            for name, (dims, dtype) in STEP_FIELDS.items()}
 
 
 def torch_dtype(np_dtype: Any) -> torch.dtype:
-    return torch.bool if np_dtype is np.bool_ else torch.float32
+    return {np.dtype(np.bool_): torch.bool, np.dtype(np.uint8): torch.uint8}.get(np.dtype(np_dtype), torch.float32)
 
 
 class VectorEnv(Protocol):

@@ -14,11 +14,17 @@ so padded parts add nothing to log-probs or entropy.  A team action is ``[A, act
 
 Action masks follow PettingZoo: a Dict observation with "observation" and "action_mask",
 or ``info["action_mask"]``.  Masks are ``[A, num_logits]`` booleans.
+
+Images (issue 14): an agent whose observation is an image (:func:`find_image`), alone or beside
+vectors in a Dict, keeps its :class:`ImageLayout`, so an encoder can cut the image back out of the
+flat row.  When every agent's observation is a uint8 Box, the team's rows are uint8
+(``TeamSpec.obs_dtype``): they stay uint8 in the workers' shared memory and the rollout buffer,
+and become float only in the encoder.  A uint8 ``state()`` stays uint8 the same way.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 from gymnasium import spaces
@@ -44,6 +50,74 @@ def check_obs_space(agent: str, space: spaces.Space) -> None:
     )
 
 
+@dataclass(frozen=True)
+class ImageLayout:
+    """Where an image sits in a flat observation row, and how to read it back.
+
+    ``shape`` is the image's shape as the env gives it: ``(H, W, C)``, ``(C, H, W)`` or ``(H, W)``;
+    ``offset`` is its first entry in the agent's flattened observation (gymnasium flattens a Dict
+    key by key); ``scale`` maps its values to about [0, 1] (1/255 for uint8, 1 for float images).
+    """
+
+    shape: Tuple[int, ...]
+    channels_first: bool
+    offset: int
+    scale: float
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def chw(self) -> Tuple[int, int, int]:
+        """``(C, H, W)``, the layout a convolution takes."""
+        if len(self.shape) == 2:
+            return (1, *self.shape)
+        c, h, w = self.shape if self.channels_first else (self.shape[2], self.shape[0], self.shape[1])
+        return (c, h, w)
+
+    def describe(self) -> str:
+        return "x".join(str(n) for n in self.shape) + (" (CHW)" if self.channels_first else "")
+
+
+def is_image(space: spaces.Space) -> bool:
+    """A Box that is an image: 3-D (HWC or CHW), uint8 in [0, 255] or float; or 2-D uint8 (a
+    grayscale frame, as SuperSuit's ``color_reduction_v0`` makes)."""
+    if not isinstance(space, spaces.Box):
+        return False
+    if space.dtype == np.uint8:
+        return len(space.shape) in (2, 3) and min(space.shape[:2] if len(space.shape) == 2 else space.shape) >= 1
+    return len(space.shape) == 3 and np.issubdtype(space.dtype, np.floating)
+
+
+def _image_layout(box: spaces.Box, offset: int) -> ImageLayout:
+    shape = tuple(int(n) for n in box.shape)
+    # channels first when the first dim is the smaller end (SB3's rule): (4, 84, 84) yes, (84, 84, 4) no
+    channels_first = len(shape) == 3 and shape[0] < shape[-1]
+    return ImageLayout(shape, channels_first, offset, 1.0 / 255.0 if box.dtype == np.uint8 else 1.0)
+
+
+def find_image(space: spaces.Space) -> Optional[ImageLayout]:
+    """The image in an (inner) observation space: the space itself, or the first image in a Dict
+    (its other keys are vectors, concatenated after the image's features); else None."""
+    if is_image(space):
+        return _image_layout(space, 0)
+    if isinstance(space, spaces.Dict):
+        offset = 0
+        for sub in space.spaces.values():
+            if is_image(sub):
+                return _image_layout(sub, offset)
+            offset += int(spaces.flatdim(sub))
+    return None
+
+
+def state_image(shape: Tuple[int, ...], dtype: Any) -> Optional[ImageLayout]:
+    """The layout of an image ``state()`` of this shape and dtype, or None when it is a vector."""
+    box = spaces.Box(0, 255, shape, np.uint8) if np.dtype(dtype) == np.uint8 else \
+        spaces.Box(-np.inf, np.inf, shape, np.float32)
+    return _image_layout(box, 0) if is_image(box) else None
+
+
 def _is_mask_dict(space: spaces.Space) -> bool:
     return isinstance(space, spaces.Dict) and set(space.spaces) >= {"observation", "action_mask"}
 
@@ -59,6 +133,7 @@ class AgentSpec:
     nvec: List[int]  # categorical component sizes (empty for Box)
     cont_dim: int  # Gaussian dimensions (0 unless Box)
     mask_in_obs: bool  # action mask is carried in a Dict observation
+    image: Optional[ImageLayout] = None  # the image inside the observation, if any (find_image)
 
     @classmethod
     def build(cls, name: str, obs_space: spaces.Space, action_space: spaces.Space) -> "AgentSpec":
@@ -79,7 +154,7 @@ class AgentSpec:
             raise TypeError(
                 f"agent {name!r}: unsupported action space {action_space!r}; supported: Discrete, MultiDiscrete, Box"
             )
-        return cls(name, inner, action_space, int(spaces.flatdim(inner)), nvec, cont, mask_in_obs)
+        return cls(name, inner, action_space, int(spaces.flatdim(inner)), nvec, cont, mask_in_obs, find_image(inner))
 
 
 class TeamSpec:
@@ -93,6 +168,9 @@ class TeamSpec:
         cont_mask: ``[A, D]`` float, the Gaussian dims that exist for each agent.
         action_width: ``len(component_sizes) + D``.
         state_dim: width of ``env.state()`` or 0 when the env has none.
+        obs_dtype: numpy dtype of the team's observation rows: uint8 when every agent's
+            (inner) observation space is a uint8 Box, else float32.
+        state_shape, state_dtype: ``env.state()``'s own shape and dtype (uint8 kept as uint8).
     """
 
     def __init__(self, agents: List[AgentSpec], state_dim: int):
@@ -109,6 +187,10 @@ class TeamSpec:
         self.cont_dim = max(a.cont_dim for a in agents)
         self.action_width = num_components + self.cont_dim
         self.state_dim = state_dim
+        self.state_shape: Tuple[int, ...] = (state_dim,)
+        self.state_dtype: Any = np.float32
+        self.obs_dtype: Any = np.uint8 if all(
+            isinstance(a.obs_space, spaces.Box) and a.obs_space.dtype == np.uint8 for a in agents) else np.float32
         self.valid_logits = np.zeros((self.num_agents, self.num_logits), dtype=bool)
         self.cont_mask = np.zeros((self.num_agents, self.cont_dim), dtype=np.float32)
         self.cont_low = np.zeros((self.num_agents, self.cont_dim), dtype=np.float32)
@@ -131,11 +213,28 @@ class TeamSpec:
             raise ValueError("the env has no possible_agents")
         return cls(agents, state_dim=0)
 
+    def set_state(self, state: Optional[np.ndarray]) -> None:
+        """Record ``env.state()``'s layout from one sample (None: the env has no state)."""
+        if state is None:
+            self.state_dim, self.state_shape, self.state_dtype = 0, (0,), np.float32
+        else:
+            self.state_dim, self.state_shape = int(state.size), tuple(int(n) for n in np.shape(state))
+            self.state_dtype = np.uint8 if state.dtype == np.uint8 else np.float32
+
+    @property
+    def state_image(self) -> Optional[ImageLayout]:
+        """The layout of an image ``state()`` (pistonball's is the whole screen), else None."""
+        return state_image(self.state_shape, self.state_dtype) if self.state_dim else None
+
     def layout(self) -> Dict[str, Any]:
         """The team layout as plain data: what a checkpoint must match to load, and what an
         exported actor's sidecar JSON records."""
         return {
             "agents": list(self.names), "obs_dim": self.obs_dim, "state_dim": self.state_dim,
+            # new keys sit at the top level: a checkpoint is checked on the keys it has (older ones lack these)
+            "obs_dtype": np.dtype(self.obs_dtype).name,
+            "obs_images": [None if a.image is None else {"shape": list(a.image.shape), "offset": a.image.offset,
+                                                         "channels_first": a.image.channels_first} for a in self.agents],
             "num_logits": self.num_logits, "action_width": self.action_width,
             "per_agent": [{"name": a.name, "obs_size": a.obs_dim, "categorical_sizes": list(a.nvec),
                            "continuous_dims": a.cont_dim,
@@ -215,7 +314,9 @@ def to_bounds(u: Any, low: Any, high: Any) -> Any:
 
 
 def flatten_state(state: Any) -> np.ndarray:
-    return np.asarray(state, dtype=np.float32).ravel()
+    """``env.state()`` as a flat row: uint8 stays uint8 (an image state), anything else float32."""
+    state = np.asarray(state)
+    return (state if state.dtype == np.uint8 else state.astype(np.float32)).ravel()
 
 
 def random_actions(spec: TeamSpec, mask: Any, generator: Optional[Any] = None) -> Any:

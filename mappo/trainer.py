@@ -35,7 +35,8 @@ from .wrappers import WrappedEnvFn
 EVAL_SEED_OFFSET = 1_000_003
 # config fields that shape the networks, the optimiser state or the envs' carried state: fixed for a loaded run
 SHAPING_FIELDS = ("algorithm", "wrappers", "num_envs", "parameter_sharing", "hidden_sizes", "activation", "recurrent",
-                  "critic_input", "input_norm", "popart", "value_norm")
+                  "critic_input", "input_norm", "popart", "value_norm", "encoder", "cnn_channels", "cnn_kernels",
+                  "cnn_strides", "cnn_features")
 # checkpoint formats this version reads: 3 (before the learner had its own module, no best_eval) and 4
 CHECKPOINT_FORMAT = 4
 
@@ -85,6 +86,9 @@ class Trainer:
                 raise
             raise TypeError(f"building the env failed: {err}. Check config field 'env_kwargs' "
                             f"({cfg.env_kwargs}) against what env {cfg.env!r} accepts") from err
+        if cfg.critic_input in ("concat_obs", "local") and not isinstance(env_fn, Batched):
+            # the critic never reads state(): the workers skip it (pistonball's is a 1.5 MB screen per step)
+            self.spec.set_state(None)
         self.learner = LEARNERS[cfg.algorithm](self.spec, cfg, self.device, self.sync)
         self.policy = Policy(self.spec, self.learner.actor, self.device)
         self.vec: Optional[VectorEnv] = None  # the training envs, built on the first train()
@@ -341,7 +345,10 @@ class Trainer:
                              + ", ".join(f"{f}={getattr(cfg, f)!r}" for f in changed) + ")")
         trainer = cls(env_fn, cfg)
         layout = trainer.spec.layout()
-        if {k: layout[k] for k in payload["team"]} != payload["team"]:
+        saved_team = dict(payload["team"])
+        if cfg.critic_input in ("concat_obs", "local"):  # older runs recorded a state their critic never read
+            saved_team["state_dim"] = layout["state_dim"]
+        if {k: layout[k] for k in saved_team} != saved_team:
             raise ValueError(
                 f"{path!r} was trained on agents/widths {payload['team']}, but env_fn builds {layout}. "
                 f"Pass the env_fn the run was trained with (the CLI rebuilds it from the config field 'env', "

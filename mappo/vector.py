@@ -60,8 +60,9 @@ def make_parallel(env: Any) -> Any:
     raise TypeError(f"env_fn must return a PettingZoo ParallelEnv or AECEnv, got {type(env).__name__}")
 
 
-def env_state(env: Any) -> Optional[np.ndarray]:
-    """``env.state()`` flattened, or None when the env does not implement it."""
+def env_state(env: Any, flat: bool = True) -> Optional[np.ndarray]:
+    """``env.state()`` flattened (``flat``, else as an array of its own shape), or None when the
+    env does not implement it."""
     state_fn = getattr(env, "state", None)
     if state_fn is None:
         return None
@@ -72,7 +73,7 @@ def env_state(env: Any) -> Optional[np.ndarray]:
     if state is None:
         raise ValueError(f"{type(env).__name__}.state() returned None; return the global state as an array, or "
                          f"raise NotImplementedError when the env has none (the critic then joins the observations)")
-    return flatten_state(state)
+    return flatten_state(state) if flat else np.asarray(state)
 
 
 def probe(env_fn: EnvFn, seed: int) -> tuple:
@@ -80,8 +81,7 @@ def probe(env_fn: EnvFn, seed: int) -> tuple:
     env = make_parallel(env_fn())
     spec = TeamSpec.from_env(env)
     env.reset(seed=seed)
-    state = env_state(env)
-    spec.state_dim = 0 if state is None else int(state.size)
+    spec.set_state(env_state(env, flat=False))
     return spec, env
 
 
@@ -156,7 +156,10 @@ class EnvSlot:
 
     def _check_finite(self, field: str, rows: np.ndarray) -> None:
         """``rows [A, O]``, all agents at once: one float64 sum per step is NaN or inf exactly when
-        some entry is (float32 values cannot overflow it), the cheapest check there is."""
+        some entry is (float32 values cannot overflow it), the cheapest check there is.  uint8 rows
+        (images) are finite by their type."""
+        if rows.dtype == np.uint8:
+            return
         if not math.isfinite(rows.sum(dtype=np.float64)):
             k = int(np.flatnonzero(~np.isfinite(rows).all(axis=-1))[0])
             self._fail(self.names[k], field, f"not finite ({rows[k]!r})")
@@ -166,7 +169,7 @@ class EnvSlot:
         if state is None or state.size != self.spec.state_dim:
             self._fail(None, field, f"state() has {0 if state is None else state.size} entries, expected "
                                     f"{self.spec.state_dim}")
-        if not math.isfinite(state.sum(dtype=np.float64)):  # one reduction: NaN or inf anywhere makes it so
+        if state.dtype != np.uint8 and not math.isfinite(state.sum(dtype=np.float64)):  # one reduction: NaN or inf anywhere makes it so
             self._fail(None, field, f"state() is not finite ({state!r})")
         return state
 

@@ -24,7 +24,8 @@ import mappo  # noqa: E402
 import mappo.trainer  # noqa: E402
 from envs import make_env_fn  # noqa: E402
 from mappo.spaces import random_actions  # noqa: E402
-from mappo.protocol import make_vector_env  # noqa: E402
+from mappo.protocol import make_vector_env, team_spec  # noqa: E402
+from mappo.wrappers import WrappedEnvFn  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -43,9 +44,14 @@ def main() -> None:
     env_fn = make_env_fn(cfg.env, **cfg.env_kwargs)
     E = cfg.num_envs
 
-    # 1. raw env stepping: random valid actions through the same vector env (VMAS: drawn on the device)
+    # 1. raw env stepping: random valid actions through the same vector env (VMAS: drawn on the device),
+    # with the config's wrappers, and reading state() only where the trainer does
     device = mappo.trainer.resolve_device(cfg.device)
-    vec = make_vector_env(env_fn, E, cfg.seed, device, cfg.vector_mode, cfg.num_workers)
+    raw_fn = WrappedEnvFn(env_fn, cfg.wrappers) if cfg.wrappers else env_fn
+    spec = team_spec(raw_fn, cfg.seed, device)
+    if cfg.critic_input in ("concat_obs", "local") and not isinstance(raw_fn, mappo.Batched):
+        spec.set_state(None)
+    vec = make_vector_env(raw_fn, E, cfg.seed, device, cfg.vector_mode, cfg.num_workers, spec=spec)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < args.seconds / 2:
         vec.set_actions(random_actions(vec.spec, vec.observe("action_mask")))
@@ -74,6 +80,9 @@ def main() -> None:
     start = time.perf_counter()
     trainer.train(total_steps=trainer.env_steps + iters * per_iter)
     train_sps = iters * per_iter / (time.perf_counter() - start)
+    # the rollout buffer as stored (uint8 frames, issue 14) and as it would be with float32 frames
+    stored = sum(t.numel() * t.element_size() for t in trainer.buffer.data.values())
+    as_float32 = sum(t.numel() * (4 if t.dtype == torch.uint8 else t.element_size()) for t in trainer.buffer.data.values())
     trainer.close()
 
     own, children = peak_rss_mb()
@@ -86,6 +95,8 @@ def main() -> None:
     print(f"collection steps/s     {collect_sps:12.0f}   {collect_sps / raw_sps:.2f} x raw")
     print(f"training steps/s       {train_sps:12.0f}   {train_sps / raw_sps:.2f} x raw")
     print(f"peak RSS: trainer {own:.0f} MB, largest worker {children:.0f} MB")
+    print(f"rollout buffer: {stored / 2**20:.1f} MB (obs {trainer.buffer.obs.dtype}); with float32 frames it would be "
+          f"{as_float32 / 2**20:.1f} MB ({as_float32 / stored:.2f}x)")
     if torch.cuda.is_available():
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**20:.0f} MB")
 

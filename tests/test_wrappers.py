@@ -87,16 +87,20 @@ def test_a_run_with_wrappers_trains_saves_and_loads(tmp_path):
 @pytest.mark.slow
 def test_frame_stacking_from_the_config_makes_a_moving_dot_learnable():
     """MovingDotEnv: one frame cannot show the dot's direction (5 of 10 at best), two stacked
-    frames can (9.5).  The same config learns it with ``frame_stack_v2`` and not without."""
+    frames can (9.5).  The same config learns it with ``frame_stack_v2`` and not without, through
+    the CNN encoder that ``encoder=auto`` picks for its uint8 frames."""
+    from mappo.encoders import ConvEncoder
     from tests.toy_envs import MovingDotEnv
 
     def trained_return(wrappers):
-        cfg = mappo.Config(num_envs=8, rollout_length=50, total_steps=24_000, hidden_sizes=[64, 64], lr=1e-3,
+        cfg = mappo.Config(num_envs=8, rollout_length=50, total_steps=24_000, hidden_sizes=[64], lr=1e-3,
+                           cnn_channels=[16], cnn_kernels=[3], cnn_strides=[1], cnn_features=64,
                            input_norm=True, gamma=0.9, vector_mode="inprocess", seed=0, progress=False,
                            wrappers=wrappers)
         with mappo.Trainer(MovingDotEnv, cfg) as trainer:
+            assert isinstance(trainer.actor.encoder.one, ConvEncoder)
             trainer.train()
-            assert trainer.spec.obs_dim == 9 * (2 if wrappers else 1)
+            assert trainer.spec.obs_dim == 27 * (2 if wrappers else 1)
             return trainer.evaluate(episodes=100, deterministic=True)["team_return_mean"]
 
     stacked = trained_return([{"frame_stack_v2": {"stack_size": 2}}])

@@ -298,8 +298,8 @@ def steering_greedy_return(episodes: int = 200, seed: int = 123) -> float:
 class MovingDotEnv(_Toy):
     """Pixels whose meaning needs two frames: a dot moving along a strip, one cell per step.
 
-    Each episode a dot starts at a random cell of a 1 x 9 strip (an HWC image, uint8, 255 where
-    the dot is) and moves left or right, wrapping around; the direction is drawn per episode.
+    Each episode a dot starts at a random column of a 3 x 9 strip (an HWC image, uint8, 255 in
+    the dot's column) and moves left or right, wrapping around; the direction is drawn per episode.
     Each step the agent guesses the direction (0 = left, 1 = right) and earns 1 when right.  One
     frame cannot show the direction, so a policy that sees one frame scores 5 of 10 on average;
     with ``frame_stack_v2`` (stack 2) it sees the last move and can score 9.5 (the first step's
@@ -309,7 +309,8 @@ class MovingDotEnv(_Toy):
     possible_agents = ["agent_0"]
     max_steps = 10
     width = 9
-    obs_spaces = {"agent_0": spaces.Box(0, 255, (1, width, 1), np.uint8)}
+    height = 3
+    obs_spaces = {"agent_0": spaces.Box(0, 255, (height, width, 1), np.uint8)}
     act_spaces = {"agent_0": spaces.Discrete(2)}
 
     def _new_round(self):
@@ -320,8 +321,8 @@ class MovingDotEnv(_Toy):
             self.pos = (self.pos + (1 if self.direction else -1)) % self.width
 
     def _frame(self):
-        frame = np.zeros((1, self.width, 1), dtype=np.uint8)
-        frame[0, self.pos, 0] = 255
+        frame = np.zeros((self.height, self.width, 1), dtype=np.uint8)
+        frame[:, self.pos, 0] = 255
         return frame
 
     def _obs(self):
@@ -504,3 +505,67 @@ class BrokenEnv(CoordinationEnv):
 
 def broken_env(mode):
     return type(f"BrokenEnv_{mode}", (BrokenEnv,), {"mode": mode})
+
+
+class PixelTeamEnv(_Toy):
+    """Two agents see the same 12x12 RGB uint8 frame with a bright square in one of its four
+    quadrants; each earns 1/2 for naming the quadrant (random: 1/4 per step, optimum 1).
+    ``state()`` is a 16x16x1 uint8 frame of the same picture: an image state for the critic."""
+
+    possible_agents = ["agent_0", "agent_1"]
+    obs_spaces = {a: spaces.Box(0, 255, (12, 12, 3), np.uint8) for a in possible_agents}
+    act_spaces = {a: spaces.Discrete(4) for a in possible_agents}
+
+    def _new_round(self):
+        self.cue = int(self.rng.integers(4))
+
+    def _frame(self, size: int, channels: int) -> np.ndarray:
+        frame = np.zeros((size, size, channels), dtype=np.uint8)
+        half = size // 2
+        row, col = divmod(self.cue, 2)
+        frame[row * half:(row + 1) * half, col * half:(col + 1) * half] = 255
+        return frame
+
+    def _obs(self):
+        return {a: self._frame(12, 3) for a in self.agents}
+
+    def state(self):
+        return self._frame(16, 1)
+
+    def step(self, actions):
+        self._check(actions)
+        reward = float(np.mean([int(actions[a]) == self.cue for a in self.agents]))
+        return self._finish({a: reward / 2 for a in self.agents})
+
+
+class MixedPixelEnv(_Toy):
+    """agent_0 sees a Dict: an 8x8 grayscale image (CHW, float in [0, 1]) and a 2-vector, with an
+    action mask beside them; agent_1 sees a 4-vector.  The shared reward is 1 when agent_0 names
+    the lit image row (0 or 1) and agent_1 the cue in its vector; action 2 of agent_0 is masked."""
+
+    possible_agents = ["agent_0", "agent_1"]
+    obs_spaces = {
+        "agent_0": spaces.Dict({"observation": spaces.Dict({"image": spaces.Box(0.0, 1.0, (1, 8, 8), np.float32),
+                                                            "pos": spaces.Box(-1.0, 1.0, (2,), np.float32)}),
+                                "action_mask": spaces.MultiBinary(3)}),
+        "agent_1": spaces.Box(0.0, 1.0, (4,), np.float32),
+    }
+    act_spaces = {"agent_0": spaces.Discrete(3), "agent_1": spaces.Discrete(4)}
+
+    def _new_round(self):
+        self.row, self.cue = int(self.rng.integers(2)), int(self.rng.integers(4))
+
+    def _obs(self):
+        image = np.zeros((1, 8, 8), dtype=np.float32)
+        image[0, self.row * 4:(self.row + 1) * 4] = 1.0
+        out = {"agent_0": {"observation": {"image": image, "pos": np.array([0.5, -0.5], np.float32)},
+                           "action_mask": np.array([1, 1, 0], np.int8)},
+               "agent_1": np.eye(4, dtype=np.float32)[self.cue]}
+        return {a: out[a] for a in self.agents}
+
+    def step(self, actions):
+        self._check(actions)
+        if int(actions["agent_0"]) == 2:
+            raise ValueError("agent_0: masked action 2")
+        reward = float(int(actions["agent_0"]) == self.row and int(actions["agent_1"]) == self.cue)
+        return self._finish({a: reward for a in self.agents})

@@ -1,0 +1,189 @@
+"""Observation encoders: flat team rows ``[..., A, O]`` -> features ``[..., A, F]`` (issue 14).
+
+The config field ``encoder`` picks one per agent:
+
+    auto   a CNN for an agent whose observation is an image (``spaces.find_image``), else the MLP
+    mlp    every observation flattened into the MLP, as before images were supported
+    cnn    a CNN for every agent (an agent without an image is an error naming it)
+
+"mlp" means no encoder of its own: the row goes straight to the actor's or critic's MLP trunk
+(uint8 rows become float in [0, 1] first).  A CNN agent's image is cut back out of the flat row,
+made float and scaled to [0, 1] here, on the training device (so frames travel and are stored as
+uint8), run through a Nature-CNN-like conv stack (Mnih et al. 2015; sizes from ``cnn_channels``,
+``cnn_kernels``, ``cnn_strides``, ``cnn_features``) and joined with the row's other entries (the
+vector keys of a Dict observation).  The existing MLP trunk then follows.
+
+Parameter sharing works as for the MLP: "shared" means one encoder for every agent, so every
+agent must see the same kind of input (a clear error says what to do otherwise); "separate"
+means one encoder per agent slot, whose feature widths may differ (zero-padded to the widest).
+
+A new encoder is one class with ``forward(rows [N, O]) -> [N, F]`` and ``out_dim``, plus an
+entry in :data:`ENCODERS`.
+"""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .spaces import ImageLayout, TeamSpec
+
+ENCODER_CHOICES = ("auto", "mlp", "cnn")
+# a conv stack whose flattened output times cnn_features exceeds this many weights is refused
+# (a raw 560x880 screen gives ~225M): resize the image instead
+MAX_PROJECTION_WEIGHTS = 50_000_000
+
+
+def as_float(rows: torch.Tensor) -> torch.Tensor:
+    """uint8 rows (images) -> float in [0, 1]; float rows unchanged."""
+    return rows.float() / 255.0 if rows.dtype == torch.uint8 else rows
+
+
+class ConvEncoder(nn.Module):
+    """One image inside a flat row: conv stack (ReLU) -> flatten -> Linear(``features``) -> ReLU,
+    then the row's other entries appended.  ``forward(rows [N, D]) -> [N, features + D - image]``.
+
+    Orthogonal init with gain sqrt(2), as CleanRL's Atari PPO (and the MAPPO paper, App. A)."""
+
+    def __init__(self, image: ImageLayout, row_dim: int, channels: Sequence[int], kernels: Sequence[int],
+                 strides: Sequence[int], features: int, what: str):
+        super().__init__()
+        self.image, self.row_dim = image, row_dim
+        c, h, w = image.chw
+        layers: List[nn.Module] = []
+        for out_c, k, s in zip(channels, kernels, strides):
+            if h < k or w < k:
+                raise ValueError(f"{what}: the image {image.describe()} is too small for the conv stack "
+                                 f"(cnn_kernels={list(kernels)}, cnn_strides={list(strides)}): at layer "
+                                 f"{len(layers) // 2 + 1} it is {h}x{w}, smaller than its {k}x{k} kernel. Use "
+                                 f"smaller cnn_kernels/cnn_strides, or enlarge it with the resize_v1 wrapper")
+            conv = nn.Conv2d(c, out_c, k, s)
+            nn.init.orthogonal_(conv.weight, nn.init.calculate_gain("relu"))
+            nn.init.zeros_(conv.bias)
+            layers += [conv, nn.ReLU()]
+            c, h, w = out_c, (h - k) // s + 1, (w - k) // s + 1
+        flat = c * h * w
+        if flat * features > MAX_PROJECTION_WEIGHTS:
+            raise ValueError(f"{what}: the image {image.describe()} leaves a {c}x{h}x{w} conv output, so the "
+                             f"Linear after it would hold {flat * features:,} weights. Shrink the image (the "
+                             f"resize_v1 wrapper), or add conv layers/strides (cnn_channels, cnn_kernels, cnn_strides)"
+                             + ("; for a large state(), critic_input=concat_obs reads the agents' "
+                                "(preprocessed) observations instead" if "state" in what else ""))
+        proj = nn.Linear(flat, features)
+        nn.init.orthogonal_(proj.weight, nn.init.calculate_gain("relu"))
+        nn.init.zeros_(proj.bias)
+        self.convs = nn.Sequential(*layers, nn.Flatten(), proj, nn.ReLU())
+        self.out_dim = features + row_dim - image.size
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        im = self.image
+        start, end = im.offset, im.offset + im.size
+        x = rows[:, start:end].reshape(rows.shape[0], *im.shape)
+        if len(im.shape) == 2:
+            x = x.unsqueeze(1)
+        elif not im.channels_first:
+            x = x.permute(0, 3, 1, 2)
+        # float only here, on the training device: frames stay uint8 up to this point (issue 14)
+        feats = self.convs(x.float() * im.scale)
+        if self.out_dim == feats.shape[-1]:
+            return feats
+        rest = torch.cat([rows[:, :start], rows[:, end:self.row_dim]], dim=-1)
+        return torch.cat([feats, as_float(rest)], dim=-1)
+
+
+class FlatEncoder(nn.Module):
+    """The row as it is (the first ``row_dim`` entries), as float: the MLP reads it directly."""
+
+    def __init__(self, row_dim: int):
+        super().__init__()
+        self.out_dim = row_dim
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return as_float(rows[:, : self.out_dim])
+
+
+ENCODERS = {"cnn": ConvEncoder, "mlp": FlatEncoder}
+
+
+def choose(encoder: str, image: Optional[ImageLayout], who: str) -> str:
+    """The encoder for one input: "cnn" or "mlp"."""
+    if encoder not in ENCODER_CHOICES:
+        raise ValueError(f"config field 'encoder' must be one of {list(ENCODER_CHOICES)}, got {encoder!r}")
+    if encoder == "cnn" and image is None:
+        raise ValueError(f"encoder=cnn, but {who} has no image (a 3-D Box, HWC or CHW, or a 2-D uint8 Box); use "
+                         f"encoder=auto to give only image observations a CNN")
+    return "cnn" if (encoder == "cnn" or (encoder == "auto" and image is not None)) else "mlp"
+
+
+def _build(kind: str, image: Optional[ImageLayout], row_dim: int, cfg: Any, what: str) -> nn.Module:
+    if kind == "mlp":
+        return FlatEncoder(row_dim)
+    return ConvEncoder(image, row_dim, cfg.cnn_channels, cfg.cnn_kernels, cfg.cnn_strides, cfg.cnn_features, what)
+
+
+class TeamEncoder(nn.Module):
+    """Encodes every agent's row: ``[..., A, O]`` -> ``[..., A, F]``.
+
+    ``identity`` is true when no agent has a CNN: then the encoder has no parameters and the
+    rows pass through (as float), and the learner may build network inputs once per update.
+    """
+
+    def __init__(self, spec: TeamSpec, shared: bool, cfg: Any, role: str):
+        super().__init__()
+        kinds = [choose(cfg.encoder, a.image, f"agent {a.name!r}") for a in spec.agents]
+        self.identity = all(k == "mlp" for k in kinds)
+        self.obs_dim = spec.obs_dim
+        self.per_agent: Optional[nn.ModuleList] = None
+        self.one: Optional[nn.Module] = None
+        if self.identity:
+            self.out_dim = spec.obs_dim
+            return
+        if shared:
+            first = spec.agents[0]
+            for kind, a in zip(kinds, spec.agents):
+                if (kind, a.image, a.obs_dim) != (kinds[0], first.image, first.obs_dim):
+                    seen = lambda k, b: f"{b.image.describe() + ' image' if k == 'cnn' else 'a vector'} in a {b.obs_dim}-wide row"
+                    raise ValueError(
+                        f"parameter_sharing=shared: one {role} encoder reads every agent, but agent {first.name!r} "
+                        f"sees {seen(kinds[0], first)} and agent {a.name!r} sees {seen(kind, a)}. Give them one "
+                        f"image size (e.g. the resize_v1 wrapper), or use parameter_sharing=separate (one "
+                        f"encoder per agent), or encoder=mlp")
+            self.one = _build(kinds[0], first.image, first.obs_dim, cfg, f"{role} encoder (agent {first.name!r})")
+            self.out_dim = self.one.out_dim
+        else:
+            self.per_agent = nn.ModuleList(_build(k, a.image, a.obs_dim, cfg, f"{role} encoder of agent {a.name!r}")
+                                           for k, a in zip(kinds, spec.agents))
+            self.out_dim = max(e.out_dim for e in self.per_agent)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.identity:
+            return as_float(obs)
+        lead, A = obs.shape[:-2], obs.shape[-2]
+        if self.one is not None:
+            return self.one(obs.reshape(-1, obs.shape[-1])).view(*lead, A, self.out_dim)
+        rows = obs.reshape(-1, A, obs.shape[-1])
+        outs = []
+        for k, enc in enumerate(self.per_agent):
+            f = enc(rows[:, k])
+            outs.append(nn.functional.pad(f, (0, self.out_dim - f.shape[-1])))
+        return torch.stack(outs, dim=1).view(*lead, A, self.out_dim)
+
+
+class StateEncoder(nn.Module):
+    """``state [..., S]`` -> ``[..., F]``: a CNN when ``state()`` is an image (and the encoder
+    choice allows one), else the row as float.  One for all agents' critics: the state is shared."""
+
+    def __init__(self, spec: TeamSpec, cfg: Any):
+        super().__init__()
+        image = spec.state_image
+        kind = "cnn" if (image is not None and cfg.encoder != "mlp") else "mlp"
+        self.identity = kind == "mlp"
+        self.net = None if self.identity else _build("cnn", image, spec.state_dim, cfg, "critic state encoder")
+        self.out_dim = spec.state_dim if self.identity else self.net.out_dim
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        if self.identity:
+            return as_float(state)
+        lead = state.shape[:-1]
+        return self.net(state.reshape(-1, state.shape[-1])).view(*lead, self.out_dim)

@@ -1,0 +1,168 @@
+"""Image observations (issue 14): encoder choice per agent, the CNN path's consistency between
+rollout and update, uint8 up to the encoder, image states, Dict image+vector with masks, and
+the butterfly envs."""
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+
+import mappo
+from mappo.encoders import ConvEncoder, FlatEncoder
+from mappo.spaces import TeamSpec, AgentSpec, find_image
+from tests.helpers import tiny
+from tests.toy_envs import CoordinationEnv, MixedPixelEnv, PixelTeamEnv
+
+SMALL_CNN = dict(cnn_channels=[8, 8], cnn_kernels=[3, 3], cnn_strides=[2, 1], cnn_features=32)
+
+
+def test_find_image_reads_layouts():
+    hwc = find_image(spaces.Box(0, 255, (84, 84, 4), np.uint8))
+    assert (hwc.channels_first, hwc.chw, hwc.offset, hwc.scale) == (False, (4, 84, 84), 0, 1 / 255)
+    chw = find_image(spaces.Box(0.0, 1.0, (3, 64, 48), np.float32))
+    assert (chw.channels_first, chw.chw, chw.scale) == (True, (3, 64, 48), 1.0)
+    gray = find_image(spaces.Box(0, 255, (30, 40), np.uint8))  # color_reduction_v0 without frame_stack
+    assert gray.chw == (1, 30, 40)
+    # gymnasium flattens a Dict key by key ("image" after "a_vec"): the image starts after the 5 entries
+    mixed = find_image(spaces.Dict({"a_vec": spaces.Box(-1, 1, (5,)), "image": spaces.Box(0, 255, (8, 8, 1), np.uint8)}))
+    assert mixed.offset == 5 and mixed.size == 64
+    assert find_image(spaces.Box(-1.0, 1.0, (18,), np.float32)) is None
+    assert find_image(spaces.Box(-1.0, 1.0, (27, 5), np.float32)) is None  # a 2-D float table is not an image
+    assert find_image(spaces.Discrete(4)) is None
+
+
+def test_auto_picks_the_encoder_per_agent():
+    with mappo.Trainer(MixedPixelEnv, tiny(parameter_sharing="separate", **SMALL_CNN)) as trainer:
+        kinds = [type(e) for e in trainer.actor.encoder.per_agent]
+        assert kinds == [ConvEncoder, FlatEncoder]  # the Dict with an image, then the plain vector
+        assert [type(e) for e in trainer.critic.obs_encoder.per_agent] == [ConvEncoder, FlatEncoder]
+        assert trainer.actor.encodes and trainer.spec.obs_dtype == np.float32  # a float image in a Dict
+        # encoder=mlp flattens everything, as before images were supported
+    with mappo.Trainer(MixedPixelEnv, tiny(parameter_sharing="separate", encoder="mlp")) as trainer:
+        assert not trainer.actor.encodes and not trainer.critic.encodes
+    with pytest.raises(ValueError, match="encoder=cnn, but agent 'agent_1' has no image"):
+        mappo.Trainer(MixedPixelEnv, tiny(parameter_sharing="separate", encoder="cnn", **SMALL_CNN))
+    # shared: one encoder must read every agent, so an image agent beside a vector agent is an error
+    with pytest.raises(ValueError, match=r"parameter_sharing=shared.*agent 'agent_0' sees 1x8x8 \(CHW\) image.*"
+                                         r"agent 'agent_1' sees a vector.*parameter_sharing=separate"):
+        mappo.Trainer(MixedPixelEnv, tiny(**SMALL_CNN))
+    with pytest.raises(ValueError, match="config field 'encoder' must be one of"):
+        tiny(encoder="resnet")
+    with pytest.raises(ValueError, match="same length"):
+        tiny(cnn_channels=[8], cnn_kernels=[3, 3], cnn_strides=[1, 1])
+
+
+def test_images_too_small_or_too_large_are_errors_that_say_what_to_do():
+    with pytest.raises(ValueError, match=r"actor encoder \(agent 'agent_0'\): the image 12x12x3 is too small.*resize_v1"):
+        mappo.Trainer(PixelTeamEnv, tiny())  # the Nature CNN's 8x8/4 then 4x4/2 kernels do not fit 12x12
+    spec = TeamSpec([AgentSpec.build("a", spaces.Box(0, 255, (560, 880, 3), np.uint8), spaces.Discrete(2))], 0)
+    from mappo.encoders import TeamEncoder
+
+    with pytest.raises(ValueError, match=r"560x880x3 leaves a 64x66x106 conv output.*resize_v1"):
+        TeamEncoder(spec, True, tiny(cnn_features=512), "actor")
+
+
+def test_heterogeneous_image_sizes_work_separately_and_fail_clearly_shared():
+    class TwoSizes(PixelTeamEnv):
+        obs_spaces = {"agent_0": spaces.Box(0, 255, (12, 12, 3), np.uint8),
+                      "agent_1": spaces.Box(0, 255, (16, 16, 3), np.uint8)}
+
+        def _obs(self):
+            sizes = {"agent_0": 12, "agent_1": 16}
+            return {a: self._frame(sizes[a], 3) for a in self.agents}
+
+    with pytest.raises(ValueError, match=r"agent 'agent_0' sees 12x12x3 image.*agent 'agent_1' sees 16x16x3 image"
+                                         r".*resize_v1.*parameter_sharing=separate"):
+        mappo.Trainer(TwoSizes, tiny(**SMALL_CNN))
+    with mappo.Trainer(TwoSizes, tiny(parameter_sharing="separate", total_steps=40, **SMALL_CNN)) as trainer:
+        trainer.train()
+        assert np.isfinite(trainer.history[-1]["policy_loss"])
+
+
+@pytest.mark.parametrize("recurrent", [False, True])
+@pytest.mark.parametrize("sharing,critic_input", [("shared", "state"), ("separate", "agent_specific"),
+                                                   ("shared", "concat_obs")])
+def test_cnn_log_probs_and_values_match_between_rollout_and_update(recurrent, sharing, critic_input):
+    cfg = tiny(recurrent=recurrent, chunk_length=5, parameter_sharing=sharing, critic_input=critic_input,
+               **SMALL_CNN)
+    with mappo.Trainer(PixelTeamEnv, cfg) as trainer:
+        trainer.train(total_steps=40)  # one update first, so the networks are not at their initial weights
+        trainer.collect()
+        buf, learner = trainer.buffer, trainer.learner
+        assert trainer.actor.encodes and trainer.critic.encodes
+        # the image state() gets a CNN of its own where the critic reads it
+        if critic_input != "concat_obs":
+            assert isinstance(trainer.critic.state_encoder.net, ConvEncoder)
+            assert buf.state.dtype == torch.uint8 and trainer.spec.state_shape == (16, 16, 1)
+        else:
+            assert trainer.critic.state_encoder is None and trainer.spec.state_dim == 0  # state() not even read
+        keys = ("obs", "state", "alive", "action_mask", "actions", "logp", "old_values", "resets") + (
+            ("actor_h", "critic_h") if recurrent else ())
+        seen = []
+        loss = learner.loss
+
+        def recording(mb):  # what the learner's loss sees: frames still uint8
+            seen.append(mb["obs"].dtype)
+            return loss(mb)
+
+        with torch.no_grad():
+            for mb in buf.minibatches(2, keys, chunk_length=5 if recurrent else 1):
+                dist, _ = trainer.actor.dist(trainer.actor.inputs(mb["obs"]), mb["action_mask"], mb.get("actor_h"),
+                                             mb["resets"])
+                out = trainer.critic.values(trainer.critic.inputs(mb["obs"], mb["state"], mb["alive"]),
+                                            mb.get("critic_h"), mb["resets"])
+                alive = mb["alive"]
+                assert torch.allclose(dist.log_prob(mb["actions"])[alive], mb["logp"][alive], atol=1e-5)
+                assert torch.allclose(out.values[alive], mb["old_values"][alive], atol=1e-5)
+        learner.loss = recording
+        learner.update(buf)
+        assert seen and set(seen) == {torch.uint8}
+
+
+def test_uint8_stays_uint8_from_the_workers_to_the_encoder():
+    cfg = tiny(vector_mode="subprocess", total_steps=40, **SMALL_CNN)
+    with mappo.Trainer(PixelTeamEnv, cfg) as trainer:
+        trainer.train()
+        backend = trainer.vec.backend
+        assert backend.arrays["obs"].dtype == np.uint8 and backend.arrays["state"].dtype == np.uint8  # shared memory
+        assert backend.arrays["final_obs"].dtype == np.uint8
+        assert trainer.vec.observe("obs").dtype == torch.uint8
+        buf = trainer.buffer
+        assert buf.obs.dtype == buf.final_obs.dtype == buf.state.dtype == torch.uint8
+        assert int(buf.obs.max()) == 255  # raw pixel values, not scaled
+        # the encoder is where frames become float in [0, 1]
+        captured = {}
+        conv = trainer.actor.encoder.one.convs[0]
+        handle = conv.register_forward_pre_hook(lambda m, args: captured.setdefault("x", args[0]))
+        trainer.actor.inputs(buf.obs[0])
+        handle.remove()
+        assert captured["x"].dtype == torch.float32 and float(captured["x"].max()) == 1.0
+        # the checkpointed team layout records the dtype
+        assert trainer.state_dict()["team"]["obs_dtype"] == "uint8"
+
+
+def test_dict_image_and_vector_with_an_action_mask_learns():
+    """MixedPixelEnv: agent_0 reads a row off its (CHW float) image beside a vector, with a masked
+    action (the env raises if it is sent); agent_1 reads a one-hot vector.  Random: 1/8."""
+    cfg = tiny(parameter_sharing="separate", total_steps=6000, num_envs=4, rollout_length=50, ppo_epochs=4,
+               hidden_sizes=[32], lr=3e-3, **SMALL_CNN)
+    with mappo.Trainer(MixedPixelEnv, cfg) as trainer:
+        trainer.train()
+        ret = trainer.evaluate(episodes=10)["team_return_mean"]
+    assert ret >= 2 * 9.0, ret  # each of 2 agents gets the shared reward: optimum 20 per episode
+
+
+def test_image_state_critic_learns_pixel_team():
+    """PixelTeamEnv with the critic on the image state() (a CNN of its own): random 2.5, optimum 10."""
+    cfg = tiny(total_steps=6000, num_envs=4, rollout_length=50, ppo_epochs=4, hidden_sizes=[32], lr=3e-3,
+               critic_input="state", **SMALL_CNN)
+    with mappo.Trainer(PixelTeamEnv, cfg) as trainer:
+        trainer.train()
+        ret = trainer.evaluate(episodes=10)["team_return_mean"]
+    assert ret >= 9.0, ret
+
+
+def test_vector_envs_are_unchanged_float32_and_precompute_inputs():
+    with mappo.Trainer(CoordinationEnv, tiny(total_steps=40)) as trainer:
+        trainer.train()
+        assert trainer.spec.obs_dtype == np.float32 and trainer.buffer.obs.dtype == torch.float32
+        assert not trainer.actor.encodes and not trainer.critic.encodes
