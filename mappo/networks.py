@@ -135,7 +135,9 @@ def network_input(feats: torch.Tensor, norm_dim: int, agent_eye: Optional[torch.
     ``norm_dim`` (= F, or 0 for none) standardises each row's features (MAPPO's "feature
     normalisation", a LayerNorm on the input without learned scale); it is a plain int so that
     exported graphs keep a static shape.  ``agent_eye`` ``[A, A]`` appends a one-hot agent id,
-    which shared networks need to tell agents apart.
+    which shared networks need to tell agents apart.  (Not SuperSuit's agent_indicator_v0, which
+    writes the id into the observation: as extra image channels for images, and into every stored
+    row; here it joins after the encoder, and only when parameters are shared.)
     """
     x = nn.functional.layer_norm(feats, (norm_dim,)) if norm_dim else feats
     if agent_eye is None:

@@ -2,7 +2,9 @@
 
 Observations are flattened (gymnasium's ``flatten``: Box flattened, Discrete one-hot,
 MultiBinary, Dict/Tuple concatenated) and zero-padded to the widest agent, so a team
-observation is ``[A, obs_dim]``.
+observation is ``[A, obs_dim]``.  (SuperSuit's pad_observations_v0 and pad_action_space_v0 pad
+too, but inside the env: padded actions would become real, sampleable choices; here padded
+logits are masked out, so they add nothing to log-probs or entropy.)
 
 Actions use one layout for every agent: ``num_components`` categorical components
 (Discrete is one component, MultiDiscrete one per entry) followed by ``cont_dim``

@@ -187,7 +187,10 @@ class EnvSlot:
                 self._write_row("observation", k, obs[name], a["obs"][i, k])
                 self.spec.action_mask(k, obs[name], infos.get(name), a["action_mask"][i, k])
                 a["alive"][i, k] = True
-            else:  # death masking: zero input, only the padded "valid" logits, no action sent
+            else:  # death masking: zero input, only the padded "valid" logits, no action sent.
+                # Not SuperSuit's black_death_v3: it keeps a dead agent in the env with zero
+                # observations and still steps it, so its (meaningless) actions and zero rewards would
+                # enter the loss; here ``alive`` leaves them out (MAPPO paper, Sec. 4.4)
                 a["obs"][i, k] = 0.0
                 a["action_mask"][i, k] = self.spec.valid_logits[k]
                 a["alive"][i, k] = False

@@ -21,11 +21,15 @@ import mappo  # noqa: E402
 from envs import make_env_fn  # noqa: E402
 from mappo.spaces import random_actions  # noqa: E402
 from mappo.protocol import make_vector_env  # noqa: E402
+from mappo.wrappers import WrappedEnvFn  # noqa: E402
 
 
 def random_return(config: str, episodes: int, seed: int) -> np.ndarray:
     cfg = mappo.Config.from_yaml(config, ["progress=false"])
-    vec = make_vector_env(make_env_fn(cfg.env, **cfg.env_kwargs), 1, seed, torch.device("cpu"), "inprocess")
+    env_fn = make_env_fn(cfg.env, **cfg.env_kwargs)
+    if cfg.wrappers:  # the same envs training sees (a wrapper may change rewards or episode ends)
+        env_fn = WrappedEnvFn(env_fn, cfg.wrappers)
+    vec = make_vector_env(env_fn, 1, seed, torch.device("cpu"), "inprocess")
     generator = torch.Generator().manual_seed(seed)
     done = []
     try:

@@ -166,3 +166,78 @@ def test_vector_envs_are_unchanged_float32_and_precompute_inputs():
         trainer.train()
         assert trainer.spec.obs_dtype == np.float32 and trainer.buffer.obs.dtype == torch.float32
         assert not trainer.actor.encodes and not trainer.critic.encodes
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_exported_cnn_actor_takes_the_envs_uint8_frames(tmp_path, fmt):
+    from mappo.export import export_actor
+
+    with mappo.Trainer(PixelTeamEnv, tiny(total_steps=40, **SMALL_CNN)) as trainer:
+        trainer.train()
+        spec, policy = trainer.spec, trainer.policy
+        path = export_actor(trainer.actor, spec, str(tmp_path / ("actor.pt" if fmt == "torchscript" else "actor.onnx")),
+                            fmt)
+    env = PixelTeamEnv()
+    rows = []
+    for seed in range(6):
+        obs, _ = env.reset(seed=seed)
+        flat = np.stack([obs[a].ravel() for a in spec.names])[None]  # [1, A, O] uint8, as the env gives it
+        assert flat.dtype == np.uint8
+        mask = np.array(spec.valid_logits)[None]
+        if fmt == "torchscript":
+            got = torch.jit.load(path)(torch.from_numpy(flat), torch.from_numpy(mask)).numpy()
+        else:
+            ort = pytest.importorskip("onnxruntime")
+            session = ort.InferenceSession(path)
+            assert session.get_inputs()[0].type == "tensor(uint8)"
+            got = session.run(None, {"obs": flat, "action_mask": mask})[0]
+        expected = policy.act(obs, deterministic=True)
+        assert {a: int(got[0, k, 0]) for k, a in enumerate(spec.names)} == {a: int(v) for a, v in expected.items()}
+        rows.append(int(env.cue))
+    assert len(set(rows)) > 1  # the frames differed
+
+
+def test_video_of_a_cnn_actor(tmp_path):
+    from mappo.video import record_episode, render_env_fn, write_video
+
+    with mappo.Trainer(PixelTeamEnv, tiny(total_steps=40, **SMALL_CNN)) as trainer:
+        trainer.train()
+        frames = record_episode(trainer.policy, render_env_fn(PixelTeamEnv), seed=0)
+    assert len(frames) == PixelTeamEnv.max_steps + 1
+    path = write_video(frames, str(tmp_path / "pixels.gif"))
+    assert (tmp_path / "pixels.gif").stat().st_size > 0 and path.endswith(".gif")
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("butterfly/pistonball", {"n_pistons": 4, "continuous": False, "max_cycles": 12}),
+    ("butterfly/cooperative_pong", {"max_cycles": 12}),
+    ("butterfly/knights_archers_zombies", {"max_cycles": 12}),
+])
+def test_butterfly_envs_train_through_their_configs_wrappers(name, kwargs, tmp_path):
+    """Each butterfly config's env, wrappers and encoder, shrunk (4 pistons, 12-step episodes, one
+    short iteration): frames arrive as uint8 at the configured size, a CNN reads them, and a
+    checkpoint resumes."""
+    pytest.importorskip("pymunk")
+    from envs import make_env_fn
+
+    path = {"butterfly/pistonball": "configs/butterfly_pistonball.yaml",
+            "butterfly/cooperative_pong": "configs/butterfly_cooperative_pong.yaml",
+            "butterfly/knights_archers_zombies": "configs/butterfly_knights_archers_zombies.yaml"}[name]
+    import os
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = mappo.Config.from_yaml(os.path.join(root, path), [
+        "num_envs=2", "rollout_length=12", "total_steps=24", "ppo_epochs=1", "num_minibatches=1", "eval_every=0",
+        "vector_mode=inprocess", "progress=false", "device=cpu"])
+    assert cfg.env == name
+    cfg = cfg.replace(env_kwargs={**cfg.env_kwargs, **kwargs})
+    with mappo.Trainer(make_env_fn(cfg.env, **cfg.env_kwargs), cfg) as trainer:
+        trainer.train()
+        image = name != "butterfly/knights_archers_zombies"
+        assert trainer.actor.encodes == image
+        if image:
+            assert trainer.buffer.obs.dtype == torch.uint8
+            assert trainer.spec.agents[0].image.shape == (64, 64, 4)  # resize_v1 64x64, frame_stack_v2 4
+        assert np.isfinite(trainer.history[-1]["policy_loss"])
+        trainer.save(str(tmp_path / "ckpt.pt"))
+    with mappo.Trainer.load(str(tmp_path / "ckpt.pt"), make_env_fn(cfg.env, **cfg.env_kwargs)) as again:
+        assert again.spec.layout() == trainer.spec.layout()

@@ -509,7 +509,8 @@ def broken_env(mode):
 
 class PixelTeamEnv(_Toy):
     """Two agents see the same 12x12 RGB uint8 frame with a bright square in one of its four
-    quadrants; each earns 1/2 for naming the quadrant (random: 1/4 per step, optimum 1).
+    quadrants; the team earns 1/2 per agent that names the quadrant, shared (team return per step:
+    random 1/4, optimum 1).
     ``state()`` is a 16x16x1 uint8 frame of the same picture: an image state for the critic."""
 
     possible_agents = ["agent_0", "agent_1"]
