@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from envs import make_env_fn
-from mappo.protocol import field_shapes, make_vector_env
+from mappo.protocol import field_shapes, make_vector_env, torch_dtype
 from mappo.spaces import random_actions
 
 E = 3
@@ -29,7 +29,7 @@ def check_conformance(vec, steps, episode_length):
             value = vec.observe(name)
             assert torch.is_tensor(value) and value.device == vec.device, name
             assert tuple(value.shape) == shape, name
-            assert value.dtype == (torch.bool if dtype is np.bool_ else torch.float32), name
+            assert value.dtype == torch_dtype(dtype), name
         assert torch.isfinite(vec.observe("obs")).all()
         done = vec.observe("env_done")
         assert bool(done.all()) == ((t + 1) % episode_length == 0)  # fixed-length episodes end together
@@ -47,6 +47,19 @@ def test_pettingzoo_vector_env_conformance(mode):
     vec = make_vector_env(make_env_fn("mpe/simple_spread", N=3, max_cycles=5), E, 0, torch.device("cpu"), mode)
     try:
         check_conformance(vec, steps=12, episode_length=5)
+    finally:
+        vec.close()
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "subprocess"])
+def test_image_env_conformance_with_uint8_fields(mode):
+    from tests.toy_envs import PixelTeamEnv
+
+    vec = make_vector_env(PixelTeamEnv, E, 0, torch.device("cpu"), mode)
+    try:
+        assert vec.spec.obs_dtype == np.uint8 and vec.spec.state_dtype == np.uint8
+        assert vec.observe("obs").dtype == vec.observe("final_obs").dtype == torch.uint8
+        check_conformance(vec, steps=12, episode_length=PixelTeamEnv.max_steps)
     finally:
         vec.close()
 
