@@ -67,6 +67,11 @@ register("mpe/simple_spread", _mpe("simple_spread_v3", {"N": 3, "max_cycles": 25
 register("mpe/simple_speaker_listener", _mpe("simple_speaker_listener_v4", {"max_cycles": 25, "continuous_actions": False}))
 register("mpe/simple_reference", _mpe("simple_reference_v3", {"max_cycles": 25, "continuous_actions": False}))
 register("mpe/simple", _mpe("simple_v3", {"max_cycles": 25, "continuous_actions": False}))
+# mixed cooperative-competitive: adversaries against good agents, each side with its own rewards
+register("mpe/simple_tag", _mpe("simple_tag_v3", {"max_cycles": 25, "continuous_actions": False}))
+register("mpe/simple_adversary", _mpe("simple_adversary_v3", {"max_cycles": 25, "continuous_actions": False}))
+register("mpe/simple_world_comm", _mpe("simple_world_comm_v3", {"max_cycles": 25, "continuous_actions": False}))
+register("mpe/simple_push", _mpe("simple_push_v3", {"max_cycles": 25, "continuous_actions": False}))
 register("sisl/multiwalker", _sisl("multiwalker_v9"))
 register("sisl/pursuit", _sisl("pursuit_v4"))
 

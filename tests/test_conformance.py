@@ -51,6 +51,18 @@ def test_pettingzoo_vector_env_conformance(mode):
         vec.close()
 
 
+@pytest.mark.parametrize("name", ["mpe/simple_tag", "mpe/simple_adversary", "mpe/simple_world_comm", "mpe/simple_push"])
+def test_mixed_mpe_envs_conformance(name):
+    """The adversarial MPE envs: two kinds of agent with different observation widths (padded
+    to the widest; world_comm's leader also has Discrete(20) actions beside Discrete(5))."""
+    vec = make_vector_env(make_env_fn(name, max_cycles=5), E, 0, torch.device("cpu"), "inprocess")
+    try:
+        check_conformance(vec, steps=10, episode_length=5)
+        assert len({a.obs_dim for a in vec.spec.agents}) == 2
+    finally:
+        vec.close()
+
+
 @pytest.mark.parametrize("mode", ["inprocess", "subprocess"])
 def test_image_env_conformance_with_uint8_fields(mode):
     from tests.toy_envs import PixelTeamEnv
