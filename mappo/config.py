@@ -65,7 +65,8 @@ class Config:
     hidden_sizes: List[int] = field(default_factory=lambda: [64, 64])  # MLP hidden layers
     activation: str = "tanh"  # "tanh" | "relu"
     input_norm: bool = False  # LayerNorm on raw network inputs (MAPPO's feature normalisation)
-    parameter_sharing: str = "shared"  # "shared" (one actor/critic, agent id input) | "separate"
+    parameter_sharing: str = "shared"  # "shared" (one actor/critic per group, agent id input) | "separate" (one per agent)
+    groups: Dict[str, List[str]] = field(default_factory=dict)  # agent groups: {name: [agent names or glob patterns]}; each has its own actor (shared), critic, value normaliser, KL beta and grad clip; empty: one group (mappo/groups.py)
     critic_input: str = "state"  # "state" (env.state(), else joined obs) | "concat_obs" | "local" (IPPO) | "agent_specific" (state + own obs)
     log_std_init: float = -0.5  # initial log std of Gaussian (Box) actions, in units where the Box spans [-1, 1] (std 0.61)
     encoder: str = "auto"  # observation encoder: "auto" (a CNN for image observations and image states, else MLP) | "mlp" | "cnn" (mappo/encoders.py)
@@ -242,6 +243,9 @@ def validate(cfg: Config) -> None:
     from .wrappers import check_wrappers  # imports SuperSuit only when there are wrappers to check
 
     cfg.wrappers = check_wrappers(cfg.wrappers)
+    from .groups import check_groups
+
+    cfg.groups = check_groups(cfg.groups)
     from .learner import LEARNERS  # here, not at the top: the learner module imports this one
     from .logger import BACKENDS
 

@@ -125,36 +125,47 @@ def _build(kind: str, image: Optional[ImageLayout], row_dim: int, cfg: Any, what
 class TeamEncoder(nn.Module):
     """Encodes every agent's row: ``[..., A, O]`` -> ``[..., A, F]``.
 
-    ``identity`` is true when no agent has a CNN: then the encoder has no parameters and the
-    rows pass through (as float), and the learner may build network inputs once per update.
+    ``sets [A]`` gives each agent slot its encoder: one for all (shared), one per group (shared
+    within agent groups, issue 15) or one per slot (separate).  Agents that share an encoder must
+    see the same kind of input.  Feature widths may differ between encoders; narrower ones are
+    zero-padded to the widest.  ``identity`` is true when no agent has a CNN: then the encoder
+    has no parameters and the rows pass through (as float), and the learner may build network
+    inputs once per update.
     """
 
-    def __init__(self, spec: TeamSpec, shared: bool, cfg: Any, role: str):
+    def __init__(self, spec: TeamSpec, sets: List[int], cfg: Any, role: str, set_names: Optional[List[str]] = None):
         super().__init__()
         kinds = [choose(cfg.encoder, a.image, f"agent {a.name!r}") for a in spec.agents]
         self.identity = all(k == "mlp" for k in kinds)
         self.obs_dim = spec.obs_dim
-        self.per_agent: Optional[nn.ModuleList] = None
+        self.members = [[k for k, s in enumerate(sets) if s == j] for j in range(max(sets) + 1)]
+        # one encoder for all is ``one`` (its checkpoint keys), several are ``per_set``
         self.one: Optional[nn.Module] = None
+        self.per_set: Optional[nn.ModuleList] = None
         if self.identity:
             self.out_dim = spec.obs_dim
             return
-        if shared:
-            first = spec.agents[0]
-            for kind, a in zip(kinds, spec.agents):
-                if (kind, a.image, a.obs_dim) != (kinds[0], first.image, first.obs_dim):
-                    seen = lambda k, b: f"{b.image.describe() + ' image' if k == 'cnn' else 'a vector'} in a {b.obs_dim}-wide row"
+        encoders = []
+        for j, members in enumerate(self.members):
+            first = spec.agents[members[0]]
+            for k in members[1:]:
+                a = spec.agents[k]
+                if (kinds[k], a.image, a.obs_dim) != (kinds[members[0]], first.image, first.obs_dim):
+                    seen = lambda kind, b: f"{b.image.describe() + ' image' if kind == 'cnn' else 'a vector'} in a {b.obs_dim}-wide row"
+                    whom = "every agent" if len(self.members) == 1 else f"every agent of group {set_names[j]!r}"
                     raise ValueError(
-                        f"parameter_sharing=shared: one {role} encoder reads every agent, but agent {first.name!r} "
-                        f"sees {seen(kinds[0], first)} and agent {a.name!r} sees {seen(kind, a)}. Give them one "
-                        f"image size (e.g. the resize_v1 wrapper), or use parameter_sharing=separate (one "
+                        f"parameter_sharing=shared: one {role} encoder reads {whom}, but agent {first.name!r} "
+                        f"sees {seen(kinds[members[0]], first)} and agent {a.name!r} sees {seen(kinds[k], a)}. Give "
+                        f"them one image size (e.g. the resize_v1 wrapper), or use parameter_sharing=separate (one "
                         f"encoder per agent), or encoder=mlp")
-            self.one = _build(kinds[0], first.image, first.obs_dim, cfg, f"{role} encoder (agent {first.name!r})")
-            self.out_dim = self.one.out_dim
+            what = f"{role} encoder (agent {first.name!r})" if len(members) > 1 or len(self.members) == 1 \
+                else f"{role} encoder of agent {first.name!r}"
+            encoders.append(_build(kinds[members[0]], first.image, first.obs_dim, cfg, what))
+        if len(encoders) == 1:
+            self.one = encoders[0]
         else:
-            self.per_agent = nn.ModuleList(_build(k, a.image, a.obs_dim, cfg, f"{role} encoder of agent {a.name!r}")
-                                           for k, a in zip(kinds, spec.agents))
-            self.out_dim = max(e.out_dim for e in self.per_agent)
+            self.per_set = nn.ModuleList(encoders)
+        self.out_dim = max(e.out_dim for e in encoders)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.identity:
@@ -163,11 +174,11 @@ class TeamEncoder(nn.Module):
         if self.one is not None:
             return self.one(obs.reshape(-1, obs.shape[-1])).view(*lead, A, self.out_dim)
         rows = obs.reshape(-1, A, obs.shape[-1])
-        outs = []
-        for k, enc in enumerate(self.per_agent):
-            f = enc(rows[:, k])
-            outs.append(nn.functional.pad(f, (0, self.out_dim - f.shape[-1])))
-        return torch.stack(outs, dim=1).view(*lead, A, self.out_dim)
+        out = rows.new_zeros(rows.shape[0], A, self.out_dim, dtype=torch.float32)
+        for enc, members in zip(self.per_set, self.members):
+            f = enc(rows[:, members].reshape(-1, rows.shape[-1])).view(rows.shape[0], len(members), -1)
+            out[:, members, : f.shape[-1]] = f
+        return out.view(*lead, A, self.out_dim)
 
 
 class StateEncoder(nn.Module):

@@ -12,7 +12,7 @@ registration in :data:`LEARNERS`; the trainer only calls that surface.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
 
@@ -20,6 +20,7 @@ from . import loss as L
 from .buffer import HIDDEN_KEYS, RolloutBuffer
 from .config import Config
 from .distributed import Sync
+from .groups import resolve_groups
 from .networks import Actor, Critic, EncoderSettings
 from .normalize import RunningMeanStd, popart_rescale
 from .returns import gae
@@ -30,39 +31,55 @@ UPDATE_KEYS = ("alive", "action_mask", "actions", "logp", "advantages", "returns
 
 
 class LossTerms(NamedTuple):
-    """One minibatch's loss: ``total`` to minimise, its parts, and detached diagnostics."""
+    """One minibatch's loss: ``total`` to minimise, its parts, and detached diagnostics.  With
+    several agent groups, ``total`` is the sum of the groups' losses, the parts are means over
+    groups, and ``per_group`` holds each group's own terms."""
     total: torch.Tensor
     policy_loss: torch.Tensor
     value_loss: torch.Tensor
     entropy: torch.Tensor
     approx_kl: torch.Tensor
     clip_fraction: torch.Tensor
+    per_group: Optional[List["LossTerms"]] = None
 
 
 class PPOLearner:
-    """Owns ``actor``, ``critic``, ``actor_opt``, ``critic_opt``, ``value_norm`` and ``kl_coef``.
+    """Owns ``actor``, ``critic``, ``actor_opt``, ``critic_opt``, ``value_norms`` and ``kl_coefs``.
 
     ``sync`` (:class:`mappo.distributed.Sync`) makes every statistic and gradient agree across
     ranks; in one process it changes nothing.
+
+    Agent groups (issue 15, ``cfg.groups``): each group has its own weight sets in the actor and
+    the critic (``networks.sharing``), its own value normaliser, advantage statistics, KL beta,
+    loss (a mean over its own agents) and gradient-norm clip.  Adam is elementwise, so one
+    optimiser over disjoint weight sets steps each group exactly as an optimiser of its own would;
+    the one thing that could couple groups, the gradient-norm clip, is done per group (one
+    backward pass per group).  With one group all of this is the plain MAPPO update.
     """
 
     def __init__(self, spec: TeamSpec, cfg: Config, device: torch.device, sync: Optional[Sync] = None):
         self.cfg, self.spec, self.device = cfg, spec, device
         self.sync = sync if sync is not None else Sync()
         shared = cfg.parameter_sharing == "shared"
+        self.groups = resolve_groups(spec.names, cfg.groups)
+        G = self.groups.count
+        # [G, A] bool: which agent slots form each group
+        self.group_mask = torch.tensor([[h == g for h in self.groups.of] for g in range(G)], device=device)
+        self.group_index = torch.tensor(self.groups.of, device=device)  # [A]
         encoding = EncoderSettings(cfg.encoder, tuple(cfg.cnn_channels), tuple(cfg.cnn_kernels),
                                    tuple(cfg.cnn_strides), cfg.cnn_features)
+        group_args = dict(group_of=self.groups.of, group_names=self.groups.names)
         self.actor = Actor(spec, shared, cfg.hidden_sizes, cfg.activation, cfg.input_norm, cfg.recurrent,
-                           cfg.log_std_init, encoding).to(device)
+                           cfg.log_std_init, encoding, **group_args).to(device)
         self.critic = Critic(spec, cfg.critic_input, shared, cfg.hidden_sizes, cfg.activation, cfg.input_norm,
-                             cfg.recurrent, encoding).to(device)
+                             cfg.recurrent, encoding, **group_args).to(device)
         # separate optimisers: the critic's larger gradients never scale the actor's step
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=cfg.adam_eps, foreach=True)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.critic_lr, eps=cfg.adam_eps, foreach=True)
         # ValueNorm and PopArt share the running statistics; PopArt also rescales the value head
         self.normalize_values = cfg.value_norm or cfg.popart
-        self.value_norm = RunningMeanStd().to(device)
-        self.kl_coef = cfg.kl_coef
+        self.value_norms = [RunningMeanStd().to(device) for _ in range(G)]  # one per group
+        self.kl_coefs = [float(cfg.kl_coef)] * G  # beta per group
         # one set of weights on every rank
         self.sync.broadcast(self.actor)
         self.sync.broadcast(self.critic)
@@ -71,9 +88,38 @@ class PPOLearner:
     def critic_lr(self) -> float:
         return self.cfg.critic_lr or self.cfg.lr
 
+    @property
+    def value_norm(self) -> RunningMeanStd:
+        """The value normaliser when there is one group."""
+        return self.value_norms[0]
+
+    @property
+    def kl_coef(self) -> float:
+        """The KL beta when there is one group."""
+        return self.kl_coefs[0]
+
+    def _per_agent(self, per_group: torch.Tensor) -> torch.Tensor:
+        """``[G]`` -> ``[A]``: each agent slot's group's value."""
+        return per_group[self.group_index]
+
+    def _value_stats(self):
+        """Each agent slot's value-normaliser mean and std ``[A]`` (scalars with one group)."""
+        if len(self.value_norms) == 1:
+            return self.value_norm.mean, self.value_norm.std()
+        return (self._per_agent(torch.stack([n.mean for n in self.value_norms])),
+                self._per_agent(torch.stack([n.std() for n in self.value_norms])))
+
     def raw(self, v: torch.Tensor) -> torch.Tensor:
-        """Critic output -> raw return units."""
-        return self.value_norm.denormalize(v) if self.normalize_values else v
+        """Critic output ``[..., A]`` -> raw return units."""
+        if not self.normalize_values:
+            return v
+        mean, std = self._value_stats()
+        return (v * std + mean).to(v.dtype)
+
+    def normalized(self, v: torch.Tensor) -> torch.Tensor:
+        """Raw return units ``[..., A]`` -> the critic's (normalised) units."""
+        mean, std = self._value_stats()
+        return ((v - mean) / std).to(v.dtype)
 
     def set_lr_fraction(self, frac: float) -> None:
         """Both learning rates at ``frac`` of their base (the linear schedule)."""
@@ -125,27 +171,42 @@ class PPOLearner:
         adv, ret = gae(buf.reward, buf.values, buf.next_values, buf.terminated, buf.truncated, alive,
                        cfg.gamma, cfg.gae_lambda)
         explained_var = L.explained_variance(buf.values, ret, alive)
-        if cfg.normalize_advantages:
-            n, mean, var = self.sync.moments(adv, alive)
-            std = (var * n / max(n - 1.0, 1.0)).sqrt().to(adv.dtype)  # the unbiased std
-            adv = (adv - mean.to(adv.dtype)) / (std + 1e-8)
+        groups = range(self.groups.count)
+        if cfg.normalize_advantages:  # per group: one team's reward scale never rescales another's advantages
+            out = torch.zeros_like(adv)
+            for g in groups:
+                members = alive & self.group_mask[g]
+                n, mean, var = self.sync.moments(adv, members)
+                std = (var * n / max(n - 1.0, 1.0)).sqrt().to(adv.dtype)  # the unbiased std
+                out = torch.where(members, (adv - mean.to(adv.dtype)) / (std + 1e-8), out)
+            adv = out
         buf.advantages.copy_(adv * alive)
         if self.normalize_values:
-            old_mean, old_std = self.value_norm.mean.clone(), self.value_norm.std()
-            self.value_norm.update_moments(*self.sync.moments(ret, alive))  # every rank folds in the same batch
-            if cfg.popart:  # keep the critic's raw-unit outputs unchanged under the new statistics
-                head = self.critic.net.head
-                popart_rescale(head.weight, head.bias, old_mean, old_std, self.value_norm.mean, self.value_norm.std())
+            head = self.critic.net.head
+            for g, norm in zip(groups, self.value_norms):
+                old_mean, old_std = norm.mean.clone(), norm.std()
+                norm.update_moments(*self.sync.moments(ret, alive & self.group_mask[g]))  # every rank: same batch
+                if cfg.popart:  # keep the critic's raw-unit outputs unchanged under the new statistics
+                    for j in self._head_sets(g):
+                        popart_rescale(head.weight.data[j], head.bias.data[j], old_mean, old_std, norm.mean, norm.std())
+            if cfg.popart:
                 # the rescaled head now outputs the old raw values in the new units: clip around those
-                buf.old_values.copy_(self.value_norm.normalize(buf.values))
+                buf.old_values.copy_(self.normalized(buf.values))
             # Plain ValueNorm leaves the critic's output where it was, so the clipping window stays
             # centred on the stored output (buf.old_values), as on-policy's r_mappo.py centres it on
             # value_preds.  Re-normalising buf.values with the new statistics instead would move the
             # window off the output: 99% of samples started outside it on simple_spread.
-            buf.returns.copy_(self.value_norm.normalize(ret))
+            buf.returns.copy_(self.normalized(ret))
         else:
             buf.returns.copy_(ret)
         return explained_var
+
+    def _head_sets(self, g: int):
+        """The critic head's weight sets that belong to group ``g``."""
+        head = self.critic.net.head
+        if head.groups == 1:
+            return [0]
+        return [g] if head.slots is not None else self.groups.members(g)
 
     def loss(self, mb: Dict[str, torch.Tensor]) -> LossTerms:
         """The PPO loss of one minibatch.
@@ -160,21 +221,37 @@ class PPOLearner:
         actor_in = mb["actor_in"] if "actor_in" in mb else self.actor.inputs(mb["obs"])
         critic_in = mb["critic_in"] if "critic_in" in mb else self.critic.inputs(mb["obs"], mb["state"], mask)
         dist, _ = self.actor.dist(actor_in, mb["action_mask"], mb.get("actor_h"), mb["resets"])
-        entropy = L.masked_mean(dist.entropy(), mask)
-        p_loss, info = L.policy_loss(dist.log_prob(mb["actions"]), mb["logp"], mb["advantages"], mask,
-                                     cfg.objective, cfg.clip_eps, self.kl_coef)
+        new_logp, entropies = dist.log_prob(mb["actions"]), dist.entropy()
         values = self.critic.values(critic_in, mb.get("critic_h"), mb["resets"]).values
-        v_loss = L.value_loss(values, mb["old_values"], mb["returns"], mask, cfg.clip_eps if cfg.value_clip else None,
-                              cfg.huber_delta)
-        total = p_loss - cfg.entropy_coef * entropy + cfg.value_coef * v_loss
-        return LossTerms(total, p_loss, v_loss, entropy, info["approx_kl"], info["clip_fraction"])
+        parts = []
+        for g in range(self.groups.count):  # each group's loss is a mean over its own agents
+            members = mask if self.groups.count == 1 else mask & self.group_mask[g]
+            entropy = L.masked_mean(entropies, members)
+            p_loss, info = L.policy_loss(new_logp, mb["logp"], mb["advantages"], members, cfg.objective,
+                                         cfg.clip_eps, self.kl_coefs[g])
+            v_loss = L.value_loss(values, mb["old_values"], mb["returns"], members,
+                                  cfg.clip_eps if cfg.value_clip else None, cfg.huber_delta)
+            total = p_loss - cfg.entropy_coef * entropy + cfg.value_coef * v_loss
+            parts.append(LossTerms(total, p_loss, v_loss, entropy, info["approx_kl"], info["clip_fraction"]))
+        if len(parts) == 1:
+            return parts[0]
+        mean = lambda k: torch.stack([getattr(p, k) for p in parts]).mean()  # noqa: E731
+        return LossTerms(torch.stack([p.total for p in parts]).sum(), *(mean(k) for k in LossTerms._fields[1:6]),
+                         per_group=parts)
 
-    def gradients(self, total: torch.Tensor) -> None:
+    def gradients(self, total: torch.Tensor, retain_graph: bool = False) -> None:
         """Backward into fresh ``.grad``s, averaged over ranks."""
         self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
-        total.backward()
+        total.backward(retain_graph=retain_graph)
         self.sync.average_gradients(list(self.actor.parameters()) + list(self.critic.parameters()))
+
+    def _clip(self) -> None:
+        for name, net in (("actor", self.actor), ("critic", self.critic)):
+            norm = torch.nn.utils.clip_grad_norm_(net.parameters(), self.cfg.max_grad_norm)
+            if not torch.isfinite(norm):
+                raise FloatingPointError(f"non-finite {name} gradient norm: stopping before the optimiser step; the "
+                                         f"weights and the last checkpoint are unchanged")
 
     def step(self, total: torch.Tensor, terms: Optional[LossTerms] = None) -> None:
         """One optimiser step on a loss: gradients (averaged over ranks), each network's grad norm
@@ -189,12 +266,21 @@ class PPOLearner:
             raise FloatingPointError(f"non-finite {', '.join(bad)} ({parts or float(total)}): stopping before the "
                                      f"optimiser step; the weights and the last checkpoint are unchanged. Check the "
                                      f"env's observations and rewards, and the learning rate")
-        self.gradients(total)
-        for name, net in (("actor", self.actor), ("critic", self.critic)):
-            norm = torch.nn.utils.clip_grad_norm_(net.parameters(), self.cfg.max_grad_norm)
-            if not torch.isfinite(norm):
-                raise FloatingPointError(f"non-finite {name} gradient norm: stopping before the optimiser step; the "
-                                         f"weights and the last checkpoint are unchanged")
+        groups = terms.per_group if terms is not None and terms.per_group else None
+        if groups is None:
+            self.gradients(total)
+            self._clip()
+        else:  # each group's gradient clipped on its own, then summed (weight sets are disjoint)
+            params = list(self.actor.parameters()) + list(self.critic.parameters())
+            summed = [None] * len(params)
+            for i, part in enumerate(groups):
+                self.gradients(part.total, retain_graph=i < len(groups) - 1)
+                self._clip()
+                for j, p in enumerate(params):
+                    if p.grad is not None:
+                        summed[j] = p.grad.clone() if summed[j] is None else summed[j].add_(p.grad)
+            for p, grad in zip(params, summed):
+                p.grad = grad
         self.actor_opt.step()
         self.critic_opt.step()
 
@@ -215,48 +301,72 @@ class PPOLearner:
         raw = ("obs",) * (len(inputs) < 2) + ("state",) * ("critic_in" not in inputs)
         keys = UPDATE_KEYS + raw + (HIDDEN_KEYS if cfg.recurrent else ())
         chunk = cfg.chunk_length if cfg.recurrent else 1
-        sums = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0, "clip_fraction": 0.0}
+        names = ("policy_loss", "value_loss", "entropy", "clip_fraction")
+        several = self.groups.count > 1
+        sums = {k: 0.0 for k in names}
+        sums.update({f"{g}/{k}": 0.0 for g in self.groups.names for k in names} if several else {})
         count = 0
         for _ in range(cfg.ppo_epochs):
             for mb in buf.minibatches(cfg.num_minibatches, keys, chunk, extra=inputs):
                 terms = self.loss(mb)
                 self.step(terms.total, terms)
-                for key in sums:
+                for key in names:
                     sums[key] += getattr(terms, key).item()
+                    for g, part in zip(self.groups.names, terms.per_group or ()):
+                        sums[f"{g}/{key}"] += getattr(part, key).item()
                 count += 1
-        approx_kl = self._rollout_kl(buf, inputs.get("actor_in"))
+        approx_kl, group_kl = self._rollout_kl(buf, inputs.get("actor_in"))
         stats = {k: v / count for k, v in sums.items()}
         stats.update(approx_kl=approx_kl, kl_coef=self.kl_coef, explained_variance=explained_var)
-        if cfg.objective in ("kl", "clip_kl"):
-            self.kl_coef = L.update_kl_coef(self.kl_coef, approx_kl, cfg.target_kl)
+        if several:
+            stats.update({f"{g}/approx_kl": kl for g, kl in zip(self.groups.names, group_kl)})
+            stats.update({f"{g}/kl_coef": beta for g, beta in zip(self.groups.names, self.kl_coefs)})
+        if cfg.objective in ("kl", "clip_kl"):  # beta per group, from the group's own KL
+            self.kl_coefs = [L.update_kl_coef(beta, kl, cfg.target_kl) for beta, kl in zip(self.kl_coefs, group_kl)]
         return stats
 
     @torch.no_grad()
-    def _rollout_kl(self, buf: RolloutBuffer, actor_in: Optional[torch.Tensor]) -> float:
-        """KL[pi_old, pi_new] over the whole rollout (and all ranks), after the update (PPO Sec. 4);
-        a recurrent actor replays the rollout from its first step's stored state.  ``actor_in``:
-        the prepared inputs, or None to encode ``buf.obs`` here."""
+    def _rollout_kl(self, buf: RolloutBuffer, actor_in: Optional[torch.Tensor]):
+        """KL[pi_old, pi_new] over the whole rollout (and all ranks), after the update (PPO Sec. 4),
+        and per group (a list); a recurrent actor replays the rollout from its first step's stored
+        state.  ``actor_in``: the prepared inputs, or None to encode ``buf.obs`` here."""
         first_h = buf.actor_h[0] if self.cfg.recurrent else None
         if actor_in is None:
             actor_in = self.actor.inputs(buf.obs)
         dist, _ = self.actor.dist(actor_in, buf.action_mask, first_h, buf.resets)
-        _, info = L.policy_loss(dist.log_prob(buf.actions), buf.logp, buf.advantages, buf.alive, self.cfg.objective,
-                                self.cfg.clip_eps, 0.0)
-        return self.sync.weighted_mean(float(info["approx_kl"]), float(buf.alive.sum()), self.device)
+        new_logp = dist.log_prob(buf.actions)
+
+        def kl(mask: torch.Tensor) -> float:
+            _, info = L.policy_loss(new_logp, buf.logp, buf.advantages, mask, self.cfg.objective, self.cfg.clip_eps, 0.0)
+            return self.sync.weighted_mean(float(info["approx_kl"]), float(mask.sum()), self.device)
+
+        overall = kl(buf.alive)
+        if self.groups.count == 1:
+            return overall, [overall]
+        return overall, [kl(buf.alive & self.group_mask[g]) for g in range(self.groups.count)]
 
     # ------------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
                 "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-                "value_norm": self.value_norm.state_dict(), "kl_coef": float(self.kl_coef)}
+                # one group: the keys of checkpoints from before groups; several: one entry per group
+                "value_norm": self.value_norm.state_dict() if len(self.value_norms) == 1 else
+                [n.state_dict() for n in self.value_norms],
+                "kl_coef": float(self.kl_coef) if len(self.kl_coefs) == 1 else [float(b) for b in self.kl_coefs]}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
         self.actor_opt.load_state_dict(state["actor_opt"])
         self.critic_opt.load_state_dict(state["critic_opt"])
-        self.value_norm.load_state_dict(state["value_norm"])
-        self.kl_coef = state["kl_coef"]
+        norms, betas = state["value_norm"], state["kl_coef"]
+        norms = norms if isinstance(norms, list) else [norms]
+        betas = betas if isinstance(betas, list) else [betas]
+        if len(norms) != len(self.value_norms) or len(betas) != len(self.kl_coefs):
+            raise ValueError(f"the checkpoint has {len(norms)} agent group(s), this learner {len(self.value_norms)}")
+        for norm, saved in zip(self.value_norms, norms):
+            norm.load_state_dict(saved)
+        self.kl_coefs = [float(b) for b in betas]
 
 
 # name -> learner class; Config.algorithm picks one

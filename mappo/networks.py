@@ -1,8 +1,9 @@
 """Actor and critic networks, shared or per agent, and their input builders.
 
 Parameter sharing is a switch, not a class: a :class:`GroupedMLP` holds ``G`` weight sets,
-``G = 1`` for "shared" and ``G = A`` for "separate".  Inputs are ``[..., A, in]`` and agent
-``a`` uses weight set ``a`` (separate) or 0 (shared), all in one batched matmul.
+``G = 1`` for "shared", one per agent group for "shared" with agent groups (issue 15), and
+``G = A`` for "separate".  Inputs are ``[..., A, in]`` and agent ``a`` uses weight set ``a``
+(separate), its group's (groups) or 0 (shared), all in one batched matmul (:func:`sharing`).
 
 Recurrent networks (``recurrent=True``, MAPPO paper Sec. 4 / App. C) put a GRU between the
 MLP body and the head.  They take sequences ``[L, B, A, in]``, a hidden state ``[B, A, H]``
@@ -35,9 +36,14 @@ class EncoderSettings(NamedTuple):
 
 
 class GroupedLinear(nn.Module):
-    """``y[..., a, :] = x[..., a, :] @ W[g(a)] + b[g(a)]``; orthogonal init (MAPPO paper, Sec. 4 / App. A)."""
+    """``y[..., a, :] = x[..., a, :] @ W[g(a)] + b[g(a)]``; orthogonal init (MAPPO paper, Sec. 4 / App. A).
 
-    def __init__(self, groups: int, in_dim: int, out_dim: int, gain: float):
+    ``groups`` weight sets; ``slots`` ``[A]`` maps each agent slot to its set when that is neither
+    "one set for all" (``groups == 1``) nor "one set per slot" (``slots=None``): agent groups
+    (issue 15) share a set within a group.
+    """
+
+    def __init__(self, groups: int, in_dim: int, out_dim: int, gain: float, slots: Optional[List[int]] = None):
         super().__init__()
         self.groups = groups
         self.weight = nn.Parameter(torch.empty(groups, in_dim, out_dim))
@@ -46,11 +52,15 @@ class GroupedLinear(nn.Module):
             w = torch.empty(out_dim, in_dim)
             nn.init.orthogonal_(w, gain=gain)
             self.weight.data[g] = w.t()
+        self.register_buffer("slots", None if slots is None else torch.as_tensor(slots, dtype=torch.long),
+                             persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.groups == 1:  # shared: one fused matmul + bias over all rows
             flat = torch.addmm(self.bias[0], x.reshape(-1, x.shape[-1]), self.weight[0])
             return flat.view(*x.shape[:-1], flat.shape[-1])
+        if self.slots is not None:  # groups: each slot's set gathered (the gradient flows back to the set)
+            return torch.einsum("...ai,aio->...ao", x, self.weight[self.slots]) + self.bias[self.slots]
         # x [..., A, in] with one weight set per agent slot
         return torch.einsum("...ai,aio->...ao", x, self.weight) + self.bias
 
@@ -58,17 +68,18 @@ class GroupedLinear(nn.Module):
 class GroupedMLP(nn.Module):
     """MLP over ``[..., A, in]``."""
 
-    def __init__(self, groups: int, in_dim: int, hidden: List[int], out_dim: int, activation: str, out_gain: float):
+    def __init__(self, groups: int, in_dim: int, hidden: List[int], out_dim: int, activation: str, out_gain: float,
+                 slots: Optional[List[int]] = None):
         super().__init__()
         act = nn.Tanh if activation == "tanh" else nn.ReLU
         gain = nn.init.calculate_gain(activation)
         layers: List[nn.Module] = []
         prev = in_dim
         for h in hidden:
-            layers += [GroupedLinear(groups, prev, h, gain), act()]
+            layers += [GroupedLinear(groups, prev, h, gain, slots), act()]
             prev = h
         self.body = nn.Sequential(*layers)
-        self.head = GroupedLinear(groups, prev, out_dim, out_gain)
+        self.head = GroupedLinear(groups, prev, out_dim, out_gain, slots)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
@@ -79,10 +90,10 @@ class GroupedGRUCell(nn.Module):
     r = s(W_ir x + b_ir + W_hr h + b_hr), z = s(W_iz x + b_iz + W_hz h + b_hz),
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h."""
 
-    def __init__(self, groups: int, in_dim: int, hidden: int):
+    def __init__(self, groups: int, in_dim: int, hidden: int, slots: Optional[List[int]] = None):
         super().__init__()
-        self.x2h = GroupedLinear(groups, in_dim, 3 * hidden, gain=1.0)
-        self.h2h = GroupedLinear(groups, hidden, 3 * hidden, gain=1.0)
+        self.x2h = GroupedLinear(groups, in_dim, 3 * hidden, gain=1.0, slots=slots)
+        self.h2h = GroupedLinear(groups, hidden, 3 * hidden, gain=1.0, slots=slots)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         xr, xz, xn = self.x2h(x).chunk(3, dim=-1)
@@ -125,6 +136,33 @@ def trunk(net: GroupedMLP, gru: Optional[GroupedGRUCell], x: torch.Tensor, hidde
     if gru is None:
         return feats, None, None
     return run_gru(gru, feats, hidden, resets)
+
+
+class Sharing(NamedTuple):
+    """How agent slots map onto weight sets: ``sets`` weight sets, ``slots`` (agent -> set, or
+    None when there is one set, or one per slot), ``encoder_sets`` (agent -> set, always a list),
+    and the one-hot agent ids ``ids [A, K]`` a shared set needs to tell its agents apart (None when
+    separate)."""
+    sets: int
+    slots: Optional[List[int]]
+    encoder_sets: List[int]
+    ids: Optional[torch.Tensor]
+
+
+def sharing(shared: bool, group_of: List[int]) -> Sharing:
+    """``shared``: one set per agent group (``group_of [A]``, issue 15; one group is the classic
+    parameter sharing), with ids one-hot *within* the group; else one set per agent slot."""
+    A = len(group_of)
+    if not shared:
+        return Sharing(A, None, list(range(A)), None)
+    G = max(group_of) + 1
+    position, counts = [], [0] * G
+    for g in group_of:
+        position.append(counts[g])
+        counts[g] += 1
+    ids = torch.zeros(A, max(counts))
+    ids[torch.arange(A), torch.tensor(position)] = 1.0
+    return Sharing(G, None if G == 1 else list(group_of), list(group_of), ids)
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,23 +287,25 @@ class Actor(nn.Module):
     """Decentralised actor: ``obs [..., A, O]`` -> :class:`ActionDist` (and, if recurrent, a hidden state)."""
 
     def __init__(self, spec: TeamSpec, shared: bool, hidden: List[int], activation: str, input_norm: bool = False,
-                 recurrent: bool = False, log_std_init: float = -0.5, encoding: EncoderSettings = EncoderSettings()):
+                 recurrent: bool = False, log_std_init: float = -0.5, encoding: EncoderSettings = EncoderSettings(),
+                 group_of: Optional[List[int]] = None, group_names: Optional[List[str]] = None):
         super().__init__()
         self.sizes = list(spec.component_sizes)
         self.num_logits, self.cont_dim = spec.num_logits, spec.cont_dim
-        groups = 1 if shared else spec.num_agents
-        self.encoder = TeamEncoder(spec, shared, encoding, "actor")
-        in_dim = self.encoder.out_dim + (spec.num_agents if shared else 0)
+        share = sharing(shared, group_of or [0] * spec.num_agents)
+        self.encoder = TeamEncoder(spec, share.encoder_sets, encoding, "actor", group_names)
+        in_dim = self.encoder.out_dim + (0 if share.ids is None else share.ids.shape[1])
         # small output gain: near-uniform initial policy (Andrychowicz et al. 2021, "What matters")
-        self.net = GroupedMLP(groups, in_dim, hidden, self.num_logits + self.cont_dim, activation, out_gain=0.01)
-        self.gru = GroupedGRUCell(groups, hidden[-1], hidden[-1]) if recurrent else None
+        self.net = GroupedMLP(share.sets, in_dim, hidden, self.num_logits + self.cont_dim, activation, out_gain=0.01,
+                              slots=share.slots)
+        self.gru = GroupedGRUCell(share.sets, hidden[-1], hidden[-1], share.slots) if recurrent else None
         self.hidden_size = hidden[-1]
         self.norm_dim = self.encoder.out_dim if input_norm else 0
         # state-independent log std per agent slot and dim (CleanRL, SB3); actions are in units where
         # the Box spans [-1, 1] (spaces.to_bounds), so one initial std fits every env
         self.log_std = nn.Parameter(torch.full((spec.num_agents, self.cont_dim), float(log_std_init)))
         self.register_buffer("cont_mask", torch.as_tensor(spec.cont_mask))
-        self.register_buffer("agent_eye", torch.eye(spec.num_agents) if shared else None, persistent=False)
+        self.register_buffer("agent_eye", share.ids, persistent=False)
 
     @property
     def recurrent(self) -> bool:
@@ -310,23 +350,25 @@ class Critic(nn.Module):
     """Centralised (or local, for IPPO) critic: ``features [..., A, C]`` -> values ``[..., A]``."""
 
     def __init__(self, spec: TeamSpec, mode: str, shared: bool, hidden: List[int], activation: str,
-                 input_norm: bool = False, recurrent: bool = False, encoding: EncoderSettings = EncoderSettings()):
+                 input_norm: bool = False, recurrent: bool = False, encoding: EncoderSettings = EncoderSettings(),
+                 group_of: Optional[List[int]] = None, group_names: Optional[List[str]] = None):
         super().__init__()
         self.mode = mode
-        groups = 1 if shared else spec.num_agents
+        share = sharing(shared, group_of or [0] * spec.num_agents)
         uses_state = mode in ("state", "agent_specific") and spec.state_dim > 0
         # each agent's observation is encoded (CNN for images) before it is joined or used alone;
         # an image state() has a CNN of its own, one for all agents (the state is shared)
-        self.obs_encoder = TeamEncoder(spec, shared, encoding, "critic") if (mode != "state" or not uses_state) \
-            else None
+        self.obs_encoder = TeamEncoder(spec, share.encoder_sets, encoding, "critic", group_names) \
+            if (mode != "state" or not uses_state) else None
         self.state_encoder = StateEncoder(spec, encoding) if uses_state else None
         feat_dim = critic_dim(spec, mode, self.obs_encoder.out_dim if self.obs_encoder else None,
                               self.state_encoder.out_dim if self.state_encoder else None)
-        in_dim = feat_dim + (spec.num_agents if shared else 0)
-        self.net = GroupedMLP(groups, in_dim, hidden, 1, activation, out_gain=1.0)
-        self.gru = GroupedGRUCell(groups, hidden[-1], hidden[-1]) if recurrent else None
+        in_dim = feat_dim + (0 if share.ids is None else share.ids.shape[1])
+        # one critic per group (issue 15): its own weight set, as the actor's
+        self.net = GroupedMLP(share.sets, in_dim, hidden, 1, activation, out_gain=1.0, slots=share.slots)
+        self.gru = GroupedGRUCell(share.sets, hidden[-1], hidden[-1], share.slots) if recurrent else None
         self.norm_dim = feat_dim if input_norm else 0
-        self.register_buffer("agent_eye", torch.eye(spec.num_agents) if shared else None, persistent=False)
+        self.register_buffer("agent_eye", share.ids, persistent=False)
 
     @property
     def recurrent(self) -> bool:

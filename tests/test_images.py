@@ -32,9 +32,9 @@ def test_find_image_reads_layouts():
 
 def test_auto_picks_the_encoder_per_agent():
     with mappo.Trainer(MixedPixelEnv, tiny(parameter_sharing="separate", **SMALL_CNN)) as trainer:
-        kinds = [type(e) for e in trainer.actor.encoder.per_agent]
+        kinds = [type(e) for e in trainer.actor.encoder.per_set]
         assert kinds == [ConvEncoder, FlatEncoder]  # the Dict with an image, then the plain vector
-        assert [type(e) for e in trainer.critic.obs_encoder.per_agent] == [ConvEncoder, FlatEncoder]
+        assert [type(e) for e in trainer.critic.obs_encoder.per_set] == [ConvEncoder, FlatEncoder]
         assert trainer.actor.encodes and trainer.spec.obs_dtype == np.float32  # a float image in a Dict
         # encoder=mlp flattens everything, as before images were supported
     with mappo.Trainer(MixedPixelEnv, tiny(parameter_sharing="separate", encoder="mlp")) as trainer:
@@ -58,7 +58,7 @@ def test_images_too_small_or_too_large_are_errors_that_say_what_to_do():
     from mappo.encoders import TeamEncoder
 
     with pytest.raises(ValueError, match=r"560x880x3 leaves a 64x66x106 conv output.*resize_v1"):
-        TeamEncoder(spec, True, tiny(cnn_features=512), "actor")
+        TeamEncoder(spec, [0], tiny(cnn_features=512), "actor")
 
 
 def test_heterogeneous_image_sizes_work_separately_and_fail_clearly_shared():
