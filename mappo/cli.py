@@ -117,7 +117,16 @@ def eval_main(argv: List[str]) -> int:
     parser.add_argument("--fps", type=int, default=10)
     parser.add_argument("--env", help="build this env (a registry name or module:callable) instead of the checkpoint's")
     parser.add_argument("--trust-env-code", action="store_true", help=TRUST_HELP)
+    parser.add_argument("--policy", action="append", default=[], metavar="GROUP=SOURCE",
+                        help="cross-play: the agent group GROUP acts with SOURCE, 'random' (uniform valid actions) or "
+                             "another run folder/checkpoint of the same env (its actor for that group); repeatable")
     args = parser.parse_args(argv)
+    policies = {}
+    for item in args.policy:
+        group, sep, source = item.partition("=")
+        if not sep or not group or not source:
+            parser.error(f"--policy takes GROUP=random or GROUP=RUN_DIR, got {item!r}")
+        policies[group] = source
     if args.video and os.path.splitext(args.video)[1].lower() not in (".mp4", ".gif"):
         parser.error(f"--video must end in .mp4 or .gif, got {args.video!r}")
     overrides = {"env": args.env} if args.env else {}
@@ -125,7 +134,7 @@ def eval_main(argv: List[str]) -> int:
         overrides["device"] = "cpu"  # a GPU run evaluates on a CPU-only machine
     trainer = _load(args.run, args.trust_env_code, **overrides)
     with trainer:
-        stats = trainer.evaluate(episodes=args.episodes, deterministic=not args.stochastic)
+        stats = trainer.evaluate(episodes=args.episodes, deterministic=not args.stochastic, policies=policies)
         print(json.dumps(_finite(stats), indent=2, allow_nan=False))  # valid JSON: a non-finite number is null
         if args.video:
             if isinstance(trainer.env_fn, Batched):

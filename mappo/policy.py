@@ -1,7 +1,7 @@
 """The deployable policy: ``act(obs_dict) -> {agent: action}`` over a trained actor."""
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -64,3 +64,44 @@ class Policy:
                                                  deterministic, self.hidden, gone)
         rows = actions[0].cpu().numpy()
         return {name: spec.decode_action(k, rows[k]) for k, name in enumerate(spec.names) if name in obs}
+
+
+class MixedPolicy:
+    """Cross-play (issue 15): ``base`` acts for every agent group except those in ``replaced``,
+    whose agents act uniformly at random among their valid actions ("random") or with another
+    :class:`Policy` (that group's actor from another checkpoint).  Same ``act_batch`` surface as
+    :class:`Policy`; the hidden state it passes around holds one entry per policy."""
+
+    def __init__(self, base: Policy, replaced: List[Tuple[List[int], Any]]):
+        self.base, self.replaced = base, replaced
+        self.spec, self.actor, self.device = base.spec, base.actor, base.device
+
+    @classmethod
+    def build(cls, base: Policy, groups: Any, policies: Dict[str, str],
+              load: Callable[[str], Policy]) -> "MixedPolicy":
+        """``policies``: group name -> "random" or a checkpoint (run folder or file), loaded by ``load``."""
+        unknown = sorted(set(policies) - set(groups.names))
+        if unknown:
+            raise ValueError(f"--policy names unknown group(s) {unknown}; this run's groups are {groups.names}")
+        replaced = []
+        for name, source in policies.items():
+            members = groups.members(groups.names.index(name))
+            replaced.append((members, "random" if source == "random" else load(source)))
+        return cls(base, replaced)
+
+    @torch.no_grad()
+    def act_batch(self, obs: torch.Tensor, mask: torch.Tensor, deterministic: bool = False,
+                  hidden: Optional[Tuple[Any, ...]] = None, resets: Optional[torch.Tensor] = None):
+        from .spaces import random_actions
+
+        hidden = hidden or (None,) * (1 + len(self.replaced))
+        actions, logp, h = self.base.act_batch(obs, mask, deterministic, hidden[0], resets)
+        new_hidden = [h]
+        for (members, other), h_other in zip(self.replaced, hidden[1:]):
+            if other == "random":
+                theirs, h_other = random_actions(self.spec, mask), None
+            else:
+                theirs, _, h_other = other.act_batch(obs, mask, deterministic, h_other, resets)
+            actions[:, members] = theirs[:, members]
+            new_hidden.append(h_other)
+        return actions, logp, tuple(new_hidden)

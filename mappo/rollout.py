@@ -163,4 +163,7 @@ def eval_row(evaluation: Dict[str, Any]) -> Dict[str, float]:
            "eval/agent_return_mean": float(np.mean(per_agent)),
            "eval/episode_length_mean": evaluation["episode_length_mean"]}
     row.update({f"eval/return_mean/{name}": v for name, v in evaluation["return_mean"].items()})
+    groups = evaluation.get("group_return_mean", {})
+    if len(groups) > 1:  # agent groups: each group's return (its agents' returns summed)
+        row.update({f"eval/{g}/team_return_mean": v for g, v in groups.items()})
     return row

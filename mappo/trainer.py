@@ -265,14 +265,22 @@ class Trainer:
         return self.sync.max_int(signum or 0, self.device) or None
 
     def _episode_stats(self, episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
-        """Mean team return and length of the episodes that ended this iteration, on all ranks."""
+        """Mean team return and length of the episodes that ended this iteration, on all ranks;
+        with several agent groups also each group's return, ``<group>/team_return`` (its agents'
+        rewards summed)."""
+        groups = self.learner.groups
+        several = groups.count > 1
+        per_group = [sum(sum(e["agent_returns"][k] for k in groups.members(g)) for e in episodes)
+                     for g in range(groups.count)] if several else []
         totals = self.sync.sum(torch.tensor([sum(e["team_return"] for e in episodes),
-                                             sum(e["length"] for e in episodes), len(episodes)],
+                                             sum(e["length"] for e in episodes), len(episodes), *per_group],
                                             dtype=torch.float64, device=self.device))
-        ret, length, count = totals.tolist()
+        ret, length, count, *group_ret = totals.tolist()
         if not count:
             return {}
-        return {"team_return": ret / count, "episode_length": length / count, "episodes": int(count)}
+        row = {"team_return": ret / count, "episode_length": length / count, "episodes": int(count)}
+        row.update({f"{g}/team_return": r / count for g, r in zip(groups.names, group_ret)})
+        return row
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -280,12 +288,44 @@ class Trainer:
         """Seed of evaluation episodes (and eval videos): away from the training envs' seeds."""
         return self.cfg.seed + EVAL_SEED_OFFSET
 
-    def evaluate(self, episodes: int = 20, deterministic: bool = True, seed: Optional[int] = None) -> Dict[str, Any]:
+    def evaluate(self, episodes: int = 20, deterministic: bool = True, seed: Optional[int] = None,
+                 policies: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         """Mean returns and lengths of ``episodes`` episodes on envs of their own (seeded with
         :attr:`eval_seed` unless ``seed`` is given), each cut at ``eval_max_steps`` steps; see
-        :func:`mappo.rollout.evaluate`."""
-        return rollout.evaluate(self.policy, self.env_fn, self.spec, episodes, deterministic,
-                                self.eval_seed if seed is None else seed, self.device, self.cfg.eval_max_steps)
+        :func:`mappo.rollout.evaluate`.  ``group_return_mean`` holds each agent group's return.
+
+        ``policies`` (cross-play, issue 15) replaces groups' policies: ``{"adversaries": "random"}``
+        acts uniformly at random among valid actions, ``{"adversaries": "runs/Y"}`` with that
+        group's actor from another checkpoint (run folder or file) of the same env."""
+        policy = self.policy
+        if policies:
+            from .policy import MixedPolicy
+
+            policy = MixedPolicy.build(self.policy, self.learner.groups, policies, self._group_policy)
+        result = rollout.evaluate(policy, self.env_fn, self.spec, episodes, deterministic,
+                                  self.eval_seed if seed is None else seed, self.device, self.cfg.eval_max_steps)
+        groups = self.learner.groups
+        result["group_return_mean"] = {g: float(sum(result["return_mean"][self.spec.names[k]]
+                                                    for k in groups.members(i)))
+                                       for i, g in enumerate(groups.names)}
+        result["policies"] = {g: (policies or {}).get(g, "trained") for g in groups.names}
+        return result
+
+    def _group_policy(self, run: str) -> Policy:
+        """The actor of another checkpoint of this env (its team layout and groups must match)."""
+        path = os.path.join(run, "ckpt.pt") if os.path.isdir(run) else run
+        payload = load_checkpoint(path)
+        cfg = Config.from_dict({**payload["config"], "device": str(self.device)})
+        layout = self.spec.layout()
+        if {k: layout.get(k) for k in payload["team"] if k != "state_dim"} != \
+                {k: v for k, v in payload["team"].items() if k != "state_dim"}:
+            raise ValueError(f"{path!r} was trained on agents/widths {payload['team']}, not this env's {layout}")
+        learner = LEARNERS[cfg.algorithm](self.spec, cfg, self.device)
+        if learner.groups != self.learner.groups:
+            raise ValueError(f"{path!r} has agent groups {dict(zip(learner.groups.names, learner.groups.of))}, "
+                             f"this run {dict(zip(self.learner.groups.names, self.learner.groups.of))}")
+        learner.actor.load_state_dict(payload["actor"])
+        return Policy(self.spec, learner.actor, self.device)
 
     # ------------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:

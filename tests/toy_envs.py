@@ -570,3 +570,54 @@ class MixedPixelEnv(_Toy):
             raise ValueError("agent_0: masked action 2")
         reward = float(int(actions["agent_0"]) == self.row and int(actions["agent_1"]) == self.cue)
         return self._finish({a: reward for a in self.agents})
+
+
+class TwoTeamEnv(_Toy):
+    """Two opposing teams, red (red_0, red_1) and blue (blue_0), see a cue c in {0, 1, 2}.  A red
+    agent is right when it names c, the blue agent when it names (c + 1) % 3.  The game is zero
+    sum: each red agent earns (red right - blue right) / 2 per step, where "red right" is the
+    fraction of red agents that are, and blue earns the negative.  Against a uniformly random
+    opponent (right 1/3 of the time) a perfect team earns 2/3 per step, 6.67 per episode;
+    two random teams earn 0."""
+
+    possible_agents = ["red_0", "red_1", "blue_0"]
+    obs_spaces = {a: spaces.Box(0.0, 1.0, (3,), np.float32) for a in possible_agents}
+    act_spaces = {a: spaces.Discrete(3) for a in possible_agents}
+
+    def _new_round(self):
+        self.cue = int(self.rng.integers(3))
+
+    def _obs(self):
+        return {a: np.eye(3, dtype=np.float32)[self.cue] for a in self.agents}
+
+    def step(self, actions):
+        self._check(actions)
+        red = np.mean([int(actions[a]) == self.cue for a in ("red_0", "red_1")])
+        blue = float(int(actions["blue_0"]) == (self.cue + 1) % 3)
+        rewards = {"red_0": (red - blue) / 2, "red_1": (red - blue) / 2, "blue_0": blue - red}
+        return self._finish(rewards)
+
+
+class TwoKindsEnv(_Toy):
+    """A cooperative team of two kinds: scouts (scout_0, scout_1) see a cue c in {0, 1, 2} one-hot
+    (3 wide) and must name c; pilots (pilot_0, pilot_1) see it as a 5-wide row (one-hot in the
+    first 3, then two constant entries) and must name (c + 1) % 3.  Every agent gets the fraction
+    of the four that are right: random 1/3 per step (13.3 team return per episode), optimum 40."""
+
+    possible_agents = ["scout_0", "scout_1", "pilot_0", "pilot_1"]
+    obs_spaces = {**{a: spaces.Box(0.0, 1.0, (3,), np.float32) for a in ("scout_0", "scout_1")},
+                  **{a: spaces.Box(0.0, 1.0, (5,), np.float32) for a in ("pilot_0", "pilot_1")}}
+    act_spaces = {a: spaces.Discrete(3) for a in possible_agents}
+
+    def _new_round(self):
+        self.cue = int(self.rng.integers(3))
+
+    def _obs(self):
+        one_hot = np.eye(3, dtype=np.float32)[self.cue]
+        wide = np.concatenate([one_hot, np.array([1.0, 0.5], np.float32)])
+        return {a: (one_hot if a.startswith("scout") else wide) for a in self.agents}
+
+    def step(self, actions):
+        self._check(actions)
+        right = [int(actions[a]) == (self.cue if a.startswith("scout") else (self.cue + 1) % 3) for a in self.agents]
+        return self._finish({a: float(np.mean(right)) for a in self.agents})

@@ -1,0 +1,179 @@
+"""Agent groups (issue 15): resolution and its errors, separate parameters and statistics per
+group, resume, metrics per group, cross-play evaluation, and learning on two-team and two-kind
+toy envs."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import mappo
+from mappo.groups import resolve_groups
+from tests.helpers import strip_timing, tiny
+from tests.toy_envs import EarlyExitEnv, TwoKindsEnv, TwoTeamEnv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEAMS = {"red": ["red_*"], "blue": ["blue_0"]}
+
+
+def test_group_resolution_and_its_errors():
+    agents = ["adversary_0", "adversary_1", "agent_0"]
+    groups = resolve_groups(agents, {"adversaries": ["adversary_*"], "agents": ["agent_*"]})
+    assert groups.names == ["adversaries", "agents"] and groups.of == [0, 0, 1] and groups.members(1) == [2]
+    assert resolve_groups(agents, {}).of == [0, 0, 0]  # the default: one group
+    with pytest.raises(ValueError, match=r"\['agents'\]: pattern 'agnt_\*' matches no agent; the env's agents are"):
+        resolve_groups(agents, {"adversaries": ["adversary_*"], "agents": ["agnt_*"]})
+    with pytest.raises(ValueError, match=r"more than one group: 'adversary_1' in \['a', 'b'\]"):
+        resolve_groups(agents, {"a": ["adversary_*", "agent_0"], "b": ["adversary_1"]})
+    with pytest.raises(ValueError, match=r"agents \['agent_0'\] are in no group"):
+        resolve_groups(agents, {"adversaries": ["adversary_*"]})
+    with pytest.raises(ValueError, match="must be a non-empty list"):
+        tiny(groups={"a": []})
+    with pytest.raises(ValueError, match="without '/'"):
+        tiny(groups={"a/b": ["x"]})
+    with pytest.raises(TypeError, match="must be a mapping"):
+        tiny(groups=["red_*"])
+    with pytest.raises(ValueError, match="matches no agent"):  # at trainer build, naming the pattern
+        mappo.Trainer(TwoTeamEnv, tiny(groups={"red": ["red_*"], "green": ["green_*"]}))
+
+
+def test_agent_ids_are_one_hot_within_a_group():
+    with mappo.Trainer(TwoKindsEnv, tiny(groups={"scouts": ["scout_*"], "pilots": ["pilot_*"]})) as trainer:
+        assert trainer.actor.agent_eye.tolist() == [[1, 0], [0, 1], [1, 0], [0, 1]]
+        assert trainer.actor.net.head.weight.shape[0] == 2  # one weight set per group
+    with mappo.Trainer(TwoKindsEnv, tiny()) as trainer:  # one group: ids over all agents, as before
+        assert trainer.actor.agent_eye.tolist() == torch.eye(4).tolist()
+
+
+@pytest.mark.parametrize("sharing", ["shared", "separate"])
+def test_a_step_on_one_groups_loss_leaves_the_other_groups_weights_unchanged(sharing):
+    """No gradient crosses groups.  (The first step: Adam has no momentum yet, so a zero gradient
+    moves nothing; in training every step carries every group's loss.)"""
+    with mappo.Trainer(TwoTeamEnv, tiny(groups=TEAMS, parameter_sharing=sharing)) as trainer:
+        trainer._ensure_envs()
+        trainer.collect()
+        learner, buf = trainer.learner, trainer.buffer
+        learner.targets(buf)
+        keys = ("alive", "action_mask", "actions", "logp", "advantages", "returns", "old_values", "resets", "obs",
+                "state")
+        mb = next(buf.minibatches(1, keys))
+        terms = learner.loss(mb)
+        assert len(terms.per_group) == 2
+        # blue's weight sets: its group's set (shared) or its agent's (separate)
+        blue = [1] if sharing == "shared" else [2]
+        red = [0] if sharing == "shared" else [0, 1]
+        before = {n: p.detach().clone() for n, p in trainer.actor.named_parameters()}
+        before.update({"critic." + n: p.detach().clone() for n, p in trainer.critic.named_parameters()})
+        learner.step(terms.per_group[0].total)  # red's loss only
+        for prefix, net in (("", trainer.actor), ("critic.", trainer.critic)):
+            for n, p in net.named_parameters():
+                old = before[prefix + n]
+                if n.endswith("weight") or n.endswith("bias"):
+                    assert torch.equal(p[blue], old[blue]), prefix + n
+                    assert not torch.equal(p[red], old[red]), prefix + n
+
+
+def test_each_group_keeps_its_own_value_normaliser_and_kl_beta():
+    from mappo.returns import gae
+
+    cfg = tiny(groups=TEAMS, objective="clip_kl", total_steps=400)
+    with mappo.Trainer(TwoTeamEnv, cfg) as trainer:
+        trainer._ensure_envs()
+        trainer.collect()
+        buf, learner = trainer.buffer, trainer.learner
+        _, ret = gae(buf.reward, buf.values, buf.next_values, buf.terminated, buf.truncated, buf.alive, cfg.gamma,
+                     cfg.gae_lambda)
+        learner.targets(buf)
+        for norm, members in zip(learner.value_norms, ([0, 1], [2])):  # red's two agents, blue's one
+            own = ret[..., members][buf.alive[..., members]].double()
+            assert norm.count.item() == own.numel()
+            assert norm.mean.item() == pytest.approx(own.mean().item(), abs=1e-9)
+            assert norm.var.item() == pytest.approx(own.var(unbiased=False).item(), abs=1e-9)
+            expected = (ret[..., members] - norm.mean) / norm.std()
+            assert torch.allclose(buf.returns[..., members], expected.float(), atol=1e-5)
+            # advantages are standardised within the group too
+            adv = buf.advantages[..., members][buf.alive[..., members]]
+            assert abs(adv.mean().item()) < 1e-5 and adv.std().item() == pytest.approx(1.0, abs=1e-4)
+        trainer.train()
+        row = trainer.history[-1]
+        assert {"red/team_return", "blue/team_return", "red/policy_loss", "blue/value_loss", "red/kl_coef",
+                "blue/approx_kl"} <= set(row)
+        assert row["red/team_return"] == pytest.approx(-row["blue/team_return"], abs=1e-6)  # zero sum
+        # each beta follows its own group's KL (PPO Sec. 4's rule), iteration after iteration
+        from mappo.loss import update_kl_coef
+        for before, after in zip(trainer.history, trainer.history[1:]):
+            for g in ("red", "blue"):
+                assert after[f"{g}/kl_coef"] == update_kl_coef(before[f"{g}/kl_coef"], before[f"{g}/approx_kl"],
+                                                               cfg.target_kl)
+        # and weighs only its own group's loss: the stored log-probs are from before the last update
+        mb = next(buf.minibatches(1, ("alive", "action_mask", "actions", "logp", "advantages", "returns",
+                                      "old_values", "resets", "obs", "state")))
+        learner.kl_coefs = [0.0, 0.0]
+        plain = learner.loss(mb).per_group
+        learner.kl_coefs = [0.0, 100.0]
+        blue_penalised = learner.loss(mb).per_group
+        assert blue_penalised[0].policy_loss == plain[0].policy_loss
+        assert blue_penalised[1].policy_loss > plain[1].policy_loss
+        state = learner.state_dict()
+        assert len(state["value_norm"]) == 2 and len(state["kl_coef"]) == 2
+
+
+def test_resume_with_groups_is_exact(tmp_path):
+    cfg = tiny(groups={"scouts": ["scout"], "agents": ["agent_*"]}, objective="clip_kl", popart=True, value_norm=False,
+               recurrent=True, chunk_length=5)
+    with mappo.Trainer(EarlyExitEnv, cfg) as trainer:
+        straight = trainer.train()
+    run_dir = str(tmp_path / "run")
+    with mappo.Trainer(EarlyExitEnv, cfg.replace(run_dir=run_dir)) as trainer:
+        first = trainer.train(total_steps=80)
+    with mappo.Trainer.load(os.path.join(run_dir, "ckpt.pt"), EarlyExitEnv) as resumed:
+        second = resumed.train()
+    assert strip_timing(first + second) == strip_timing(straight)
+    assert "scouts/team_return" in straight[-1]
+    with pytest.raises(ValueError, match="groups="):
+        mappo.Trainer.load(os.path.join(run_dir, "ckpt.pt"), EarlyExitEnv, groups={})
+
+
+@pytest.mark.slow
+def test_each_team_learns_to_beat_a_random_opponent(tmp_path):
+    """TwoTeamEnv with a group per team: each trained team, against a random opponent, earns well
+    above the 0 of two random teams (a perfect team: 6.67 per episode)."""
+    cfg = tiny(env="tests.toy_envs:TwoTeamEnv", groups=TEAMS, total_steps=20_000, num_envs=4, rollout_length=50, ppo_epochs=4, hidden_sizes=[32],
+               lr=3e-3, run_dir=str(tmp_path / "run"))
+    with mappo.Trainer(TwoTeamEnv, cfg) as trainer:
+        trainer.train()
+        red_vs_random = trainer.evaluate(episodes=30, policies={"blue": "random"})
+        blue_vs_random = trainer.evaluate(episodes=30, policies={"red": "random"})
+        both_random = trainer.evaluate(episodes=30, policies={"red": "random", "blue": "random"})
+        trainer.save(str(tmp_path / "run" / "ckpt.pt"))
+    assert red_vs_random["policies"] == {"red": "trained", "blue": "random"}
+    assert red_vs_random["group_return_mean"]["red"] >= 5.0, red_vs_random
+    assert blue_vs_random["group_return_mean"]["blue"] >= 5.0, blue_vs_random
+    assert abs(both_random["group_return_mean"]["red"]) <= 2.0, both_random
+    # the CLI: the same cross-play, and a group's actor from another checkpoint
+    out = subprocess.run([sys.executable, "-m", "mappo", "eval", str(tmp_path / "run"), "--episodes", "10",
+                          "--policy", "blue=random", "--trust-env-code"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 0, out.stderr
+    stats = json.loads(out.stdout)
+    assert stats["policies"] == {"red": "trained", "blue": "random"} and stats["group_return_mean"]["red"] >= 5.0
+    out = subprocess.run([sys.executable, "-m", "mappo", "eval", str(tmp_path / "run"), "--episodes", "5",
+                          "--policy", "blue=" + str(tmp_path / "run"), "--policy", "green=random",
+                          "--trust-env-code"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0 and "unknown group(s) ['green']" in out.stderr
+
+
+@pytest.mark.slow
+def test_two_kinds_learn_under_group_sharing():
+    """TwoKindsEnv: scouts and pilots map the cue differently and see it in different widths;
+    one actor per kind (random 13.3, optimum 40)."""
+    cfg = tiny(groups={"scouts": ["scout_*"], "pilots": ["pilot_*"]}, total_steps=12_000, num_envs=4,
+               rollout_length=50, ppo_epochs=4, hidden_sizes=[32], lr=3e-3)
+    with mappo.Trainer(TwoKindsEnv, cfg) as trainer:
+        trainer.train()
+        result = trainer.evaluate(episodes=20)
+    assert result["team_return_mean"] >= 36.0, result
+    assert set(result["group_return_mean"]) == {"scouts", "pilots"}
