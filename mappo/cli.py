@@ -168,7 +168,7 @@ def export_main(argv: List[str]) -> int:
     folder = args.run if os.path.isdir(args.run) else os.path.dirname(os.path.abspath(args.run))
     out = args.out or os.path.join(folder, "actor.pt" if args.format == "torchscript" else "actor.onnx")
     with trainer:
-        export_actor(trainer.actor, trainer.spec, out, args.format)
+        export_actor(trainer.actor, trainer.spec, out, args.format, trainer.learner.groups)
     print(f"wrote {out} and {out}.json (inputs, outputs and action layout)")
     return 0
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -76,10 +76,13 @@ def example_inputs(spec: TeamSpec, actor: Actor, batch: int = 2) -> Tuple[torch.
     return obs, mask, torch.zeros(batch, A, actor.hidden_size), torch.zeros(batch, A, dtype=torch.bool)
 
 
-def layout(spec: TeamSpec, actor: Actor) -> Dict[str, Any]:
-    """What the sidecar JSON records: agents, widths and the action layout per agent."""
+def layout(spec: TeamSpec, actor: Actor, groups: Optional[Any] = None) -> Dict[str, Any]:
+    """What the sidecar JSON records: agents, widths, the action layout per agent, and each
+    agent's group (one actor file for all groups: each agent's rows use its group's weights)."""
     return {
         **spec.layout(),
+        "groups": {name: (groups.names[groups.of[k]] if groups is not None else "all")
+                   for k, name in enumerate(spec.names)},
         "recurrent": actor.recurrent,
         "hidden_size": actor.hidden_size if actor.recurrent else 0,
         "inputs": ["obs", "action_mask"] + (["hidden", "resets"] if actor.recurrent else []),
@@ -87,8 +90,9 @@ def layout(spec: TeamSpec, actor: Actor) -> Dict[str, Any]:
     }
 
 
-def export_actor(actor: Actor, spec: TeamSpec, path: str, fmt: str = "torchscript") -> str:
-    """Write the actor to ``path`` (``.pt`` TorchScript or ``.onnx``) plus ``<path>.json``; returns ``path``."""
+def export_actor(actor: Actor, spec: TeamSpec, path: str, fmt: str = "torchscript", groups: Optional[Any] = None) -> str:
+    """Write the actor to ``path`` (``.pt`` TorchScript or ``.onnx``) plus ``<path>.json``; returns
+    ``path``.  ``groups`` (``mappo.groups.Groups``) names each agent's group in the sidecar."""
     if fmt not in ("torchscript", "onnx"):
         raise ValueError(f"export format must be 'torchscript' or 'onnx', got {fmt!r}")
     actor = copy.deepcopy(actor).to("cpu").eval()  # a frozen copy: the trainer's actor is left as it is
@@ -102,7 +106,7 @@ def export_actor(actor: Actor, spec: TeamSpec, path: str, fmt: str = "torchscrip
             pass
     except OSError as err:
         raise OSError(f"cannot write the exported actor to {path!r}: {err.strerror or err}") from err
-    meta = layout(spec, actor)
+    meta = layout(spec, actor, groups)
     if fmt == "torchscript":
         with torch.no_grad():
             traced = torch.jit.trace(module, inputs, check_trace=False)

@@ -160,6 +160,17 @@ def test_each_team_learns_to_beat_a_random_opponent(tmp_path):
     assert out.returncode == 0, out.stderr
     stats = json.loads(out.stdout)
     assert stats["policies"] == {"red": "trained", "blue": "random"} and stats["group_return_mean"]["red"] >= 5.0
+    # one exported actor for both teams, the group named per agent; it acts as the trained policy
+    out = subprocess.run([sys.executable, "-m", "mappo", "export", str(tmp_path / "run"), "--trust-env-code"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    meta = json.loads(open(tmp_path / "run" / "actor.pt.json").read())
+    assert meta["groups"] == {"red_0": "red", "red_1": "red", "blue_0": "blue"}
+    model = torch.jit.load(str(tmp_path / "run" / "actor.pt"))
+    cues = torch.eye(3)
+    rows = model(cues.unsqueeze(1).expand(3, 3, 3).contiguous(), torch.ones(3, 3, 3, dtype=torch.bool))
+    assert (rows[:, :2, 0] == torch.arange(3).unsqueeze(1)).float().mean() >= 0.8  # red names the cue
+    assert (rows[:, 2, 0] == (torch.arange(3) + 1) % 3).float().mean() >= 0.6  # blue names the next one
     out = subprocess.run([sys.executable, "-m", "mappo", "eval", str(tmp_path / "run"), "--episodes", "5",
                           "--policy", "blue=" + str(tmp_path / "run"), "--policy", "green=random",
                           "--trust-env-code"], cwd=ROOT, capture_output=True, text=True, timeout=300)
