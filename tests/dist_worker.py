@@ -21,16 +21,17 @@ def flat_params(trainer):
                       + list(trainer.critic.parameters())])
 
 
-def params_mode(out, rank):
-    """Parameters, value normaliser and beta after every update."""
-    trainer = mappo.Trainer(EarlyExitEnv, tiny(total_steps=240, objective="clip_kl", run_dir=os.path.join(out, "run")))
+def params_mode(out, rank, **extra):
+    """Parameters, value normalisers and betas (one per agent group) after every update."""
+    trainer = mappo.Trainer(EarlyExitEnv, tiny(total_steps=240, objective="clip_kl", run_dir=os.path.join(out, "run"),
+                                               **extra))
     records = []
     real_update = trainer.update
 
     def update():
         stats = real_update()
-        records.append({"params": flat_params(trainer), "kl_coef": trainer.kl_coef,
-                        "value_norm": [trainer.value_norm.mean.item(), trainer.value_norm.var.item()]})
+        records.append({"params": flat_params(trainer), "kl_coef": list(trainer.learner.kl_coefs),
+                        "value_norm": [[n.mean.item(), n.var.item()] for n in trainer.learner.value_norms]})
         return stats
 
     trainer.update = update
@@ -116,6 +117,7 @@ def grad_mode(out, rank):
 if __name__ == "__main__":
     mode, out = sys.argv[1], sys.argv[2]
     rank = int(os.environ["RANK"])
-    {"params": params_mode, "learn": learn_mode, "grad": grad_mode, "resume": resume_mode, "exit": exit_mode}[mode](out, rank)
+    groups_mode = lambda out, rank: params_mode(out, rank, groups={"scout": ["scout"], "agents": ["agent_*"]})  # noqa: E731
+    {"params": params_mode, "groups": groups_mode, "learn": learn_mode, "grad": grad_mode, "resume": resume_mode, "exit": exit_mode}[mode](out, rank)
     # no explicit teardown: mappo.distributed leaves the group at exit, after a barrier, so rank 1
     # does not go while rank 0 is still evaluating (learn mode); that order is what is under test

@@ -188,3 +188,17 @@ def test_two_kinds_learn_under_group_sharing():
         result = trainer.evaluate(episodes=20)
     assert result["team_return_mean"] >= 36.0, result
     assert set(result["group_return_mean"]) == {"scouts", "pilots"}
+
+
+def test_groups_on_a_batched_vmas_env():
+    pytest.importorskip("vmas")
+    from envs import make_env_fn
+
+    cfg = tiny(groups={"first": ["agent_0"], "others": ["agent_1", "agent_2"]}, total_steps=80, num_envs=4,
+               rollout_length=10)
+    with mappo.Trainer(make_env_fn("vmas/simple_spread", max_steps=5), cfg) as trainer:
+        trainer.train()
+        row = trainer.history[-1]
+        assert trainer.learner.groups.of == [0, 1, 1]
+        assert {"first/team_return", "others/team_return", "first/policy_loss"} <= set(row)
+        assert set(trainer.evaluate(episodes=2)["group_return_mean"]) == {"first", "others"}
