@@ -315,7 +315,7 @@ class Trainer:
         """The actor of another checkpoint of this env (its team layout and groups must match)."""
         path = os.path.join(run, "ckpt.pt") if os.path.isdir(run) else run
         payload = load_checkpoint(path)
-        cfg = Config.from_dict({**payload["config"], "device": str(self.device)})
+        cfg = Config.from_dict({**payload["config"], "device": self.device.type})
         layout = self.spec.layout()
         if {k: layout.get(k) for k in payload["team"] if k != "state_dim"} != \
                 {k: v for k, v in payload["team"].items() if k != "state_dim"}:
