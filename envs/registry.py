@@ -76,21 +76,24 @@ register("sisl/multiwalker", _sisl("multiwalker_v9"))
 register("sisl/pursuit", _sisl("pursuit_v4"))
 
 
-def _butterfly(module: str) -> EnvFactory:
+def _butterfly(module: str, defaults: Dict[str, Any] | None = None) -> EnvFactory:
     def factory(**kwargs: Any) -> Any:
         try:
             mod = importlib.import_module(f"pettingzoo.butterfly.{module}")
         except ImportError as err:  # pygame/pymunk are optional: say which extra brings them
             raise ImportError(f"butterfly envs need pygame and pymunk: pip install 'pettingzoo[butterfly]' (or this "
                               f"project's 'butterfly' extra): {err}") from err
-        return mod.parallel_env(**kwargs)
+        return mod.parallel_env(**{**(defaults or {}), **kwargs})
 
     return factory
 
 
 # pixel observations (issue 14): configs/butterfly_*.yaml preprocess them with SuperSuit wrappers
 register("butterfly/pistonball", _butterfly("pistonball_v6"))
-register("butterfly/cooperative_pong", _butterfly("cooperative_pong_v6"))
+# cooperative_pong_v6 draws its screen only inside render(), which returns at once when
+# render_mode is None: every observation and state() is then a black frame.  With "rgb_array" it
+# draws each step (and render() also returns the frame, which videos use).
+register("butterfly/cooperative_pong", _butterfly("cooperative_pong_v6", {"render_mode": "rgb_array"}))
 register("butterfly/knights_archers_zombies", _butterfly("knights_archers_zombies_v11"))
 
 
