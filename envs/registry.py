@@ -89,7 +89,6 @@ def _butterfly(module: str, defaults: Dict[str, Any] | None = None) -> EnvFactor
 
 
 # pixel observations (issue 14): configs/butterfly_*.yaml preprocess them with SuperSuit wrappers
-register("butterfly/pistonball", _butterfly("pistonball_v6"))
 # cooperative_pong_v6 draws its screen only inside render(), which returns at once when
 # render_mode is None: every observation and state() is then a black frame.  With "rgb_array" it
 # draws each step (and render() also returns the frame, which videos use).

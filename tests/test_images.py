@@ -236,7 +236,9 @@ def test_butterfly_envs_train_through_their_configs_wrappers(name, kwargs, tmp_p
         assert trainer.actor.encodes == image
         if image:
             assert trainer.buffer.obs.dtype == torch.uint8
-            assert trainer.buffer.obs.max() > 0  # the frames show something (pong's were black without rendering)
+            obs = trainer.buffer.obs
+            assert obs.max() > 0  # the frames show something (pong's were black without rendering)
+            assert not torch.equal(obs[1], obs[-1])  # and move (pistonball's froze without rendering)
             assert trainer.spec.agents[0].image.shape == (64, 64, 4)  # resize_v1 64x64, frame_stack_v2 4
         assert np.isfinite(trainer.history[-1]["policy_loss"])
         trainer.save(str(tmp_path / "ckpt.pt"))
