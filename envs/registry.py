@@ -88,10 +88,12 @@ def _butterfly(module: str, defaults: Dict[str, Any] | None = None) -> EnvFactor
     return factory
 
 
-# pixel observations (issue 14): configs/butterfly_*.yaml preprocess them with SuperSuit wrappers
-# cooperative_pong_v6 draws its screen only inside render(), which returns at once when
-# render_mode is None: every observation and state() is then a black frame.  With "rgb_array" it
-# draws each step (and render() also returns the frame, which videos use).
+# pixel observations (issue 14): configs/butterfly_*.yaml preprocess them with SuperSuit wrappers.
+# pistonball_v6 and cooperative_pong_v6 draw their screen only when render_mode is set: with None,
+# pistonball's observations and state() stay the first frame of the episode and pong's are black
+# (PettingZoo 1.25; found by a training run whose explained variance stayed 0).  With "rgb_array"
+# they draw every step (and render() returns the frame, which videos use).
+register("butterfly/pistonball", _butterfly("pistonball_v6", {"render_mode": "rgb_array"}))
 register("butterfly/cooperative_pong", _butterfly("cooperative_pong_v6", {"render_mode": "rgb_array"}))
 register("butterfly/knights_archers_zombies", _butterfly("knights_archers_zombies_v11"))
 
