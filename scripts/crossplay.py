@@ -4,7 +4,9 @@
         --stages 100000 200000 400000 [--seed 0] [--episodes 100] [key=value ...]
 
 Trains one run (``OUT/run``), keeping a copy of its checkpoint at each stage
-(``OUT/stage<steps>.pt``); an existing stage file is reused, so the command resumes.  Then each
+(``OUT/stage<steps>.pt``); an existing stage file is reused, so the command resumes.  It plots each
+group's training return (``<group>/team_return``, smoothed over 10 iterations) to
+``OUT/groups.png``.  Then each
 group's actor at each stage plays, with sampled actions over ``--episodes`` episodes, against
 the other group at every stage and against uniformly random valid actions.  Prints (and writes
 to ``OUT/crossplay.md``) one table per group: rows are that group's stage, columns its opponent;
@@ -21,6 +23,32 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import mappo  # noqa: E402
 from envs import make_env_fn  # noqa: E402
+
+
+def plot_group_returns(run_dir: str, groups, out: str, title: str) -> None:
+    """Each group's training return against env steps, from the run's metrics.jsonl."""
+    import json
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [json.loads(line) for line in open(os.path.join(run_dir, "metrics.jsonl"))]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for g in groups:
+        pts = [(r["env_steps"], r[f"{g}/team_return"]) for r in rows if f"{g}/team_return" in r]
+        steps, values = np.array(pts).T
+        smooth = np.convolve(values, np.ones(10) / 10, mode="valid") if len(values) >= 10 else values
+        ax.plot(steps[len(steps) - len(smooth):], smooth, label=g)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel("group return (training, smoothed)")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
 
 
 def main() -> int:
@@ -57,6 +85,7 @@ def main() -> int:
             groups = trainer.learner.groups.names
     if len(groups) != 2:
         raise SystemExit(f"{args.config} has groups {groups}; cross-play needs two")
+    plot_group_returns(run_dir, groups, os.path.join(args.out, "groups.png"), os.path.basename(args.config))
     for me, them in (groups, groups[::-1]):
         lines += [f"**{me}** (rows: its stage) against **{them}** (columns)", "",
                   "| " + me + " \\ " + them + " | random | " + " | ".join(f"{s:,}" for s in stages) + " |",
