@@ -1,6 +1,6 @@
 """Team return of uniformly random valid actions, counted as `mappo eval` counts it.
 
-    python scripts/random_baseline.py configs/mpe_simple_spread.yaml [more configs] [--episodes 100]
+    python scripts/random_baseline.py configs/mpe_simple_spread.yaml [more configs] [--episodes 100] [key=value ...]
 
 Steps one in-process env per config with ``mappo.spaces.random_actions`` (masks respected)
 and prints the mean and std of the team return over the episodes: the "random" row of
@@ -24,8 +24,8 @@ from mappo.protocol import make_vector_env  # noqa: E402
 from mappo.wrappers import WrappedEnvFn  # noqa: E402
 
 
-def random_return(config: str, episodes: int, seed: int) -> np.ndarray:
-    cfg = mappo.Config.from_yaml(config, ["progress=false"])
+def random_return(config: str, episodes: int, seed: int, overrides=()) -> np.ndarray:
+    cfg = mappo.Config.from_yaml(config, ["progress=false", *overrides])
     env_fn = make_env_fn(cfg.env, **cfg.env_kwargs)
     if cfg.wrappers:  # the same envs training sees (a wrapper may change rewards or episode ends)
         env_fn = WrappedEnvFn(env_fn, cfg.wrappers)
@@ -43,12 +43,13 @@ def random_return(config: str, episodes: int, seed: int) -> np.ndarray:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("configs", nargs="+")
+    parser.add_argument("configs", nargs="+", help="config files, then any key=value overrides for all of them")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=1_000_003)
-    args = parser.parse_args()
-    for config in args.configs:
-        returns = random_return(config, args.episodes, args.seed)
+    args = parser.parse_intermixed_args()
+    overrides = [a for a in args.configs if "=" in a]
+    for config in [a for a in args.configs if "=" not in a]:
+        returns = random_return(config, args.episodes, args.seed, overrides)
         print(f"{config}: random team return {returns.mean():.2f} +- {returns.std():.2f} ({len(returns)} episodes)")
     return 0
 
