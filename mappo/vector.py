@@ -300,9 +300,11 @@ def _shared_array(shape: tuple, dtype: Any) -> np.ndarray:
 
 def _worker(conn: Any, env_fns: List[EnvFn], indices: List[int], spec: TeamSpec, arrays: Dict[str, np.ndarray],
             seed: int, first_index: int, inherited: List[Any], parent_pid: int) -> None:
-    # Ctrl-C reaches the whole process group; the trainer decides what happens (it writes a
-    # checkpoint and then closes the workers), so a worker must not die on it first
+    # Ctrl-C reaches the whole process group, and job schedulers (Slurm, `kill -- -PGID`,
+    # `pkill -f`) send SIGTERM to every process of the job; the trainer decides what happens (it
+    # writes a checkpoint and then closes the workers), so a worker must not die on either first
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # A forked worker inherits the trainer's ends of the pipes made so far (its own and its
     # elder siblings'); while any process holds them, a dead trainer's pipe never reads EOF.
     for end in inherited:
@@ -427,8 +429,8 @@ class SubprocVectorEnv:
                 pass
         for proc in self.procs:
             proc.join(timeout=2)
-            if proc.is_alive():
-                proc.terminate()
+            if proc.is_alive():  # hung in env code; workers ignore SIGTERM (see _worker), so SIGKILL
+                proc.kill()
                 proc.join(timeout=1)
         for conn in self.conns:
             conn.close()

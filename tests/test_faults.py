@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from tests.helpers import write_config
 
@@ -38,6 +39,28 @@ def test_workers_exit_when_the_trainer_is_killed(tmp_path):
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert left == [], "env workers outlived the trainer"
+
+
+def test_sigterm_to_the_whole_process_group_still_writes_a_checkpoint(tmp_path):
+    """Slurm, `kill -- -PGID` and `pkill -f` signal every process of a job, env workers too: the
+    workers leave it to the trainer, which checkpoints and closes them (they used to die first,
+    and the trainer stopped on "env worker died" without a checkpoint)."""
+    config = write_config(tmp_path / "c.yaml", total_steps=10_000_000, checkpoint_every=0, log_every=1)
+    run_dir = tmp_path / "group_signalled"
+    proc = subprocess.Popen([sys.executable, "-m", "mappo", "train", config, f"run_dir={run_dir}"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.2)
+    pattern = f"run_dir={run_dir}"
+    assert len(_pids(pattern)) == 3  # the trainer and its 2 env workers
+    os.killpg(proc.pid, signal.SIGTERM)  # the trainer is its session's (and group's) leader
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "received SIGTERM" in out and "died" not in err
+    assert torch.load(run_dir / "ckpt.pt", weights_only=True)["env_steps"] >= 80
+    assert _pids(pattern) == []
 
 
 def test_a_nan_observation_is_reported_at_the_env_boundary(tmp_path):
