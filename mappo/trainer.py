@@ -41,6 +41,13 @@ SHAPING_FIELDS = ("algorithm", "wrappers", "num_envs", "parameter_sharing", "gro
 CHECKPOINT_FORMAT = 4
 
 
+def same_team(saved: Dict[str, Any], layout: Dict[str, Any], ignore_state: bool = False) -> bool:
+    """A checkpoint's team layout against an env's (``TeamSpec.layout``), on the keys the checkpoint
+    has (older ones lack the newer keys); ``ignore_state`` leaves out ``state_dim``."""
+    keys = [k for k in saved if not (ignore_state and k == "state_dim")]
+    return all(layout.get(k) == saved[k] for k in keys)
+
+
 def linear_schedule(step: int, total: int) -> float:
     """Fraction of the base learning rate at ``step`` of ``total``: 1 -> 0, linearly."""
     return max(0.0, 1.0 - step / total)
@@ -317,8 +324,7 @@ class Trainer:
         payload = load_checkpoint(path)
         cfg = Config.from_dict({**payload["config"], "device": self.device.type})
         layout = self.spec.layout()
-        if {k: layout.get(k) for k in payload["team"] if k != "state_dim"} != \
-                {k: v for k, v in payload["team"].items() if k != "state_dim"}:
+        if not same_team(payload["team"], layout, ignore_state=True):  # only its actor is used
             raise ValueError(f"{path!r} was trained on agents/widths {payload['team']}, not this env's {layout}")
         learner = LEARNERS[cfg.algorithm](self.spec, cfg, self.device)
         if learner.groups != self.learner.groups:
@@ -385,10 +391,8 @@ class Trainer:
                              + ", ".join(f"{f}={getattr(cfg, f)!r}" for f in changed) + ")")
         trainer = cls(env_fn, cfg)
         layout = trainer.spec.layout()
-        saved_team = dict(payload["team"])
-        if cfg.critic_input in ("concat_obs", "local"):  # older runs recorded a state their critic never read
-            saved_team["state_dim"] = layout["state_dim"]
-        if {k: layout[k] for k in saved_team} != saved_team:
+        # older runs recorded a state their critic never read
+        if not same_team(payload["team"], layout, ignore_state=cfg.critic_input in ("concat_obs", "local")):
             raise ValueError(
                 f"{path!r} was trained on agents/widths {payload['team']}, but env_fn builds {layout}. "
                 f"Pass the env_fn the run was trained with (the CLI rebuilds it from the config field 'env', "

@@ -19,17 +19,24 @@ def _pids(pattern):
     return [int(p) for p in out]
 
 
-def test_workers_exit_when_the_trainer_is_killed(tmp_path):
-    config = write_config(tmp_path / "c.yaml", num_envs=4, total_steps=100_000_000, progress=False)
-    run_dir = tmp_path / "killed_run"
-    proc = subprocess.Popen([sys.executable, "-m", "mappo", "train", str(config), f"run_dir={run_dir}"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _wait_for_workers(run_dir):
+    """Wait until the `mappo train` run in ``run_dir`` has logged 2 iterations; check that it runs
+    as the trainer and its 2 env workers; returns the pgrep pattern that finds them."""
     metrics = run_dir / "metrics.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
         time.sleep(0.2)
     pattern = f"run_dir={run_dir}"
     assert len(_pids(pattern)) == 3  # the trainer and its 2 env workers
+    return pattern
+
+
+def test_workers_exit_when_the_trainer_is_killed(tmp_path):
+    config = write_config(tmp_path / "c.yaml", num_envs=4, total_steps=100_000_000, progress=False)
+    run_dir = tmp_path / "killed_run"
+    proc = subprocess.Popen([sys.executable, "-m", "mappo", "train", str(config), f"run_dir={run_dir}"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pattern = _wait_for_workers(run_dir)
     os.kill(proc.pid, signal.SIGKILL)  # no handler, no close(): as an OOM kill
     proc.wait(timeout=10)
     deadline = time.time() + 5
@@ -49,12 +56,7 @@ def test_sigterm_to_the_whole_process_group_still_writes_a_checkpoint(tmp_path):
     run_dir = tmp_path / "group_signalled"
     proc = subprocess.Popen([sys.executable, "-m", "mappo", "train", config, f"run_dir={run_dir}"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-        time.sleep(0.2)
-    pattern = f"run_dir={run_dir}"
-    assert len(_pids(pattern)) == 3  # the trainer and its 2 env workers
+    pattern = _wait_for_workers(run_dir)
     os.killpg(proc.pid, signal.SIGTERM)  # the trainer is its session's (and group's) leader
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
