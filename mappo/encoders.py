@@ -131,6 +131,8 @@ class TeamEncoder(nn.Module):
     zero-padded to the widest.  ``identity`` is true when no agent has a CNN: then the encoder
     has no parameters and the rows pass through (as float), and the learner may build network
     inputs once per update.
+    ``widths [A]`` is each slot's own feature width before that padding (agent groups read only
+    their own widths, ``networks.group_widths``).
     """
 
     def __init__(self, spec: TeamSpec, sets: List[int], cfg: Any, role: str, set_names: Optional[List[str]] = None):
@@ -144,6 +146,7 @@ class TeamEncoder(nn.Module):
         self.per_set: Optional[nn.ModuleList] = None
         if self.identity:
             self.out_dim = spec.obs_dim
+            self.widths = [a.obs_dim for a in spec.agents]
             return
         encoders = []
         for j, members in enumerate(self.members):
@@ -166,6 +169,7 @@ class TeamEncoder(nn.Module):
         else:
             self.per_set = nn.ModuleList(encoders)
         self.out_dim = max(e.out_dim for e in encoders)
+        self.widths = [encoders[s].out_dim for s in sets]
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if self.identity:

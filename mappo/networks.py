@@ -41,45 +41,60 @@ class GroupedLinear(nn.Module):
     ``groups`` weight sets; ``slots`` ``[A]`` maps each agent slot to its set when that is neither
     "one set for all" (``groups == 1``) nor "one set per slot" (``slots=None``): agent groups
     (issue 15) share a set within a group.
+
+    ``in_mask`` ``[groups, in_dim]`` (bool, or None: every set reads every input) gives each set
+    its own input width when agent groups see inputs of different widths (issue 15: "across
+    groups nothing is padded").  A set's weights on the inputs it does not read are structurally
+    zero: initialised orthogonal over its own width only, and masked in every forward pass, so
+    they neither act nor learn.
     """
 
-    def __init__(self, groups: int, in_dim: int, out_dim: int, gain: float, slots: Optional[List[int]] = None):
+    def __init__(self, groups: int, in_dim: int, out_dim: int, gain: float, slots: Optional[List[int]] = None,
+                 in_mask: Optional[torch.Tensor] = None):
         super().__init__()
         self.groups = groups
-        self.weight = nn.Parameter(torch.empty(groups, in_dim, out_dim))
+        self.weight = nn.Parameter(torch.zeros(groups, in_dim, out_dim))
         self.bias = nn.Parameter(torch.zeros(groups, out_dim))
         for g in range(groups):
-            w = torch.empty(out_dim, in_dim)
+            reads = None if in_mask is None else in_mask[g]
+            w = torch.empty(out_dim, in_dim if reads is None else int(reads.sum()))
             nn.init.orthogonal_(w, gain=gain)
-            self.weight.data[g] = w.t()
+            if reads is None:
+                self.weight.data[g] = w.t()
+            else:
+                self.weight.data[g, reads] = w.t()
         self.register_buffer("slots", None if slots is None else torch.as_tensor(slots, dtype=torch.long),
+                             persistent=False)
+        self.register_buffer("in_mask", None if in_mask is None else in_mask.float().unsqueeze(-1),
                              persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight if self.in_mask is None else self.weight * self.in_mask
         if self.groups == 1:  # shared: one fused matmul + bias over all rows
-            flat = torch.addmm(self.bias[0], x.reshape(-1, x.shape[-1]), self.weight[0])
+            flat = torch.addmm(self.bias[0], x.reshape(-1, x.shape[-1]), weight[0])
             return flat.view(*x.shape[:-1], flat.shape[-1])
         if self.slots is not None:  # groups: each slot's set gathered (the gradient flows back to the set)
-            return torch.einsum("...ai,aio->...ao", x, self.weight[self.slots]) + self.bias[self.slots]
+            return torch.einsum("...ai,aio->...ao", x, weight[self.slots]) + self.bias[self.slots]
         # x [..., A, in] with one weight set per agent slot
-        return torch.einsum("...ai,aio->...ao", x, self.weight) + self.bias
+        return torch.einsum("...ai,aio->...ao", x, weight) + self.bias
 
 
 class GroupedMLP(nn.Module):
     """MLP over ``[..., A, in]``."""
 
     def __init__(self, groups: int, in_dim: int, hidden: List[int], out_dim: int, activation: str, out_gain: float,
-                 slots: Optional[List[int]] = None):
+                 slots: Optional[List[int]] = None, in_mask: Optional[torch.Tensor] = None):
+        """``in_mask`` ``[groups, in_dim]``: the inputs each weight set reads (see :class:`GroupedLinear`)."""
         super().__init__()
         act = nn.Tanh if activation == "tanh" else nn.ReLU
         gain = nn.init.calculate_gain(activation)
         layers: List[nn.Module] = []
         prev = in_dim
         for h in hidden:
-            layers += [GroupedLinear(groups, prev, h, gain, slots), act()]
+            layers += [GroupedLinear(groups, prev, h, gain, slots, None if layers else in_mask), act()]
             prev = h
         self.body = nn.Sequential(*layers)
-        self.head = GroupedLinear(groups, prev, out_dim, out_gain, slots)
+        self.head = GroupedLinear(groups, prev, out_dim, out_gain, slots, None if layers else in_mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
@@ -165,19 +180,65 @@ def sharing(shared: bool, group_of: List[int]) -> Sharing:
     return Sharing(G, None if G == 1 else list(group_of), list(group_of), ids)
 
 
+def group_widths(group_of: List[int], widths: List[int], full: int) -> Optional[torch.Tensor]:
+    """``[A, full]`` bool: the feature columns slot ``k`` reads, the first ``w`` where ``w`` is the
+    widest of its group's ``widths`` (agents of one group pad to their group's widest, as every
+    agent did before groups; issue 15).  None when every group reads all ``full`` columns, which
+    is always so for one group."""
+    group_w = {g: max(w for h, w in zip(group_of, widths) if h == g) for g in set(group_of)}
+    if all(w == full for w in group_w.values()):
+        return None
+    return torch.arange(full) < torch.tensor([group_w[g] for g in group_of]).unsqueeze(-1)
+
+
+def input_masks(share: Sharing, group_of: List[int], feats: Optional[torch.Tensor], feat_dim: int
+                ) -> Optional[torch.Tensor]:
+    """The first layer's ``in_mask`` ``[sets, feat_dim + K]``: each weight set reads its group's
+    feature columns (``feats [A, feat_dim]`` from :func:`group_widths`, None for all) and its
+    group's id columns (a group of ``n`` agents uses the first ``n`` of the ``K`` id columns).
+    None when every set reads every column."""
+    A = len(group_of)
+    reads = torch.ones(A, feat_dim, dtype=torch.bool) if feats is None else feats
+    if share.ids is not None:
+        sizes = torch.tensor([group_of.count(g) for g in group_of])
+        reads = torch.cat([reads, torch.arange(share.ids.shape[1]) < sizes.unsqueeze(-1)], dim=-1)
+    if bool(reads.all()):
+        return None
+    first_slot = [share.encoder_sets.index(j) for j in range(share.sets)]
+    return reads[first_slot]
+
+
 # --------------------------------------------------------------------------------------------
 # inputs: parameter-free, so the update builds them once per iteration, not once per epoch
-def network_input(feats: torch.Tensor, norm_dim: int, agent_eye: Optional[torch.Tensor]) -> torch.Tensor:
-    """``feats [..., A, F]`` -> ``[..., A, F (+ A)]``.
+def masked_layer_norm(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """LayerNorm (no learned scale) of each row of ``x [..., A, F]`` over its own columns only:
+    ``mask [A, F]`` (float 0/1) marks them; the other columns come out 0.  With an all-ones mask
+    this is ``layer_norm(x, (F,))`` (biased variance, the same ``eps``)."""
+    n = mask.sum(-1, keepdim=True)
+    mean = (x * mask).sum(-1, keepdim=True) / n
+    centred = (x - mean) * mask
+    var = (centred * centred).sum(-1, keepdim=True) / n
+    return centred * torch.rsqrt(var + eps)
+
+
+def network_input(feats: torch.Tensor, norm_dim: int, agent_eye: Optional[torch.Tensor],
+                  norm_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``feats [..., A, F]`` -> ``[..., A, F (+ K)]``.
 
     ``norm_dim`` (= F, or 0 for none) standardises each row's features (MAPPO's "feature
     normalisation", a LayerNorm on the input without learned scale); it is a plain int so that
-    exported graphs keep a static shape.  ``agent_eye`` ``[A, A]`` appends a one-hot agent id,
-    which shared networks need to tell agents apart.  (Not SuperSuit's agent_indicator_v0, which
-    writes the id into the observation: as extra image channels for images, and into every stored
-    row; here it joins after the encoder, and only when parameters are shared.)
+    exported graphs keep a static shape.  ``norm_mask`` ``[A, F]`` (float) restricts each row's
+    statistics to its group's own columns (:func:`group_widths`), so that a narrow group's
+    features are not standardised together with the padding up to a wider group's width.
+    ``agent_eye`` ``[A, K]`` appends a one-hot agent id (within the agent's group), which shared
+    networks need to tell agents apart.  (Not SuperSuit's agent_indicator_v0, which writes the id
+    into the observation: as extra image channels for images, and into every stored row; here it
+    joins after the encoder, and only when parameters are shared.)
     """
-    x = nn.functional.layer_norm(feats, (norm_dim,)) if norm_dim else feats
+    if norm_dim and norm_mask is not None:
+        x = masked_layer_norm(feats, norm_mask)
+    else:
+        x = nn.functional.layer_norm(feats, (norm_dim,)) if norm_dim else feats
     if agent_eye is None:
         return x
     eye = agent_eye.to(x.dtype).expand(*x.shape[:-2], *agent_eye.shape)
@@ -292,12 +353,15 @@ class Actor(nn.Module):
         super().__init__()
         self.sizes = list(spec.component_sizes)
         self.num_logits, self.cont_dim = spec.num_logits, spec.cont_dim
-        share = sharing(shared, group_of or [0] * spec.num_agents)
+        group_of = group_of or [0] * spec.num_agents
+        share = sharing(shared, group_of)
         self.encoder = TeamEncoder(spec, share.encoder_sets, encoding, "actor", group_names)
         in_dim = self.encoder.out_dim + (0 if share.ids is None else share.ids.shape[1])
+        # each group reads its own widths (issue 15); None unless groups see different widths
+        reads = group_widths(group_of, self.encoder.widths, self.encoder.out_dim)
         # small output gain: near-uniform initial policy (Andrychowicz et al. 2021, "What matters")
         self.net = GroupedMLP(share.sets, in_dim, hidden, self.num_logits + self.cont_dim, activation, out_gain=0.01,
-                              slots=share.slots)
+                              slots=share.slots, in_mask=input_masks(share, group_of, reads, self.encoder.out_dim))
         self.gru = GroupedGRUCell(share.sets, hidden[-1], hidden[-1], share.slots) if recurrent else None
         self.hidden_size = hidden[-1]
         self.norm_dim = self.encoder.out_dim if input_norm else 0
@@ -306,6 +370,8 @@ class Actor(nn.Module):
         self.log_std = nn.Parameter(torch.full((spec.num_agents, self.cont_dim), float(log_std_init)))
         self.register_buffer("cont_mask", torch.as_tensor(spec.cont_mask))
         self.register_buffer("agent_eye", share.ids, persistent=False)
+        self.register_buffer("norm_mask", reads.float() if (reads is not None and input_norm) else None,
+                             persistent=False)
 
     @property
     def recurrent(self) -> bool:
@@ -318,7 +384,7 @@ class Actor(nn.Module):
 
     def inputs(self, obs: torch.Tensor) -> torch.Tensor:
         """obs ``[..., A, O]`` (float, or uint8 images) -> network input ``[..., A, in]``."""
-        return network_input(self.encoder(obs), self.norm_dim, self.agent_eye)
+        return network_input(self.encoder(obs), self.norm_dim, self.agent_eye, self.norm_mask)
 
     def forward(self, obs: torch.Tensor, mask: torch.Tensor, hidden: Optional[torch.Tensor] = None,
                 resets: Optional[torch.Tensor] = None) -> Tuple[ActionDist, Optional[torch.Tensor]]:
@@ -354,7 +420,8 @@ class Critic(nn.Module):
                  group_of: Optional[List[int]] = None, group_names: Optional[List[str]] = None):
         super().__init__()
         self.mode = mode
-        share = sharing(shared, group_of or [0] * spec.num_agents)
+        group_of = group_of or [0] * spec.num_agents
+        share = sharing(shared, group_of)
         uses_state = mode in ("state", "agent_specific") and spec.state_dim > 0
         # each agent's observation is encoded (CNN for images) before it is joined or used alone;
         # an image state() has a CNN of its own, one for all agents (the state is shared)
@@ -364,11 +431,23 @@ class Critic(nn.Module):
         feat_dim = critic_dim(spec, mode, self.obs_encoder.out_dim if self.obs_encoder else None,
                               self.state_encoder.out_dim if self.state_encoder else None)
         in_dim = feat_dim + (0 if share.ids is None else share.ids.shape[1])
+        # each group reads its own widths (issue 15): the agent's own observation ("local",
+        # "agent_specific") is as wide as its group's widest; the shared state and the joined
+        # observations are the same input for every group
+        reads = None
+        if mode in ("local", "agent_specific"):
+            own = group_widths(group_of, self.obs_encoder.widths, self.obs_encoder.out_dim)
+            if own is not None:
+                shared_part = torch.ones(spec.num_agents, feat_dim - own.shape[1], dtype=torch.bool)
+                reads = torch.cat([shared_part, own], dim=-1)
         # one critic per group (issue 15): its own weight set, as the actor's
-        self.net = GroupedMLP(share.sets, in_dim, hidden, 1, activation, out_gain=1.0, slots=share.slots)
+        self.net = GroupedMLP(share.sets, in_dim, hidden, 1, activation, out_gain=1.0, slots=share.slots,
+                              in_mask=input_masks(share, group_of, reads, feat_dim))
         self.gru = GroupedGRUCell(share.sets, hidden[-1], hidden[-1], share.slots) if recurrent else None
         self.norm_dim = feat_dim if input_norm else 0
         self.register_buffer("agent_eye", share.ids, persistent=False)
+        self.register_buffer("norm_mask", reads.float() if (reads is not None and input_norm) else None,
+                             persistent=False)
 
     @property
     def recurrent(self) -> bool:
@@ -384,7 +463,8 @@ class Critic(nn.Module):
         network input ``[..., A, in]``; see :func:`critic_features`."""
         obs_f = self.obs_encoder(obs) if self.obs_encoder is not None else obs[..., :0].float()
         state_f = self.state_encoder(state) if self.state_encoder is not None else state[..., :0].float()
-        return network_input(critic_features(obs_f, state_f, alive, self.mode), self.norm_dim, self.agent_eye)
+        return network_input(critic_features(obs_f, state_f, alive, self.mode), self.norm_dim, self.agent_eye,
+                             self.norm_mask)
 
     def values(self, x: torch.Tensor, hidden: Optional[torch.Tensor] = None,
                resets: Optional[torch.Tensor] = None) -> CriticOut:

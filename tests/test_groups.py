@@ -48,6 +48,71 @@ def test_agent_ids_are_one_hot_within_a_group():
         assert trainer.actor.agent_eye.tolist() == torch.eye(4).tolist()
 
 
+def test_masked_layer_norm_against_hand_values():
+    from mappo.networks import masked_layer_norm
+
+    x = torch.tensor([[1.0, 3.0, 99.0], [2.0, 4.0, 9.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
+    out = masked_layer_norm(x, mask)
+    # row 0 over its first two columns: mean 2, variance 1; the third column is not its own
+    torch.testing.assert_close(out[0], torch.tensor([-1.0, 1.0, 0.0]) / (1.0 + 1e-5) ** 0.5)
+    # row 1 over all three: mean 5, variance 26/3, so it is the plain LayerNorm
+    torch.testing.assert_close(out[1], torch.tensor([-3.0, -1.0, 4.0]) / (26 / 3 + 1e-5) ** 0.5)
+    torch.testing.assert_close(out[1], torch.nn.functional.layer_norm(x[1], (3,)))
+    assert masked_layer_norm(torch.zeros(2, 3), mask).abs().sum() == 0  # a dead agent's zero row stays zero
+
+
+KINDS = {"scouts": ["scout_*"], "pilots": ["pilot_*"]}
+
+
+@pytest.mark.parametrize("sharing", ["shared", "separate"])
+def test_each_group_reads_only_its_own_widths(sharing):
+    """Across groups nothing is padded (issue 15).  TwoKindsEnv: scouts see 3 entries, pilots 5.
+    A scout's weight set reads 3 feature columns (and, shared, 2 id columns), its LayerNorm
+    standardises those 3, and its weights on a pilot's extra columns are zero and stay zero."""
+    cfg = tiny(groups=KINDS, parameter_sharing=sharing, input_norm=True, critic_input="agent_specific")
+    with mappo.Trainer(TwoKindsEnv, cfg) as trainer:
+        actor, critic = trainer.actor, trainer.critic
+        scout_set, pilot_set = (0, 1) if sharing == "shared" else (0, 2)
+        first = actor.net.body[0]
+        ids = 2 if sharing == "shared" else 0
+        assert first.in_mask[:, :, 0].sum(-1)[[scout_set, pilot_set]].tolist() == [3 + ids, 5 + ids]
+        obs = torch.tensor([[0.0, 1.0, 0.0, 0.0, 0.0]] * 2 + [[0.0, 1.0, 0.0, 1.0, 0.5]] * 2)  # [A, O]
+        x = actor.inputs(obs)
+        torch.testing.assert_close(x[0, :3], torch.nn.functional.layer_norm(obs[0, :3], (3,)))
+        assert x[0, 3:5].abs().sum() == 0  # not the scout's columns: not standardised into it
+        torch.testing.assert_close(x[2, :5], torch.nn.functional.layer_norm(obs[2], (5,)))
+        # the critic's agent-specific input: the shared state in full, then the own observation
+        state_w = critic.norm_dim - 5
+        assert critic.net.body[0].in_mask[:, :, 0].sum(-1)[[scout_set, pilot_set]].tolist() == \
+            [state_w + 3 + ids, state_w + 5 + ids]
+        for p, extra in ((first.weight, slice(3, 5)), (critic.net.body[0].weight, slice(state_w + 3, state_w + 5))):
+            assert p.detach()[scout_set, extra].abs().sum() == 0
+            assert p.detach()[pilot_set, extra].abs().sum() > 0
+        trainer.train()
+        assert first.weight.detach()[scout_set, 3:5].abs().sum() == 0  # learnt nothing there
+        # the scout's logits are exactly a network of its own width: its 3 columns, its 2 ids
+        w, b = first.weight.detach()[scout_set], first.bias.detach()[scout_set]
+        own = torch.cat([torch.nn.functional.layer_norm(obs[0, :3], (3,)), torch.tensor([1.0, 0.0])[:ids]])
+        rows = torch.cat([torch.arange(3), torch.arange(5, 5 + ids)])
+        hidden = torch.tanh(own @ w[rows] + b) if cfg.activation == "tanh" else torch.relu(own @ w[rows] + b)
+        head = actor.net.head
+        expected = hidden @ head.weight.detach()[scout_set] + head.bias.detach()[scout_set]
+        mask = torch.ones(4, actor.num_logits, dtype=torch.bool)
+        dist, _ = actor(obs, mask)
+        torch.testing.assert_close(dist.log_probs[0][0], expected.log_softmax(-1))
+
+
+def test_a_group_of_one_reads_one_id_column():
+    """TwoTeamEnv: red has two agents, blue one; blue's set reads one id column, not red's two."""
+    with mappo.Trainer(TwoTeamEnv, tiny(groups=TEAMS)) as trainer:
+        reads = trainer.critic.net.body[0].in_mask[:, :, 0]
+        width = trainer.critic.net.body[0].weight.shape[1]
+        assert reads[0].sum() == width and reads[1].sum() == width - 1 and reads[1, -1] == 0
+    with mappo.Trainer(TwoKindsEnv, tiny()) as trainer:  # one group: one set, which reads everything
+        assert trainer.actor.net.body[0].in_mask is None and trainer.critic.net.body[0].in_mask is None
+
+
 @pytest.mark.parametrize("sharing", ["shared", "separate"])
 def test_a_step_on_one_groups_loss_leaves_the_other_groups_weights_unchanged(sharing):
     """No gradient crosses groups.  (The first step: Adam has no momentum yet, so a zero gradient
