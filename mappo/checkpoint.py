@@ -90,7 +90,14 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
         raise ValueError(f"{path!r} is not a mappo checkpoint (no config/format inside)")
     if "checksum" in payload and payload["checksum"] != digest(payload):
         raise ValueError(f"{path!r} fails its checksum: the file was changed or damaged after it was written")
+    # config fields added after a checkpoint was written: the value that gives the networks it holds
+    for name, value in FIELDS_BEFORE_THEY_EXISTED.items():
+        payload["config"].setdefault(name, value)
     return payload
+
+
+# critic_pass (issue 16): older critics ran one row per agent
+FIELDS_BEFORE_THEY_EXISTED = {"critic_pass": "agent"}
 
 
 def rng_state() -> Dict[str, Any]:

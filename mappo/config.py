@@ -17,6 +17,7 @@ _CHOICES = {
     "objective": ("clip", "kl", "clip_kl"),
     "parameter_sharing": ("shared", "separate"),
     "critic_input": ("state", "concat_obs", "local", "agent_specific"),
+    "critic_pass": ("step", "agent"),
     "lr_schedule": ("constant", "linear"),
     "vector_mode": ("subprocess", "inprocess"),
     "wandb_mode": ("online", "offline", "disabled"),
@@ -68,6 +69,7 @@ class Config:
     parameter_sharing: str = "shared"  # "shared" (one actor/critic per group, agent id input) | "separate" (one per agent)
     groups: Dict[str, List[str]] = field(default_factory=dict)  # agent groups: {name: [agent names or glob patterns]}; each has its own actor (shared), critic, value normaliser, KL beta and grad clip; empty: one group (mappo/groups.py)
     critic_input: str = "state"  # "state" (env.state(), else joined obs) | "concat_obs" | "local" (IPPO) | "agent_specific" (state + own obs)
+    critic_pass: str = "step"  # "step": when every agent's critic input is the same (state, concat_obs; shared), the critic trunk runs once per env step (per group) and its head gives each agent's value | "agent": one row per agent with its id (the official MAPPO code; A times the work)
     log_std_init: float = -0.5  # initial log std of Gaussian (Box) actions, in units where the Box spans [-1, 1] (std 0.61)
     encoder: str = "auto"  # observation encoder: "auto" (a CNN for image observations and image states, else MLP) | "mlp" | "cnn" (mappo/encoders.py)
     cnn_channels: List[int] = field(default_factory=lambda: [32, 64, 64])  # CNN: output channels per conv layer (Nature CNN)

@@ -72,7 +72,7 @@ class PPOLearner:
         self.actor = Actor(spec, shared, cfg.hidden_sizes, cfg.activation, cfg.input_norm, cfg.recurrent,
                            cfg.log_std_init, encoding, **group_args).to(device)
         self.critic = Critic(spec, cfg.critic_input, shared, cfg.hidden_sizes, cfg.activation, cfg.input_norm,
-                             cfg.recurrent, encoding, **group_args).to(device)
+                             cfg.recurrent, encoding, **group_args, per_step=cfg.critic_pass == "step").to(device)
         # separate optimisers: the critic's larger gradients never scale the actor's step
         self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=cfg.adam_eps, foreach=True)
         self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.critic_lr, eps=cfg.adam_eps, foreach=True)
@@ -187,7 +187,7 @@ class PPOLearner:
                 old_mean, old_std = norm.mean.clone(), norm.std()
                 norm.update_moments(*self.sync.moments(ret, alive & self.group_mask[g]))  # every rank: same batch
                 if cfg.popart:  # keep the critic's raw-unit outputs unchanged under the new statistics
-                    for j in self._head_sets(g):
+                    for j in self.critic.head_sets(g):
                         popart_rescale(head.weight.data[j], head.bias.data[j], old_mean, old_std, norm.mean, norm.std())
             if cfg.popart:
                 # the rescaled head now outputs the old raw values in the new units: clip around those
@@ -200,13 +200,6 @@ class PPOLearner:
         else:
             buf.returns.copy_(ret)
         return explained_var
-
-    def _head_sets(self, g: int):
-        """The critic head's weight sets that belong to group ``g``."""
-        head = self.critic.net.head
-        if head.groups == 1:
-            return [0]
-        return [g] if head.slots is not None else self.groups.members(g)
 
     def loss(self, mb: Dict[str, torch.Tensor]) -> LossTerms:
         """The PPO loss of one minibatch.

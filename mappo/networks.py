@@ -407,21 +407,39 @@ class Actor(nn.Module):
 
 class CriticOut(NamedTuple):
     values: torch.Tensor  # [..., A], in the critic's (possibly normalised) units
-    feats: torch.Tensor  # [..., A, H]: the last hidden layer (the GRU output when recurrent)
+    feats: torch.Tensor  # [..., R, H]: the last hidden layer (the GRU output when recurrent), R trunk rows
     h_before: Optional[torch.Tensor]  # recurrent: [L, B, A, H] hidden state before each step's reset
     h_last: Optional[torch.Tensor]  # recurrent: [B, A, H] after the last step
 
 
 class Critic(nn.Module):
-    """Centralised (or local, for IPPO) critic: ``features [..., A, C]`` -> values ``[..., A]``."""
+    """Centralised (or local, for IPPO) critic: values ``[..., A]``, one per agent.
+
+    Two layouts of the trunk's rows (``R`` below):
+
+    * one row per agent (``R = A``): the agent's critic features ``[..., A, C]`` plus its id when
+      shared.  Needed when inputs differ per agent ("local", "agent_specific") or every agent has
+      its own critic ("separate"); ``critic_pass=agent`` forces it (the official MAPPO code).
+    * one row per env step and agent group (``R = G``, ``per_step``; issue 16): when every agent's
+      input is the same ("state", "concat_obs") and parameters are shared, the trunk runs once on
+      it per group and the head has one output per agent of the group, so each agent keeps its own
+      value (unlike a single value copied to every agent, which is wrong when rewards differ per
+      agent) for 1/A of the trunk's work.  Death masking is then the loss mask alone: a departed
+      agent's value is computed from the live state but never trained or bootstrapped from
+      (``returns.gae``).  A recurrent trunk keeps one hidden state per group, stored as a copy per
+      agent so that buffers keep their ``[.., A, H]`` layout; it restarts when every agent of the
+      group does (an episode start), not when one agent leaves.
+    """
 
     def __init__(self, spec: TeamSpec, mode: str, shared: bool, hidden: List[int], activation: str,
                  input_norm: bool = False, recurrent: bool = False, encoding: EncoderSettings = EncoderSettings(),
-                 group_of: Optional[List[int]] = None, group_names: Optional[List[str]] = None):
+                 group_of: Optional[List[int]] = None, group_names: Optional[List[str]] = None,
+                 per_step: bool = True):
         super().__init__()
         self.mode = mode
         group_of = group_of or [0] * spec.num_agents
         share = sharing(shared, group_of)
+        self.per_step = per_step and shared and mode in ("state", "concat_obs")
         uses_state = mode in ("state", "agent_specific") and spec.state_dim > 0
         # each agent's observation is encoded (CNN for images) before it is joined or used alone;
         # an image state() has a CNN of its own, one for all agents (the state is shared)
@@ -430,6 +448,26 @@ class Critic(nn.Module):
         self.state_encoder = StateEncoder(spec, encoding) if uses_state else None
         feat_dim = critic_dim(spec, mode, self.obs_encoder.out_dim if self.obs_encoder else None,
                               self.state_encoder.out_dim if self.state_encoder else None)
+        self.norm_dim = feat_dim if input_norm else 0
+        self.hidden_size = hidden[-1]
+        if self.per_step:
+            G = max(group_of) + 1
+            members = [[k for k, g in enumerate(group_of) if g == j] for j in range(G)]
+            width = max(len(m) for m in members)
+            # row j of the trunk uses weight set j; the head's output i of set j is member i's value
+            self.net = GroupedMLP(G, feat_dim, hidden, width, activation, out_gain=1.0)
+            self.gru = GroupedGRUCell(G, hidden[-1], hidden[-1]) if recurrent else None
+            position = [members[g].index(k) for k, g in enumerate(group_of)]
+            self.register_buffer("value_index", torch.tensor([g * width + i for g, i in zip(group_of, position)]),
+                                 persistent=False)  # [A] into the flattened [G * width] head outputs
+            self.register_buffer("row_of", torch.tensor(group_of), persistent=False)  # [A]
+            self.register_buffer("first_of", torch.tensor([m[0] for m in members]), persistent=False)  # [G]
+            self.register_buffer("member_mask", torch.tensor([[g == j for g in group_of] for j in range(G)]),
+                                 persistent=False)  # [G, A]
+            self.register_buffer("agent_eye", None, persistent=False)
+            self.register_buffer("norm_mask", None, persistent=False)
+            self._head_sets = [[j] for j in range(G)]
+            return
         in_dim = feat_dim + (0 if share.ids is None else share.ids.shape[1])
         # each group reads its own widths (issue 15): the agent's own observation ("local",
         # "agent_specific") is as wide as its group's widest; the shared state and the joined
@@ -444,10 +482,12 @@ class Critic(nn.Module):
         self.net = GroupedMLP(share.sets, in_dim, hidden, 1, activation, out_gain=1.0, slots=share.slots,
                               in_mask=input_masks(share, group_of, reads, feat_dim))
         self.gru = GroupedGRUCell(share.sets, hidden[-1], hidden[-1], share.slots) if recurrent else None
-        self.norm_dim = feat_dim if input_norm else 0
         self.register_buffer("agent_eye", share.ids, persistent=False)
         self.register_buffer("norm_mask", reads.float() if (reads is not None and input_norm) else None,
                              persistent=False)
+        G = max(group_of) + 1
+        self._head_sets = [[0] if share.sets == 1 else [g] if share.slots is not None else
+                           [k for k, h in enumerate(group_of) if h == g] for g in range(G)]
 
     @property
     def recurrent(self) -> bool:
@@ -458,26 +498,56 @@ class Critic(nn.Module):
         """True when :meth:`inputs` has parameters (a CNN): it must then run inside each minibatch."""
         return any(e is not None and not e.identity for e in (self.obs_encoder, self.state_encoder))
 
+    def head_sets(self, g: int) -> List[int]:
+        """The value head's weight sets that belong to agent group ``g`` (PopArt rescales them)."""
+        return self._head_sets[g]
+
     def inputs(self, obs: torch.Tensor, state: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
         """obs ``[..., A, O]``, state ``[..., S]`` (float, or uint8 images), alive ``[..., A]`` ->
-        network input ``[..., A, in]``; see :func:`critic_features`."""
+        network input ``[..., R, in]``: one row per agent (see :func:`critic_features`), or, per
+        step, the one shared input ``[..., 1, C]`` (its trunk rows, one per group, read it)."""
         obs_f = self.obs_encoder(obs) if self.obs_encoder is not None else obs[..., :0].float()
         state_f = self.state_encoder(state) if self.state_encoder is not None else state[..., :0].float()
+        if self.per_step:
+            glob = state_f if self.mode == "state" and state_f.shape[-1] > 0 else obs_f.flatten(-2)
+            return network_input(glob.unsqueeze(-2), self.norm_dim, None)
         return network_input(critic_features(obs_f, state_f, alive, self.mode), self.norm_dim, self.agent_eye,
                              self.norm_mask)
 
+    def _rows(self, x: torch.Tensor) -> torch.Tensor:
+        """Per step with several groups: the shared input ``[..., 1, C]`` as one row per group."""
+        return x.expand(*x.shape[:-2], self.first_of.shape[0], x.shape[-1]) if self.per_step else x
+
+    def _row_resets(self, resets: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """``resets [..., A]`` -> per trunk row: a group's row restarts when all its agents do."""
+        if resets is None or not self.per_step:
+            return resets
+        return (resets.unsqueeze(-2) | ~self.member_mask).all(-1)
+
+    def _per_agent(self, out: torch.Tensor) -> torch.Tensor:
+        """Head outputs ``[..., R, 1 or width]`` -> values ``[..., A]``."""
+        if not self.per_step:
+            return out.squeeze(-1)
+        return out.flatten(-2)[..., self.value_index]
+
     def values(self, x: torch.Tensor, hidden: Optional[torch.Tensor] = None,
                resets: Optional[torch.Tensor] = None) -> CriticOut:
-        """From prepared inputs ``x`` (``[..., A, in]``, or ``[L, B, A, in]`` when recurrent)."""
-        feats, h_before, h_last = trunk(self.net, self.gru, x, hidden, resets)
-        return CriticOut(self.net.head(feats).squeeze(-1), feats, h_before, h_last)
+        """From prepared inputs ``x`` (``[..., R, in]``, or ``[L, B, R, in]`` when recurrent, with
+        ``hidden [B, A, H]`` and ``resets [L, B, A]``)."""
+        if self.per_step and hidden is not None:
+            hidden = hidden[..., self.first_of, :]  # every agent of a group holds the group's state
+        feats, h_before, h_last = trunk(self.net, self.gru, self._rows(x), hidden, self._row_resets(resets))
+        if self.per_step and h_before is not None:
+            h_before, h_last = h_before[..., self.row_of, :], h_last[..., self.row_of, :]
+        return CriticOut(self._per_agent(self.net.head(feats)), feats, h_before, h_last)
 
     def next_values(self, x: torch.Tensor, prev_feats: torch.Tensor,
                     resets: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Values of one further step ``x [B, A, in]`` that follows a step whose :class:`CriticOut`
+        """Values of one further step ``x [B, R, in]`` that follows a step whose :class:`CriticOut`
         ``feats`` were ``prev_feats`` (a recurrent critic continues from them; ``resets [B, A]``
         starts afresh)."""
-        feats = self.net.body(x)
+        feats = self.net.body(self._rows(x))
         if self.gru is not None:
+            resets = self._row_resets(resets)
             feats = self.gru(feats, prev_feats if resets is None else restart(prev_feats, resets))
-        return self.net.head(feats).squeeze(-1)
+        return self._per_agent(self.net.head(feats))

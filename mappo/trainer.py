@@ -35,7 +35,7 @@ from .wrappers import WrappedEnvFn
 EVAL_SEED_OFFSET = 1_000_003
 # config fields that shape the networks, the optimiser state or the envs' carried state: fixed for a loaded run
 SHAPING_FIELDS = ("algorithm", "wrappers", "num_envs", "parameter_sharing", "groups", "hidden_sizes", "activation", "recurrent",
-                  "critic_input", "input_norm", "popart", "value_norm", "encoder", "cnn_channels", "cnn_kernels",
+                  "critic_input", "critic_pass", "input_norm", "popart", "value_norm", "encoder", "cnn_channels", "cnn_kernels",
                   "cnn_strides", "cnn_features")
 # checkpoint formats this version reads: 3 (before the learner had its own module, no best_eval) and 4
 CHECKPOINT_FORMAT = 4

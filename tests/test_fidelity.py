@@ -66,8 +66,7 @@ def test_rollout_hidden_states_equal_those_recomputed_on_training_chunks(sharing
                 feats = trainer.actor.net.body(actor_in[steps])
                 _, before, _ = run_gru(trainer.actor.gru, feats, buf.actor_h[start], buf.resets[steps])
                 assert torch.allclose(before, buf.actor_h[steps], atol=1e-5)
-                feats = trainer.critic.net.body(critic_in[steps])
-                _, before, _ = run_gru(trainer.critic.gru, feats, buf.critic_h[start], buf.resets[steps])
+                before = trainer.critic.values(critic_in[steps], buf.critic_h[start], buf.resets[steps]).h_before
                 assert torch.allclose(before, buf.critic_h[steps], atol=1e-5)
             # and the training path (shuffled chunks) reproduces the rollout's log-probs and values
             dist, _ = trainer.actor.dist(trainer.actor.inputs(mb["obs"]), mb["action_mask"], mb["actor_h"],
@@ -76,7 +75,9 @@ def test_rollout_hidden_states_equal_those_recomputed_on_training_chunks(sharing
                                         mb["critic_h"], mb["resets"])
         assert torch.allclose(dist.log_prob(mb["actions"]), mb["logp"], atol=1e-5)
         assert torch.allclose(trainer.learner.raw(out.values), mb["values"], atol=1e-4)
-        assert actor_in.shape[:3] == critic_in.shape[:3] == (20, 2, 3)
+        assert actor_in.shape[:3] == (20, 2, 3)
+        # the critic reads the state: one trunk row per step when shared (issue 16), else one per agent
+        assert critic_in.shape[:3] == (20, 2, 1 if sharing == "shared" else 3)
 
 
 def test_agent_specific_critic_input_is_state_plus_own_obs_and_death_masked():

@@ -106,8 +106,8 @@ def test_each_group_reads_only_its_own_widths(sharing):
 def test_a_group_of_one_reads_one_id_column():
     """TwoTeamEnv: red has two agents, blue one; blue's set reads one id column, not red's two."""
     with mappo.Trainer(TwoTeamEnv, tiny(groups=TEAMS)) as trainer:
-        reads = trainer.critic.net.body[0].in_mask[:, :, 0]
-        width = trainer.critic.net.body[0].weight.shape[1]
+        reads = trainer.actor.net.body[0].in_mask[:, :, 0]
+        width = trainer.actor.net.body[0].weight.shape[1]
         assert reads[0].sum() == width and reads[1].sum() == width - 1 and reads[1, -1] == 0
     with mappo.Trainer(TwoKindsEnv, tiny()) as trainer:  # one group: one set, which reads everything
         assert trainer.actor.net.body[0].in_mask is None and trainer.critic.net.body[0].in_mask is None

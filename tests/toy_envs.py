@@ -621,3 +621,28 @@ class TwoKindsEnv(_Toy):
         self._check(actions)
         right = [int(actions[a]) == (self.cue if a.startswith("scout") else (self.cue + 1) % 3) for a in self.agents]
         return self._finish({a: float(np.mean(right)) for a in self.agents})
+
+
+class ScaledRewardEnv(_Toy):
+    """Six agents, one global cue c in {0, 1, 2} (each agent sees it one-hot; the state is c one-hot);
+    agent k is paid ``WEIGHTS[k] * c`` whatever it does, so with gamma = 0 agent k's value is
+    ``WEIGHTS[k] * c``: the same state, a different value per agent (issue 16).  Actions are ignored."""
+
+    WEIGHTS = (1.0, -1.0, 3.0, 0.0, 2.0, -2.0)
+    possible_agents = [f"agent_{k}" for k in range(6)]
+    obs_spaces = {a: spaces.Box(0.0, 1.0, (3,), np.float32) for a in possible_agents}
+    act_spaces = {a: spaces.Discrete(2) for a in possible_agents}
+
+    def _new_round(self):
+        self.cue = int(self.rng.integers(3))
+
+    def _obs(self):
+        return {a: np.eye(3, dtype=np.float32)[self.cue] for a in self.agents}
+
+    def state(self):
+        return np.eye(3, dtype=np.float32)[self.cue]
+
+    def step(self, actions):
+        self._check(actions)
+        cue = self.cue
+        return self._finish({a: self.WEIGHTS[k] * cue for k, a in enumerate(self.possible_agents) if a in self.agents})
