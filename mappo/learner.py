@@ -80,6 +80,8 @@ class PPOLearner:
         self.normalize_values = cfg.value_norm or cfg.popart
         self.value_norms = [RunningMeanStd().to(device) for _ in range(G)]  # one per group
         self.kl_coefs = [float(cfg.kl_coef)] * G  # beta per group
+        # config field ``compile`` (issue 16): the loss, forward and backward, through torch.compile
+        self._loss = torch.compile(self.loss) if cfg.compile else self.loss
         # one set of weights on every rank
         self.sync.broadcast(self.actor)
         self.sync.broadcast(self.critic)
@@ -301,7 +303,7 @@ class PPOLearner:
         count = 0
         for _ in range(cfg.ppo_epochs):
             for mb in buf.minibatches(cfg.num_minibatches, keys, chunk, extra=inputs):
-                terms = self.loss(mb)
+                terms = self._loss(mb)
                 self.step(terms.total, terms)
                 for key in names:
                     sums[key] += getattr(terms, key).item()

@@ -111,11 +111,27 @@ class GroupedGRUCell(nn.Module):
         self.h2h = GroupedLinear(groups, hidden, 3 * hidden, gain=1.0, slots=slots)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        xr, xz, xn = self.x2h(x).chunk(3, dim=-1)
+        return self.step(self.x2h(x), h)
+
+    def step(self, xp: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """One step from the input's projection ``xp = x2h(x)`` ``[..., A, 3H]``."""
+        xr, xz, xn = xp.chunk(3, dim=-1)
         hr, hz, hn = self.h2h(h).chunk(3, dim=-1)
         r, z = torch.sigmoid(xr + hr), torch.sigmoid(xz + hz)
         n = torch.tanh(xn + r * hn)
         return (1 - z) * n + z * h
+
+    @property
+    def fused(self) -> bool:
+        """One weight set: torch's own GRU kernel (cuDNN on a GPU) can run whole segments."""
+        return self.x2h.groups == 1 and self.x2h.in_mask is None
+
+    def sequence(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Outputs ``[L, N, H]`` of steps without resets from ``x [L, N, in]`` and ``h [N, H]``,
+        through ``torch.gru`` (the kernel behind ``nn.GRU``: same equations and gate order)."""
+        params = [self.x2h.weight[0].t(), self.h2h.weight[0].t(), self.x2h.bias[0], self.h2h.bias[0]]
+        out, _ = torch.gru(x, h.unsqueeze(0), params, True, 1, 0.0, self.training, False, False)
+        return out
 
 
 def run_gru(cell: GroupedGRUCell, x: torch.Tensor, h: torch.Tensor, resets: torch.Tensor
@@ -126,13 +142,34 @@ def run_gru(cell: GroupedGRUCell, x: torch.Tensor, h: torch.Tensor, resets: torc
     ``[L, ..., A, H]``, the hidden states *before* each step's reset ``[L, ..., A, H]`` (what the
     rollout buffer stores: replaying from them, with the same resets, gives the same outputs)
     and the final hidden state ``[..., A, H]``.
+
+    Speed (issue 16): with one weight set the sequence is cut at the steps where any row
+    restarts (masked segments: few, since episodes start together or at chunk edges) and each
+    segment runs through torch's fused GRU; with several sets the input projection ``x2h`` is
+    made for all steps in one matmul and only ``h2h`` runs per step.
     """
-    outs, before = [], []
-    for t in range(x.shape[0]):
-        before.append(h)
-        h = cell(x[t], restart(h, resets[t]))
-        outs.append(h)
-    return torch.stack(outs), torch.stack(before), h
+    L = x.shape[0]
+    if cell.fused and L > 1:  # (one step, as in acting and in exported actors, is the plain cell)
+        rows = x.shape[1:-1]
+        xs, hs = x.reshape(L, -1, x.shape[-1]), h.reshape(-1, h.shape[-1])
+        flat_resets = resets.reshape(L, -1)
+        cuts = [0] + (torch.nonzero(flat_resets[1:].any(-1)).flatten() + 1).tolist() + [L]
+        outs = []
+        for start, stop in zip(cuts[:-1], cuts[1:]):
+            hs = restart(hs, flat_resets[start])
+            seg = cell.sequence(xs[start:stop], hs)
+            outs.append(seg)
+            hs = seg[-1]
+        out = torch.cat(outs).reshape(L, *rows, h.shape[-1])
+    else:
+        xp = cell.x2h(x)  # every step's input projection in one matmul
+        outs, state = [], h
+        for t in range(L):
+            state = cell.step(xp[t], restart(state, resets[t]))
+            outs.append(state)
+        out = torch.stack(outs)
+    # the state before step t's reset is step t-1's output
+    return out, torch.cat([h.unsqueeze(0), out[:-1]]), out[-1]
 
 
 def restart(h: torch.Tensor, resets: torch.Tensor) -> torch.Tensor:

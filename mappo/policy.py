@@ -14,9 +14,11 @@ class Policy:
     """Wraps an :class:`Actor`.  A recurrent policy keeps its hidden state between ``act``
     calls; call :meth:`reset` at the start of each episode."""
 
-    def __init__(self, spec: TeamSpec, actor: Actor, device: torch.device):
+    def __init__(self, spec: TeamSpec, actor: Actor, device: torch.device, compile: bool = False):
         self.spec, self.actor, self.device = spec, actor, device
         self.hidden: Optional[torch.Tensor] = None
+        # config field ``compile`` (issue 16): the step below through torch.compile
+        self._step = torch.compile(self._act, dynamic=False) if compile else self._act
 
     @torch.no_grad()
     def act_batch(self, obs: torch.Tensor, mask: torch.Tensor, deterministic: bool = False,
@@ -25,6 +27,10 @@ class Policy:
         """One step for a batch: obs ``[E, A, O]``, mask ``[E, A, L]``, and for a recurrent actor
         ``hidden [E, A, H]`` and ``resets [E, A]`` -> (actions ``[E, A, W]``, log-probs ``[E, A]``,
         the new hidden state or None)."""
+        return self._step(obs, mask, deterministic, hidden, resets)
+
+    def _act(self, obs: torch.Tensor, mask: torch.Tensor, deterministic: bool, hidden: Optional[torch.Tensor],
+             resets: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         if not self.actor.recurrent:
             dist, _ = self.actor(obs, mask)
             actions = dist.sample(deterministic)

@@ -97,7 +97,7 @@ class Trainer:
             # the critic never reads state(): the workers skip it (pistonball's is a 1.5 MB screen per step)
             self.spec.set_state(None)
         self.learner = LEARNERS[cfg.algorithm](self.spec, cfg, self.device, self.sync)
-        self.policy = Policy(self.spec, self.learner.actor, self.device)
+        self.policy = Policy(self.spec, self.learner.actor, self.device, compile=cfg.compile)
         self.vec: Optional[VectorEnv] = None  # the training envs, built on the first train()
         self.buffer: Optional[RolloutBuffer] = None
         self.interrupted: Optional[int] = None  # the signal that stopped the last train() call, if any
