@@ -47,6 +47,7 @@ class Config:
     gae_lambda: float = 0.95  # GAE lambda
     ppo_epochs: int = 10  # passes over each rollout
     num_minibatches: int = 1  # minibatches per epoch
+    update_rows: int = 8192  # the update's forward and backward passes run on pieces of at most this many agent rows of a minibatch, gradients summed (the same step; faster on CPUs, whose caches large activations overflow); 0: whole minibatches
     max_grad_norm: float = 10.0  # global grad-norm clip per network
     adam_eps: float = 1e-5  # Adam epsilon
     lr_schedule: str = "constant"  # "constant" | "linear" (decay to 0 at total_steps)
@@ -170,7 +171,7 @@ def validate(cfg: Config) -> None:
     """Raise ValueError/TypeError naming the field and the allowed values."""
     for name in ("total_steps", "num_envs", "rollout_length", "seed", "ppo_epochs", "num_minibatches",
                  "num_workers", "log_every", "chunk_length", "checkpoint_every", "eval_every", "eval_episodes",
-                 "eval_max_steps"):
+                 "eval_max_steps", "update_rows"):
         _check_type(cfg, name, int)
     for name in ("lr", "gamma", "gae_lambda", "max_grad_norm", "adam_eps", "clip_eps", "kl_coef",
                  "target_kl", "entropy_coef", "value_coef", "huber_delta", "curves_every_s", "log_std_init",
@@ -184,12 +185,16 @@ def validate(cfg: Config) -> None:
             raise ValueError(f"config field {name!r} must be one of {list(allowed)}, got {getattr(cfg, name)!r}")
     if cfg.activation not in ("tanh", "relu"):
         raise ValueError(f"config field 'activation' must be one of ['tanh', 'relu'], got {cfg.activation!r}")
+    if cfg.compile and cfg.recurrent:
+        raise ValueError("config field 'compile': torch.compile is for feed-forward networks here; with recurrent=true "
+                         "it made the update slower and the policy step 30x slower on the CPU (docs/PERFORMANCE.md). "
+                         "Use compile=false with recurrent=true")
     positive_ints = ("total_steps", "num_envs", "rollout_length", "ppo_epochs", "num_minibatches", "log_every",
                      "chunk_length", "eval_episodes", "eval_max_steps")
     for name in positive_ints:
         if getattr(cfg, name) < 1:
             raise ValueError(f"config field {name!r} must be an integer >= 1, got {getattr(cfg, name)!r}")
-    for name in ("checkpoint_every", "curves_every_s", "eval_every", "env_timeout_s"):
+    for name in ("checkpoint_every", "curves_every_s", "eval_every", "env_timeout_s", "update_rows"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"config field {name!r} must be >= 0 (0 = off), got {getattr(cfg, name)!r}")
     if cfg.num_workers < 0:

@@ -203,13 +203,15 @@ class PPOLearner:
             buf.returns.copy_(ret)
         return explained_var
 
-    def loss(self, mb: Dict[str, torch.Tensor]) -> LossTerms:
+    def loss(self, mb: Dict[str, torch.Tensor], counts: Optional[List[torch.Tensor]] = None) -> LossTerms:
         """The PPO loss of one minibatch.
 
         ``mb`` holds ``actor_in`` / ``critic_in`` (network inputs, :meth:`Actor.inputs` and
         :meth:`Critic.inputs`), or, for a network with a CNN encoder, ``obs`` (and ``state``) to
         build them from here, and the :data:`UPDATE_KEYS` fields, each ``[L, B, A, ...]`` (L = 1
-        for feed-forward), plus ``actor_h`` / ``critic_h [B, A, H]`` when recurrent.
+        for feed-forward), plus ``actor_h`` / ``critic_h [B, A, H]`` when recurrent.  ``counts``
+        (one per group): the counted rows of the whole minibatch when ``mb`` is a piece of it
+        (see :meth:`learn`); the piece's terms are then its share of the minibatch's.
         """
         cfg = self.cfg
         mask = mb["alive"]
@@ -221,11 +223,12 @@ class PPOLearner:
         parts = []
         for g in range(self.groups.count):  # each group's loss is a mean over its own agents
             members = mask if self.groups.count == 1 else mask & self.group_mask[g]
-            entropy = L.masked_mean(entropies, members)
+            count = None if counts is None else counts[g]
+            entropy = L.masked_mean(entropies, members, count)
             p_loss, info = L.policy_loss(new_logp, mb["logp"], mb["advantages"], members, cfg.objective,
-                                         cfg.clip_eps, self.kl_coefs[g])
+                                         cfg.clip_eps, self.kl_coefs[g], count)
             v_loss = L.value_loss(values, mb["old_values"], mb["returns"], members,
-                                  cfg.clip_eps if cfg.value_clip else None, cfg.huber_delta)
+                                  cfg.clip_eps if cfg.value_clip else None, cfg.huber_delta, count)
             total = p_loss - cfg.entropy_coef * entropy + cfg.value_coef * v_loss
             parts.append(LossTerms(total, p_loss, v_loss, entropy, info["approx_kl"], info["clip_fraction"]))
         if len(parts) == 1:
@@ -234,12 +237,15 @@ class PPOLearner:
         return LossTerms(torch.stack([p.total for p in parts]).sum(), *(mean(k) for k in LossTerms._fields[1:6]),
                          per_group=parts)
 
+    def _params(self) -> List[torch.nn.Parameter]:
+        return list(self.actor.parameters()) + list(self.critic.parameters())
+
     def gradients(self, total: torch.Tensor, retain_graph: bool = False) -> None:
         """Backward into fresh ``.grad``s, averaged over ranks."""
         self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
         total.backward(retain_graph=retain_graph)
-        self.sync.average_gradients(list(self.actor.parameters()) + list(self.critic.parameters()))
+        self.sync.average_gradients(self._params())
 
     def _clip(self) -> None:
         for name, net in (("actor", self.actor), ("critic", self.critic)):
@@ -248,36 +254,119 @@ class PPOLearner:
                 raise FloatingPointError(f"non-finite {name} gradient norm: stopping before the optimiser step; the "
                                          f"weights and the last checkpoint are unchanged")
 
+    @staticmethod
+    def _check_finite(total: torch.Tensor, terms: Optional[LossTerms]) -> None:
+        """A non-finite loss raises ``FloatingPointError`` naming the part that went bad, before
+        any weight changes: one NaN step would make every parameter NaN."""
+        if torch.isfinite(total):
+            return
+        parts = {k: getattr(terms, k).item() for k in ("policy_loss", "value_loss", "entropy")} if terms else {}
+        bad = [k for k, v in parts.items() if not math.isfinite(v)] or ["total loss"]
+        raise FloatingPointError(f"non-finite {', '.join(bad)} ({parts or float(total)}): stopping before the "
+                                 f"optimiser step; the weights and the last checkpoint are unchanged. Check the "
+                                 f"env's observations and rewards, and the learning rate")
+
     def step(self, total: torch.Tensor, terms: Optional[LossTerms] = None) -> None:
         """One optimiser step on a loss: gradients (averaged over ranks), each network's grad norm
         clipped, then both optimisers step.
 
         A non-finite loss or gradient norm raises ``FloatingPointError`` naming it, before any
-        weight changes: one NaN step would make every parameter NaN.  ``terms`` (the loss's parts)
-        lets the error name the part that went bad."""
-        if not torch.isfinite(total):
-            parts = {k: getattr(terms, k).item() for k in ("policy_loss", "value_loss", "entropy")} if terms else {}
-            bad = [k for k, v in parts.items() if not math.isfinite(v)] or ["total loss"]
-            raise FloatingPointError(f"non-finite {', '.join(bad)} ({parts or float(total)}): stopping before the "
-                                     f"optimiser step; the weights and the last checkpoint are unchanged. Check the "
-                                     f"env's observations and rewards, and the learning rate")
+        weight changes.  ``terms`` (the loss's parts) lets the error name the part that went bad;
+        with several groups its ``per_group`` losses are clipped each on its own."""
+        self._check_finite(total, terms)
         groups = terms.per_group if terms is not None and terms.per_group else None
         if groups is None:
             self.gradients(total)
             self._clip()
-        else:  # each group's gradient clipped on its own, then summed (weight sets are disjoint)
-            params = list(self.actor.parameters()) + list(self.critic.parameters())
-            summed = [None] * len(params)
-            for i, part in enumerate(groups):
-                self.gradients(part.total, retain_graph=i < len(groups) - 1)
-                self._clip()
-                for j, p in enumerate(params):
-                    if p.grad is not None:
-                        summed[j] = p.grad.clone() if summed[j] is None else summed[j].add_(p.grad)
-            for p, grad in zip(params, summed):
-                p.grad = grad
+        else:
+            self._apply_group_grads(self._group_backward([part.total for part in groups]))
         self.actor_opt.step()
         self.critic_opt.step()
+
+    def _group_backward(self, losses: List[torch.Tensor], grads: Optional[List[List[Optional[torch.Tensor]]]] = None
+                        ) -> List[List[Optional[torch.Tensor]]]:
+        """``losses[g]``: group g's loss (of one graph) -> each group's gradient, one list per group
+        aligned with :meth:`_params`, added to ``grads`` when given (pieces of one minibatch)."""
+        params = self._params()
+        grads = grads if grads is not None else [[None] * len(params) for _ in losses]
+        for g, loss in enumerate(losses):
+            for p in params:
+                p.grad = None
+            loss.backward(retain_graph=g < len(losses) - 1)
+            for j, p in enumerate(params):
+                if p.grad is not None:
+                    grads[g][j] = p.grad if grads[g][j] is None else grads[g][j].add_(p.grad)
+        return grads
+
+    def _apply_group_grads(self, grads: List[List[Optional[torch.Tensor]]]) -> None:
+        """Each group's gradient averaged over ranks and clipped on its own, then summed into
+        ``.grad`` (weight sets are disjoint, so one group never scales another's step)."""
+        params = self._params()
+        summed: List[Optional[torch.Tensor]] = [None] * len(params)
+        for group in grads:
+            for p, g in zip(params, group):
+                p.grad = None if g is None else g.clone()
+            self.sync.average_gradients(params)
+            self._clip()
+            for j, p in enumerate(params):
+                if p.grad is not None:
+                    summed[j] = p.grad.clone() if summed[j] is None else summed[j].add_(p.grad)
+        for p, g in zip(params, summed):
+            p.grad = g
+
+    def learn(self, mb: Dict[str, torch.Tensor]) -> LossTerms:
+        """One optimiser step on minibatch ``mb``; returns its loss terms (detached).
+
+        The forward and backward passes run on pieces of at most ``cfg.update_rows`` agent rows
+        (time x chunks x agents), and their gradients add up (issue 16).  Every loss is a mean
+        over the whole minibatch's counted rows (``counts``), so the pieces' gradients sum to the
+        whole minibatch's: the step is the same up to float rounding.  Why: on a CPU the
+        activations of a large minibatch (60,000 rows x 256 units is 61 MB per layer) fall out of
+        the cache, and the elementwise passes over them (tanh and its backward, the loss) then run
+        at memory speed; pieces that stay in cache made a [256, 256] MLP's forward and backward
+        1.7x faster on the 2-core dev VM, and the whole VMAS navigation update 1.3x (docs/PERFORMANCE.md).
+        """
+        pieces = self._pieces(mb)
+        if len(pieces) == 1:
+            terms = self._loss(mb)
+            self.step(terms.total, terms)
+            return _detached(terms)
+        G = self.groups.count
+        members = [mb["alive"] if G == 1 else mb["alive"] & self.group_mask[g] for g in range(G)]
+        counts = [m.sum().to(torch.float32) for m in members]
+        self.actor_opt.zero_grad(set_to_none=True)
+        self.critic_opt.zero_grad(set_to_none=True)
+        total: Optional[LossTerms] = None
+        grads = None  # several groups: each group's gradient, summed over pieces
+        for piece in pieces:
+            terms = self._loss(piece, counts)
+            if G == 1:  # one group: the pieces' gradients accumulate in .grad
+                terms.total.backward()
+            else:
+                grads = self._group_backward([part.total for part in terms.per_group], grads)
+            total = _detached(terms) if total is None else _add(total, _detached(terms))
+        self._check_finite(total.total, total)
+        if G == 1:
+            self.sync.average_gradients(self._params())
+            self._clip()
+        else:
+            self._apply_group_grads(grads)
+        self.actor_opt.step()
+        self.critic_opt.step()
+        return total
+
+    def _pieces(self, mb: Dict[str, torch.Tensor]) -> List[Dict[str, torch.Tensor]]:
+        """``mb`` cut along its chunk axis (dim 1; dim 0 for hidden states) into pieces of at most
+        ``cfg.update_rows`` rows (time x chunks x agents), or ``[mb]`` when it fits (or 0)."""
+        alive = mb["alive"]  # [L, B, A]
+        L_, B, A = alive.shape
+        limit = self.cfg.update_rows
+        if not limit or L_ * B * A <= limit:
+            return [mb]
+        per_piece = max(1, limit // (L_ * A))
+        bounds = range(0, B, per_piece)
+        return [{k: (v[s:s + per_piece] if k in HIDDEN_KEYS else v[:, s:s + per_piece]) for k, v in mb.items()}
+                for s in bounds]
 
     def update(self, buf: RolloutBuffer) -> Dict[str, float]:
         """:meth:`targets`, then ``ppo_epochs`` passes of minibatch steps; adapts beta for the KL
@@ -303,8 +392,7 @@ class PPOLearner:
         count = 0
         for _ in range(cfg.ppo_epochs):
             for mb in buf.minibatches(cfg.num_minibatches, keys, chunk, extra=inputs):
-                terms = self._loss(mb)
-                self.step(terms.total, terms)
+                terms = self.learn(mb)
                 for key in names:
                     sums[key] += getattr(terms, key).item()
                     for g, part in zip(self.groups.names, terms.per_group or ()):
@@ -366,3 +454,14 @@ class PPOLearner:
 
 # name -> learner class; Config.algorithm picks one
 LEARNERS = {"ppo": PPOLearner}
+
+
+def _detached(terms: LossTerms) -> LossTerms:
+    parts = [_detached(p) for p in terms.per_group] if terms.per_group else None
+    return LossTerms(*(getattr(terms, k).detach() for k in LossTerms._fields[:6]), per_group=parts)
+
+
+def _add(a: LossTerms, b: LossTerms) -> LossTerms:
+    """Two pieces' (detached) terms summed: each is its share of the minibatch's means."""
+    parts = [_add(x, y) for x, y in zip(a.per_group, b.per_group)] if a.per_group else None
+    return LossTerms(*(getattr(a, k) + getattr(b, k) for k in LossTerms._fields[:6]), per_group=parts)

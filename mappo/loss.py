@@ -1,18 +1,20 @@
 """PPO losses (arXiv 1707.06347) and value loss, as pure functions with diagnostics.
 
 All per-sample tensors share one shape (e.g. ``[N]`` or ``[T, E, A]``); ``mask`` (1 = counts)
-removes dead agents' rows (death masking) from every mean.
+removes dead agents' rows (death masking) from every mean.  ``count`` (optional) is the number of
+counted rows of the whole minibatch when these tensors are one piece of it: each mean is then
+this piece's share, and the pieces' losses sum to the whole minibatch's (gradient accumulation).
 """
 from __future__ import annotations
 
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
 
-def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, count: Optional[torch.Tensor] = None) -> torch.Tensor:
     mask = mask.to(x.dtype)
-    return (x * mask).sum() / mask.sum().clamp(min=1.0)
+    return (x * mask).sum() / (mask.sum() if count is None else count).clamp(min=1.0)
 
 
 def policy_loss(
@@ -23,6 +25,7 @@ def policy_loss(
     objective: str,
     clip_eps: float,
     kl_coef: float,
+    count: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """The surrogate to minimise.
 
@@ -47,11 +50,11 @@ def policy_loss(
         raise ValueError(f"objective must be one of ['clip', 'kl', 'clip_kl'], got {objective!r}")
     if objective in ("kl", "clip_kl"):
         per_sample = per_sample + kl_coef * kl
-    loss = masked_mean(per_sample, mask)
+    loss = masked_mean(per_sample, mask, count)
     with torch.no_grad():
         info = {
-            "approx_kl": masked_mean(kl, mask),
-            "clip_fraction": masked_mean(((ratio - 1.0).abs() > clip_eps).float(), mask),
+            "approx_kl": masked_mean(kl, mask, count),
+            "clip_fraction": masked_mean(((ratio - 1.0).abs() > clip_eps).float(), mask, count),
         }
     return loss, info
 
@@ -80,6 +83,7 @@ def value_loss(
     mask: torch.Tensor,
     clip_eps: float | None,
     huber_delta: float,
+    count: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Value loss, optionally clipped around the old values (MAPPO paper, Sec. 4 / App. A):
     ``max(l(v - target), l(old + clip(v - old, -eps, eps) - target))`` with ``l`` Huber
@@ -89,7 +93,7 @@ def value_loss(
     if clip_eps is not None:
         clipped = old_values + torch.clamp(values - old_values, -clip_eps, clip_eps)
         loss = torch.max(loss, huber(clipped - targets, huber_delta))
-    return masked_mean(loss, mask)
+    return masked_mean(loss, mask, count)
 
 
 def explained_variance(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
