@@ -5,7 +5,8 @@ trained policy's return (issue 16's peer rows: a run of a fixed budget, as the p
     python scripts/bench_run.py configs/vmas_navigation.yaml num_envs=600 hidden_sizes=[256,256] \
         total_steps=1000000 input_norm=false
 
-Torch runs on one thread unless ``--threads`` says otherwise (the peer figures were taken so).
+``--threads 1`` runs torch on one thread (the VMAS peer row was measured so); the default is
+torch's own, as ``mappo train`` runs.
 Prints one line: env steps, wall seconds of ``train()`` (building the trainer and its envs is
 not counted; the first iteration, with any compilation, is), steps per second, and with
 ``--eval N`` the deterministic team return over N episodes.
@@ -29,10 +30,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("config")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--eval", type=int, default=0, help="deterministic evaluation episodes after training")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     # through the API, with no run_dir: nothing is written to disk
     cfg = mappo.Config.from_yaml(args.config, args.overrides + ["progress=false", "wandb=false"])
     with mappo.Trainer(_env_fn(cfg), cfg) as trainer:
@@ -41,7 +43,7 @@ def main() -> None:
         trainer.train()
         wall = time.perf_counter() - start
         line = (f"{args.config} {' '.join(args.overrides)}: {trainer.env_steps} env steps in {wall:.1f} s = "
-                f"{trainer.env_steps / wall:,.0f} steps/s (torch {torch.__version__}, {args.threads} thread(s))")
+                f"{trainer.env_steps / wall:,.0f} steps/s (torch {torch.__version__}, {torch.get_num_threads()} thread(s))")
         if args.eval:
             result = trainer.evaluate(episodes=args.eval, deterministic=True)
             line += f"; deterministic team return {result['team_return_mean']:.1f} over {args.eval} episodes"
