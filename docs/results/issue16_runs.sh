@@ -2,7 +2,7 @@
 # issue 16 before/after runs, one at a time; each line appended to results.log
 cd /work/main
 source .venv/bin/activate
-LOG=runs/bench16/results.log
+LOG=docs/results/issue16_runs.log
 run() { # tag dir args...
   tag=$1; dir=$2; shift 2
   grep -q "^$tag " $LOG 2>/dev/null && return
