@@ -98,11 +98,11 @@ def test_cnn_log_probs_and_values_match_between_rollout_and_update(recurrent, sh
         keys = ("obs", "state", "alive", "action_mask", "actions", "logp", "old_values", "resets") + (
             ("actor_h", "critic_h") if recurrent else ())
         seen = []
-        loss = learner.loss
+        loss = learner._loss  # what update() calls (the loss, or its compiled form)
 
-        def recording(mb):  # what the learner's loss sees: frames still uint8
+        def recording(mb, counts=None):  # what the learner's loss sees: frames still uint8
             seen.append(mb["obs"].dtype)
-            return loss(mb)
+            return loss(mb, counts)
 
         with torch.no_grad():
             for mb in buf.minibatches(2, keys, chunk_length=5 if recurrent else 1):
@@ -113,7 +113,7 @@ def test_cnn_log_probs_and_values_match_between_rollout_and_update(recurrent, sh
                 alive = mb["alive"]
                 assert torch.allclose(dist.log_prob(mb["actions"])[alive], mb["logp"][alive], atol=1e-5)
                 assert torch.allclose(out.values[alive], mb["old_values"][alive], atol=1e-5)
-        learner.loss = recording
+        learner._loss = recording
         learner.update(buf)
         assert seen and set(seen) == {torch.uint8}
 
