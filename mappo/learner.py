@@ -222,7 +222,7 @@ class PPOLearner:
         values = self.critic.values(critic_in, mb.get("critic_h"), mb["resets"]).values
         parts = []
         for g in range(self.groups.count):  # each group's loss is a mean over its own agents
-            members = mask if self.groups.count == 1 else mask & self.group_mask[g]
+            members = self._members(mask, g)
             count = None if counts is None else counts[g]
             entropy = L.masked_mean(entropies, members, count)
             p_loss, info = L.policy_loss(new_logp, mb["logp"], mb["advantages"], members, cfg.objective,
@@ -236,6 +236,10 @@ class PPOLearner:
         mean = lambda k: torch.stack([getattr(p, k) for p in parts]).mean()  # noqa: E731
         return LossTerms(torch.stack([p.total for p in parts]).sum(), *(mean(k) for k in LossTerms._fields[1:6]),
                          per_group=parts)
+
+    def _members(self, alive: torch.Tensor, g: int) -> torch.Tensor:
+        """``alive [..., A]`` restricted to group ``g``'s agent slots (all of them with one group)."""
+        return alive if self.groups.count == 1 else alive & self.group_mask[g]
 
     def _params(self) -> List[torch.nn.Parameter]:
         return list(self.actor.parameters()) + list(self.critic.parameters())
@@ -303,14 +307,14 @@ class PPOLearner:
         ``.grad`` (weight sets are disjoint, so one group never scales another's step)."""
         params = self._params()
         summed: List[Optional[torch.Tensor]] = [None] * len(params)
-        for group in grads:
+        for group in grads:  # the lists' tensors are this step's own: averaged, clipped and summed in place
             for p, g in zip(params, group):
-                p.grad = None if g is None else g.clone()
+                p.grad = g
             self.sync.average_gradients(params)
             self._clip()
             for j, p in enumerate(params):
                 if p.grad is not None:
-                    summed[j] = p.grad.clone() if summed[j] is None else summed[j].add_(p.grad)
+                    summed[j] = p.grad if summed[j] is None else summed[j].add_(p.grad)
         for p, g in zip(params, summed):
             p.grad = g
 
@@ -332,8 +336,7 @@ class PPOLearner:
             self.step(terms.total, terms)
             return _detached(terms)
         G = self.groups.count
-        members = [mb["alive"] if G == 1 else mb["alive"] & self.group_mask[g] for g in range(G)]
-        counts = [m.sum().to(torch.float32) for m in members]
+        counts = [self._members(mb["alive"], g).sum().to(torch.float32) for g in range(G)]
         self.actor_opt.zero_grad(set_to_none=True)
         self.critic_opt.zero_grad(set_to_none=True)
         total: Optional[LossTerms] = None

@@ -124,7 +124,7 @@ class GroupedGRUCell(nn.Module):
     @property
     def fused(self) -> bool:
         """One weight set: torch's own GRU kernel (cuDNN on a GPU) can run whole segments."""
-        return self.x2h.groups == 1 and self.x2h.in_mask is None
+        return self.x2h.groups == 1
 
     def sequence(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """Outputs ``[L, N, H]`` of steps without resets from ``x [L, N, in]`` and ``h [N, H]``,
@@ -486,7 +486,6 @@ class Critic(nn.Module):
         feat_dim = critic_dim(spec, mode, self.obs_encoder.out_dim if self.obs_encoder else None,
                               self.state_encoder.out_dim if self.state_encoder else None)
         self.norm_dim = feat_dim if input_norm else 0
-        self.hidden_size = hidden[-1]
         if self.per_step:
             G = max(group_of) + 1
             members = [[k for k, g in enumerate(group_of) if g == j] for j in range(G)]
