@@ -374,8 +374,9 @@ class PPOLearner:
     def update(self, buf: RolloutBuffer) -> Dict[str, float]:
         """:meth:`targets`, then ``ppo_epochs`` passes of minibatch steps; adapts beta for the KL
         objectives.  Returns mean diagnostics: policy_loss, value_loss, entropy, clip_fraction,
-        approx_kl (over the whole rollout, after the update), kl_coef (the beta used) and
-        explained_variance."""
+        approx_kl, kl_coef (the beta used) and explained_variance.  approx_kl is KL[pi_old, pi]
+        over the whole rollout after the update for the KL objectives (beta adapts to it), and
+        for "clip" the mean of the last epoch's minibatches, each before its own step."""
         cfg = self.cfg
         explained_var = self.targets(buf)
         # network inputs (normalised features + agent id) are the same in every epoch: build them once,
@@ -393,7 +394,8 @@ class PPOLearner:
         sums = {k: 0.0 for k in names}
         sums.update({f"{g}/{k}": 0.0 for g in self.groups.names for k in names} if several else {})
         count = 0
-        for _ in range(cfg.ppo_epochs):
+        last_kl, last_count = [0.0] * (self.groups.count + 1), 0  # the last epoch's minibatch KLs: all, per group
+        for epoch in range(cfg.ppo_epochs):
             for mb in buf.minibatches(cfg.num_minibatches, keys, chunk, extra=inputs):
                 terms = self.learn(mb)
                 for key in names:
@@ -401,7 +403,19 @@ class PPOLearner:
                     for g, part in zip(self.groups.names, terms.per_group or ()):
                         sums[f"{g}/{key}"] += getattr(part, key).item()
                 count += 1
-        approx_kl, group_kl = self._rollout_kl(buf, inputs.get("actor_in"))
+                if epoch == cfg.ppo_epochs - 1:
+                    kls = [terms.approx_kl] + [p.approx_kl for p in terms.per_group or (terms,)]
+                    last_kl = [s + float(k) for s, k in zip(last_kl, kls)]
+                    last_count += 1
+        if cfg.objective in ("kl", "clip_kl"):
+            # beta adapts to the KL between the rollout's policy and the updated one (PPO Sec. 4):
+            # one more actor pass over the whole rollout
+            approx_kl, group_kl = self._rollout_kl(buf, inputs.get("actor_in"))
+        else:
+            # "clip" only logs the KL: the last epoch's minibatches measured it before their own
+            # steps, as CleanRL and SB3 log it, which saves that pass (a tenth of a VMAS
+            # navigation iteration, issue 16)
+            approx_kl, *group_kl = [k / last_count for k in last_kl]
         stats = {k: v / count for k, v in sums.items()}
         stats.update(approx_kl=approx_kl, kl_coef=self.kl_coef, explained_variance=explained_var)
         if several:
