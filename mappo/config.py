@@ -47,7 +47,7 @@ class Config:
     gae_lambda: float = 0.95  # GAE lambda
     ppo_epochs: int = 10  # passes over each rollout
     num_minibatches: int = 1  # minibatches per epoch
-    update_rows: int = 8192  # the update's forward and backward passes run on pieces of at most this many agent rows of a minibatch, gradients summed (the same step; faster on CPUs, whose caches large activations overflow); 0: whole minibatches
+    update_rows: int = -1  # the update's forward and backward passes run on pieces of at most this many agent rows of a minibatch, gradients summed (the same step; faster on CPUs, whose caches large activations overflow); -1: auto, 2**19 // the widest hidden layer (2,048 rows at width 256, 8,192 at 64); 0: whole minibatches
     max_grad_norm: float = 10.0  # global grad-norm clip per network
     adam_eps: float = 1e-5  # Adam epsilon
     lr_schedule: str = "constant"  # "constant" | "linear" (decay to 0 at total_steps)
@@ -194,7 +194,10 @@ def validate(cfg: Config) -> None:
     for name in positive_ints:
         if getattr(cfg, name) < 1:
             raise ValueError(f"config field {name!r} must be an integer >= 1, got {getattr(cfg, name)!r}")
-    for name in ("checkpoint_every", "curves_every_s", "eval_every", "env_timeout_s", "update_rows"):
+    if cfg.update_rows < -1:
+        raise ValueError(f"config field 'update_rows' must be -1 (auto), 0 (whole minibatches) or a row count, "
+                         f"got {cfg.update_rows!r}")
+    for name in ("checkpoint_every", "curves_every_s", "eval_every", "env_timeout_s"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"config field {name!r} must be >= 0 (0 = off), got {getattr(cfg, name)!r}")
     if cfg.num_workers < 0:

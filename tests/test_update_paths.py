@@ -35,9 +35,17 @@ def test_learning_a_minibatch_in_pieces_is_the_same_update(case):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-6), key
 
 
-def test_update_rows_must_not_be_negative():
+def test_update_rows_must_be_auto_whole_or_a_count():
     with pytest.raises(ValueError, match="update_rows"):
-        tiny(update_rows=-1)
+        tiny(update_rows=-2)
+
+
+@pytest.mark.parametrize("hidden, rows", [([64, 64], 8192), ([256, 256], 2048), ([128, 512], 1024)])
+def test_auto_update_rows_follow_the_widest_layer(hidden, rows):
+    with mappo.Trainer(CoordinationEnv, tiny(hidden_sizes=hidden)) as trainer:
+        assert trainer.learner.update_rows == rows
+    with mappo.Trainer(CoordinationEnv, tiny(hidden_sizes=hidden, update_rows=7)) as trainer:
+        assert trainer.learner.update_rows == 7
 
 
 def test_compile_with_a_recurrent_policy_is_a_clear_error():
