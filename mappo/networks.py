@@ -108,9 +108,10 @@ class GroupedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight if self.in_mask is None else self.weight * self.in_mask
-        if self.groups == 1:  # shared: one fused matmul + bias over all rows
-            flat = torch.addmm(self.bias[0], x.reshape(-1, x.shape[-1]), weight[0])
-            return flat.view(*x.shape[:-1], flat.shape[-1])
+        if self.groups == 1:  # shared: one matmul over all rows (matmul folds the leading dims into one mm)
+            # matmul's output is not an autograd view, as addmm(...).view(...) is: the in-place Tanh
+            # after it would otherwise make autograd copy every gradient through CopySlices
+            return torch.matmul(x, weight[0]).add_(self.bias[0])
         if self.slots is not None:  # groups: each slot's set gathered (the gradient flows back to the set)
             return torch.einsum("...ai,aio->...ao", x, weight[self.slots]) + self.bias[self.slots]
         # x [..., A, in] with one weight set per agent slot
