@@ -6,14 +6,15 @@ BenchMARL is a peer, never a dependency of mappo: run this in a venv of its own.
     pip install benchmarl==1.5.2 vmas
     python scripts/bench_benchmarl.py --frames 1000000
 
-The settings match mappo's side of the row (`scripts/bench_peers.sh` runs both):
+The settings match mappo's side of the row (`docs/results/issue16_runs*.sh` run both):
 VMAS navigation (3 agents, 100-step episodes, continuous actions), 600 envs x 100 steps per
 iteration, MLPs of [256, 256] with tanh for actor and critic, shared parameters, a centralised
 critic, 4 passes x 4 minibatches of 15,000 env steps per iteration, CPU, one torch thread.
 Evaluation, loggers and checkpoints are off, so the figure is collection plus training.
 
 It prints one line: frames (env steps), BenchMARL's own timer (`total_time`, the sum of its
-iteration times) and the wall time of `experiment.run()`, and steps per second for both.
+iteration times) and the wall time of `experiment.run()`, steps per second for both, and its
+own collection and training timers summed over the iterations.
 """
 from __future__ import annotations
 
@@ -63,13 +64,23 @@ def main() -> None:
     actor_model.num_cells = critic_model.num_cells = list(args.hidden)
     experiment = Experiment(task=task, algorithm_config=algorithm, model_config=actor_model,
                             critic_model_config=critic_model, seed=args.seed, config=exp)
+    timers = {"timers/collection_time": 0.0, "timers/training_time": 0.0}
+    log = experiment.logger.log
+
+    def log_and_sum(values, step=None):  # BenchMARL's own per-iteration timers, summed
+        for key in timers:
+            timers[key] += values.get(key, 0.0)
+        return log(values, step=step)
+
+    experiment.logger.log = log_and_sum
     start = time.perf_counter()
     experiment.run()
     wall = time.perf_counter() - start
     frames = experiment.total_frames
     print(f"benchmarl {frames} frames: own timer {experiment.total_time:.1f} s ({frames / experiment.total_time:,.0f} "
           f"steps/s), wall {wall:.1f} s ({frames / wall:,.0f} steps/s); torch {torch.__version__}, "
-          f"{torch.get_num_threads()} thread(s)")
+          f"{torch.get_num_threads()} thread(s); collection {timers['timers/collection_time']:.1f} s, "
+          f"training {timers['timers/training_time']:.1f} s")
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ trained policy's return (issue 16's peer rows: a run of a fixed budget, as the p
 ``--threads 1`` runs torch on one thread (the VMAS peer row was measured so); the default is
 torch's own, as ``mappo train`` runs.
 Prints one line: env steps, wall seconds of ``train()`` (building the trainer and its envs is
-not counted; the first iteration, with any compilation, is), steps per second, and with
-``--eval N`` the deterministic team return over N episodes.
+not counted; the first iteration, with any compilation, is), steps per second, the seconds spent
+collecting and updating, how many episodes ended, and with ``--eval N`` the deterministic team
+return over N episodes.
 """
 from __future__ import annotations
 
@@ -39,11 +40,22 @@ def main() -> None:
     cfg = mappo.Config.from_yaml(args.config, args.overrides + ["progress=false", "wandb=false"])
     with mappo.Trainer(_env_fn(cfg), cfg) as trainer:
         trainer._ensure_envs()  # start the workers before the clock
+        phases = {"collect": 0.0, "update": 0.0}
+        for name in phases:  # time the two phases of every iteration
+            def timed(method=getattr(trainer, name), name=name):
+                t = time.perf_counter()
+                try:
+                    return method()
+                finally:
+                    phases[name] += time.perf_counter() - t
+            setattr(trainer, name, timed)
         start = time.perf_counter()
-        trainer.train()
+        history = trainer.train()
         wall = time.perf_counter() - start
+        episodes = sum(row.get("episodes", 0) for row in history)
         line = (f"{args.config} {' '.join(args.overrides)}: {trainer.env_steps} env steps in {wall:.1f} s = "
-                f"{trainer.env_steps / wall:,.0f} steps/s (torch {torch.__version__}, {torch.get_num_threads()} thread(s))")
+                f"{trainer.env_steps / wall:,.0f} steps/s (torch {torch.__version__}, {torch.get_num_threads()} thread(s)); "
+                f"collection {phases['collect']:.1f} s, update {phases['update']:.1f} s, {episodes} episodes ended")
         if args.eval:
             result = trainer.evaluate(episodes=args.eval, deterministic=True)
             line += f"; deterministic team return {result['team_return_mean']:.1f} over {args.eval} episodes"
