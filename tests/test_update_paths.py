@@ -73,3 +73,23 @@ def test_compiled_loss_and_policy_step_match_eager():
         compiled, _, _ = trainer.policy.act_batch(obs, mask, deterministic=True)
         eager = trainer.actor(obs, mask)[0].sample(deterministic=True)
         assert torch.equal(compiled, eager)
+
+
+class DenormalProbeEnv(CoordinationEnv):
+    """Records, at every step, whether this process flushes denormal floats to zero."""
+    flushed: list = []
+
+    def step(self, actions):
+        DenormalProbeEnv.flushed.append(float(torch.tensor([1e-39]) * 2) == 0.0)
+        return super().step(actions)
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_training_flushes_denormals_and_leaves_the_process_as_it_was(flush):
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush denormals")
+    DenormalProbeEnv.flushed = []
+    with mappo.Trainer(DenormalProbeEnv, tiny(vector_mode="inprocess", flush_denormal=flush)) as trainer:
+        trainer.train()
+    assert DenormalProbeEnv.flushed and set(DenormalProbeEnv.flushed) == {flush}
+    assert float(torch.tensor([1e-39]) * 2) != 0.0  # torch's default again
