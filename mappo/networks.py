@@ -173,65 +173,6 @@ class GroupedGRUCell(nn.Module):
         return out
 
 
-class _GRUSequenceFn(torch.autograd.Function):
-    """A one-weight-set GRU over a whole sequence on the CPU, resets included, with a hand-written
-    backward through time (issue 16).
-
-    Inputs: ``xp [L, N, 3H]`` (every step's input projection, made outside in one matmul),
-    ``h0 [N, H]``, ``keep [L, N, 1]`` (0 where the state restarts before step t), ``w [H, 3H]``
-    and ``b [3H]`` (``h2h``).  Output: ``[L, N, H]``, the state after each step.  Why: on the CPU
-    ``torch.gru`` is a chain of small ops that autograd records one node at a time; here each
-    step is six ops forward and about a dozen backward, and the ``h2h`` weight gradient is one
-    matmul over all steps.  Tested against the step-by-step recursion (tests/test_fidelity.py).
-    """
-
-    @staticmethod
-    def forward(ctx, xp, h0, keep, w, b):  # type: ignore[override]
-        L, N, H3 = xp.shape
-        H = H3 // 3
-        out = xp.new_empty(L, N, H)
-        h_prev = xp.new_empty(L, N, H)  # the state entering step t, after its reset
-        hp = xp.new_empty(L, N, H3)  # h_prev @ w + b
-        rz = xp.new_empty(L, N, 2 * H)  # the reset and update gates
-        n = xp.new_empty(L, N, H)  # the candidate state
-        h = h0
-        for t in range(L):
-            torch.mul(h, keep[t], out=h_prev[t])
-            torch.addmm(b, h_prev[t], w, out=hp[t])
-            torch.sigmoid(xp[t, :, : 2 * H] + hp[t, :, : 2 * H], out=rz[t])
-            torch.tanh(torch.addcmul(xp[t, :, 2 * H:], rz[t, :, :H], hp[t, :, 2 * H:]), out=n[t])
-            torch.lerp(n[t], h_prev[t], rz[t, :, H:], out=out[t])  # (1 - z) n + z h
-            h = out[t]
-        ctx.save_for_backward(keep, w, h_prev, hp, rz, n)
-        return out
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):  # type: ignore[override]
-        keep, w, h_prev, hp, rz, n = ctx.saved_tensors
-        L, N, H = n.shape
-        d_hp = grad_out.new_empty(L, N, 3 * H)  # the gradient at hp (and, for the gates, at xp)
-        d_xn = grad_out.new_empty(L, N, H)  # the gradient at xp's candidate third
-        d_gates = grad_out.new_empty(N, 2 * H)
-        w_t = w.t()
-        dh = grad_out.new_zeros(N, H)
-        for t in range(L - 1, -1, -1):
-            dh = dh + grad_out[t]
-            r, z = rz[t, :, :H], rz[t, :, H:]
-            dh_z = dh * z  # through h' = n + z (h - n): to h_prev directly
-            torch.ops.aten.tanh_backward.grad_input(dh - dh_z, n[t], grad_input=d_xn[t])  # dn = dh (1 - z), through tanh
-            torch.mul(d_xn[t], hp[t, :, 2 * H:], out=d_gates[:, :H])  # dr
-            torch.mul(dh, h_prev[t] - n[t], out=d_gates[:, H:])  # dz
-            d_hp[t, :, : 2 * H] = torch.ops.aten.sigmoid_backward(d_gates, rz[t])
-            torch.mul(d_xn[t], r, out=d_hp[t, :, 2 * H:])
-            dh = torch.addmm(dh_z, d_hp[t], w_t) * keep[t]
-        d_xp = torch.cat([d_hp[..., : 2 * H], d_xn], dim=-1)
-        flat = d_hp.reshape(L * N, 3 * H)
-        d_w = h_prev.reshape(L * N, H).t() @ flat if ctx.needs_input_grad[3] else None
-        d_b = flat.sum(0) if ctx.needs_input_grad[4] else None
-        return d_xp, dh if ctx.needs_input_grad[1] else None, None, d_w, d_b
-
-
 def run_gru(cell: GroupedGRUCell, x: torch.Tensor, h: torch.Tensor, resets: torch.Tensor
             ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unroll ``cell`` over ``x [L, ..., A, in]`` from ``h [..., A, H]``.
@@ -241,17 +182,15 @@ def run_gru(cell: GroupedGRUCell, x: torch.Tensor, h: torch.Tensor, resets: torc
     rollout buffer stores: replaying from them, with the same resets, gives the same outputs)
     and the final hidden state ``[..., A, H]``.
 
-    Speed (issue 16): with one weight set, on the CPU the whole sequence runs in
-    :class:`_GRUSequenceFn` (resets included, a hand-written backward); on a GPU it is cut at
-    the steps where any row restarts (few: episodes start together or at chunk edges) and each
-    segment runs through torch's fused GRU (cuDNN).  With several sets the input projection
-    ``x2h`` is made for all steps in one matmul and only ``h2h`` runs per step.
+    Speed (issue 16): with one weight set the sequence is cut at the steps where any row
+    restarts (few: episodes start together or at chunk edges) and each segment runs through
+    torch's fused GRU (cuDNN on a GPU).  With several sets the input projection ``x2h`` is made
+    for all steps in one matmul and only ``h2h`` runs per step.
     """
     L = x.shape[0]
     if cell.fused and L > 1:  # (one step, as in acting and in exported actors, is the plain cell)
         rows, H = x.shape[1:-1], h.shape[-1]
-        fused = _gru_through_time if x.device.type == "cpu" else _gru_segments
-        out = fused(cell, x.reshape(L, -1, x.shape[-1]), h.reshape(-1, H), resets.reshape(L, -1))
+        out = _gru_segments(cell, x.reshape(L, -1, x.shape[-1]), h.reshape(-1, H), resets.reshape(L, -1))
         out = out.reshape(L, *rows, H)
     else:
         xp = cell.x2h(x)  # every step's input projection in one matmul
@@ -264,17 +203,9 @@ def run_gru(cell: GroupedGRUCell, x: torch.Tensor, h: torch.Tensor, resets: torc
     return out, torch.cat([h.unsqueeze(0), out[:-1]]), out[-1]
 
 
-def _gru_through_time(cell: GroupedGRUCell, x: torch.Tensor, h: torch.Tensor, resets: torch.Tensor) -> torch.Tensor:
-    """One weight set, ``x [L, N, in]``, ``h [N, H]``, ``resets [L, N]`` -> outputs ``[L, N, H]``,
-    through :class:`_GRUSequenceFn` (the CPU)."""
-    xp = cell.x2h(x)
-    keep = (~resets).unsqueeze(-1).to(x.dtype)
-    return _GRUSequenceFn.apply(xp, h, keep, cell.h2h.weight[0], cell.h2h.bias[0])
-
-
 def _gru_segments(cell: GroupedGRUCell, x: torch.Tensor, h: torch.Tensor, resets: torch.Tensor) -> torch.Tensor:
-    """The same through ``torch.gru`` (cuDNN on a GPU) on the segments between the steps where
-    any row restarts."""
+    """One weight set, ``x [L, N, in]``, ``h [N, H]``, ``resets [L, N]`` -> outputs ``[L, N, H]``
+    through ``torch.gru`` (cuDNN on a GPU) on the segments between the steps where any row restarts."""
     cuts = [0] + (torch.nonzero(resets[1:].any(-1)).flatten() + 1).tolist() + [x.shape[0]]
     outs = []
     for start, stop in zip(cuts[:-1], cuts[1:]):

@@ -5,7 +5,6 @@ import pytest
 import torch
 
 import mappo
-from mappo import networks
 from mappo.networks import GroupedGRUCell, critic_features, run_gru
 from mappo.normalize import popart_rescale
 from mappo.trainer import linear_schedule
@@ -46,11 +45,10 @@ def test_run_gru_resets_zero_the_state_before_the_step():
     assert not torch.allclose(outs[3:, :, 0], fresh[:, :, 0])  # agent 0 carried its state on
 
 
-@pytest.mark.parametrize("path", ["through time (CPU)", "segments (GPU)"])
-def test_fused_gru_segments_equal_the_step_by_step_unroll(path, monkeypatch):
-    """Issue 16: one weight set runs the whole sequence in one op with a hand-written backward
-    (the CPU; a GPU runs torch's fused GRU over the segments between resets); it must give the
-    step-by-step recursion's outputs, stored states and gradients (inputs, first state, weights)."""
+def test_fused_gru_segments_equal_the_step_by_step_unroll():
+    """Issue 16: one weight set runs torch's fused GRU over the segments between resets; it
+    must give the step-by-step recursion's outputs, stored states and gradients (inputs, first
+    state, weights)."""
     torch.manual_seed(0)
     cell = GroupedGRUCell(groups=1, in_dim=3, hidden=4)
     assert cell.fused
@@ -60,8 +58,6 @@ def test_fused_gru_segments_equal_the_step_by_step_unroll(path, monkeypatch):
     resets[0, 1] = True  # rows restart at the first step, and mid-sequence at different steps
     resets[2, 0, 1] = True
     resets[4, 1, 2] = True
-    if path == "segments (GPU)":  # the GPU's path, run here on the CPU
-        monkeypatch.setattr(networks, "_gru_through_time", networks._gru_segments)
     outs, before, last = run_gru(cell, x, h0, resets)
     grads = torch.autograd.grad(outs.square().sum() + last.sum(), [x, h0, *cell.parameters()])
     ref_outs, ref_before, h = [], [], h0  # the recursion itself, one step at a time

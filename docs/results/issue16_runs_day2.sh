@@ -32,3 +32,6 @@ runb d2-before-mlp configs/mpe_simple_spread.yaml --eval 100
 run d2-after-rnn configs/mpe_simple_spread.yaml recurrent=true --eval 100
 runb d2-before-rnn configs/mpe_simple_spread.yaml recurrent=true --eval 100
 echo "d2 all done $(date +%H:%M)" >> $LOG
+# after flush_denormal (on by default): the VMAS row again
+run d2-nav-1m-d $NAV total_steps=1000000 --threads 1
+echo "d2 flush done $(date +%H:%M)" >> $LOG
