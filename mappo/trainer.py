@@ -178,6 +178,8 @@ class Trainer:
         on SIGINT/SIGTERM) and best.pt (the checkpoint with the best evaluation so far).
         SIGINT or SIGTERM stops the run after the current iteration, with a checkpoint;
         ``self.interrupted`` then holds the signal number.  A second SIGINT stops at once.
+        With ``flush_denormal`` (the default) this process flushes denormal floats to zero until
+        ``train()`` returns.
         """
         cfg = self.cfg
         total = int(total_steps if total_steps is not None else cfg.total_steps)
