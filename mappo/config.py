@@ -80,7 +80,6 @@ class Config:
     recurrent: bool = False  # GRU actor and critic (MAPPO paper's recurrent policies)
     chunk_length: int = 10  # BPTT chunk length for recurrent training (a short last chunk per env is padded and masked)
     flush_denormal: bool = True  # flush denormal floats to zero in the trainer's process while train() runs (torch.set_flush_denormal; TensorFlow and XLA do the same on CPUs): VMAS stepped 1.6x slower once agents settled and its physics made denormals (docs/PERFORMANCE.md)
-    keep_freed_memory: bool = True  # glibc malloc keeps freed memory for reuse (mallopt), from the first train() on: re-faulting freed pages cost 1.2-1.4x on a [256, 256] update piece (mappo/cpu.py); no effect off glibc
     compile: bool = False  # torch.compile the PPO loss (forward and backward) and the policy step; see docs/PERFORMANCE.md for where it pays
     # --- evaluation during training ----------------------------------------------------
     eval_every: int = 0  # evaluate every N iterations on envs of its own (0: never); logged as eval/...
@@ -180,8 +179,7 @@ def validate(cfg: Config) -> None:
                  "env_timeout_s"):
         _check_type(cfg, name, float)
     for name in ("value_norm", "value_clip", "normalize_advantages", "wandb", "progress", "input_norm", "popart", "compile",
-                 "recurrent", "wandb_video", "eval_deterministic", "overwrite", "eval_at_start", "flush_denormal",
-                 "keep_freed_memory"):
+                 "recurrent", "wandb_video", "eval_deterministic", "overwrite", "eval_at_start", "flush_denormal"):
         _check_type(cfg, name, bool)
     for name, allowed in _CHOICES.items():
         if getattr(cfg, name) not in allowed:

@@ -24,7 +24,6 @@ from . import rollout, runfolder
 from .buffer import RolloutBuffer
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, validate
-from .cpu import cpu_settings
 from .learner import LEARNERS
 from .logger import RunLogger
 from .policy import Policy
@@ -180,8 +179,7 @@ class Trainer:
         SIGINT or SIGTERM stops the run after the current iteration, with a checkpoint;
         ``self.interrupted`` then holds the signal number.  A second SIGINT stops at once.
         With ``flush_denormal`` (the default) this process flushes denormal floats to zero until
-        ``train()`` returns; with ``keep_freed_memory`` (the default) glibc's malloc keeps freed
-        memory for reuse from then on (mappo/cpu.py).
+        ``train()`` returns.
         """
         cfg = self.cfg
         total = int(total_steps if total_steps is not None else cfg.total_steps)
@@ -191,10 +189,15 @@ class Trainer:
         # rank 0 owns the folder while it writes; a fresh run may not mix with one already there
         folder = runfolder.claim(run_dir, fresh=not self.history and self._resume is None,
                                  overwrite=cfg.overwrite) if main and run_dir is not None else None
+        # denormal floats (below 1.2e-38) take a slow path on x86 CPUs; settling physics makes
+        # them (VMAS navigation stepped 10 -> 16 ms once agents stood still), so they are flushed
+        # to zero while training, and the process is left as torch's default (off) afterwards
+        flush = cfg.flush_denormal and torch.set_flush_denormal(True)
         try:
-            with cpu_settings(cfg.flush_denormal, cfg.keep_freed_memory):  # mappo/cpu.py says why
-                return self._train(total, run_dir, ckpt)
+            return self._train(total, run_dir, ckpt)
         finally:
+            if flush:
+                torch.set_flush_denormal(False)
             if folder is not None:
                 folder.release()
 
