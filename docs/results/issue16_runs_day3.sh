@@ -2,19 +2,7 @@
 # issue 16, third session (2026-11-26 evening, a 2-core AMD EPYC VM): the final code of the second pass
 # (flush_denormal on) beside BenchMARL on VMAS navigation at the issue's 1M-step budget, alternating,
 # one at a time. Each line is appended to issue16_runs.log; a tag already there is skipped (resumable).
-cd "$(dirname "$0")/../.."
-source .venv/bin/activate
-LOG=docs/results/issue16_runs.log
-run() { # tag args...
-  tag=$1; shift
-  grep -q "^$tag " $LOG 2>/dev/null && return
-  echo "$tag $(date +%H:%M) $(git rev-parse --short HEAD) $(python scripts/bench_run.py "$@" 2>&1 | tail -1)" >> $LOG
-}
-peer() { # tag frames
-  grep -q "^$1 " $LOG 2>/dev/null && return
-  echo "$1 $(date +%H:%M) $(. /work/venv-benchmarl/bin/activate && python scripts/bench_benchmarl.py --frames $2 2>&1 | tail -1)" >> $LOG
-}
-NAV="configs/vmas_navigation.yaml num_envs=600 rollout_length=100 hidden_sizes=[256,256] ppo_epochs=4 num_minibatches=4 input_norm=false env_kwargs.n_agents=3 env_kwargs.shared_rew=false"
+source "$(dirname "$0")/issue16_lib.sh"
 for r in ${RUNS:-a b}; do
   run d3-nav-1m-$r $NAV total_steps=1000000 --threads 1
   peer d3-benchmarl-nav-1m-$r 1000000
