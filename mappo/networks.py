@@ -73,48 +73,6 @@ class Tanh(nn.Module):
         return sigmoid_tanh_(z)  # the same operations, without autograd (acting, export)
 
 
-def rows_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, fresh: bool = False) -> torch.Tensor:
-    """``x [..., i] @ weight [i, o] + bias [o]`` as one GEMM into a fresh ``[..., o]`` tensor.
-
-    The GEMM reads the weight from a transposed copy (``[o, i]``, as ``nn.Linear`` stores it).
-    Why (issue 16): on the 2-core dev VM, with 2,046 rows, MKL ran the narrow layers this way
-    3.5x faster (a 256 -> 2 head: 0.92 -> 0.26 ms; a 21 -> 256 first layer: 1.9 -> 0.7 ms) and
-    the square ones alike.  With ``fresh`` (autograd's path) the output is a fresh tensor, not a
-    view, so an in-place activation after it (:class:`Tanh`) never makes autograd copy gradients
-    through ``CopySlices``; without it (acting, export) it is a view, since ONNX export drops ``out=``.
-    """
-    rows, weight_t = x.reshape(-1, x.shape[-1]), weight.t().contiguous().t()
-    if not fresh:  # acting and export: a view is fine without autograd (ONNX export drops out=)
-        return torch.addmm(bias, rows, weight_t).view(*x.shape[:-1], weight.shape[1])
-    out = x.new_empty(*x.shape[:-1], weight.shape[1])
-    torch.addmm(bias, rows, weight_t, out=out.view(-1, weight.shape[1]))
-    return out
-
-
-class _RowsLinearFn(torch.autograd.Function):
-    """:func:`rows_linear` of the one weight set ``weight [1, i, o]``, ``bias [1, o]``, with its
-    backward's weight GEMM in the faster orientation: for a layer narrower out than in (a head),
-    ``(g^T x)^T`` ran 7.6x faster than ``x^T g`` (256 -> 2 at 2,046 rows: 1.29 -> 0.17 ms)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x, weight)
-        return rows_linear(x, weight[0], bias[0], fresh=True)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
-        x, weight = ctx.saved_tensors
-        in_dim, out_dim = weight.shape[1:]
-        g, rows = grad.reshape(-1, out_dim), x.reshape(-1, in_dim)
-        grad_x = g.mm(weight[0].t()).view(x.shape) if ctx.needs_input_grad[0] else None
-        grad_w = grad_b = None
-        if ctx.needs_input_grad[1]:
-            grad_w = (g.t().mm(rows).t().contiguous() if out_dim < in_dim else rows.t().mm(g)).unsqueeze(0)
-        if ctx.needs_input_grad[2]:
-            grad_b = g.sum(0).unsqueeze(0)
-        return grad_x, grad_w, grad_b
-
-
 class GroupedLinear(nn.Module):
     """``y[..., a, :] = x[..., a, :] @ W[g(a)] + b[g(a)]``; orthogonal init (MAPPO paper, Sec. 4 / App. A).
 
@@ -150,10 +108,10 @@ class GroupedLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = self.weight if self.in_mask is None else self.weight * self.in_mask
-        if self.groups == 1:  # shared: one GEMM over all rows
-            if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad or self.bias.requires_grad):
-                return _RowsLinearFn.apply(x, weight, self.bias)
-            return rows_linear(x, weight[0], self.bias[0])  # the same GEMM, without autograd (acting, export)
+        if self.groups == 1:  # shared: one matmul over all rows (matmul folds the leading dims into one mm)
+            # matmul's output is not an autograd view, as addmm(...).view(...) is: the in-place Tanh
+            # after it would otherwise make autograd copy every gradient through CopySlices
+            return torch.matmul(x, weight[0]).add_(self.bias[0])
         if self.slots is not None:  # groups: each slot's set gathered (the gradient flows back to the set)
             return torch.einsum("...ai,aio->...ao", x, weight[self.slots]) + self.bias[self.slots]
         # x [..., A, in] with one weight set per agent slot

@@ -1,5 +1,4 @@
 """The MLP building blocks written for speed (issue 16) compute what their plain forms compute."""
-import pytest
 import torch
 
 from mappo import networks as N
@@ -11,45 +10,3 @@ def test_sigmoid_tanh_matches_tanh_and_its_gradient():
     # its autograd form: tanh's gradient, checked numerically in float64
     z64 = torch.randn(7, 5, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda x: N.Tanh()(x * 1.0), (z64,))
-
-
-@pytest.mark.parametrize("in_dim,out_dim", [(6, 2), (3, 9), (5, 5)])  # a head (out < in), a first layer, square
-def test_rows_linear_matches_matmul_values_and_gradients(in_dim, out_dim):
-    torch.manual_seed(0)
-    layer = N.GroupedLinear(1, in_dim, out_dim, gain=1.0).double()
-    with torch.no_grad():
-        layer.bias.normal_()
-    x = torch.randn(2, 4, 3, in_dim, dtype=torch.float64, requires_grad=True)
-    y = layer(x)
-    expected = x @ layer.weight[0] + layer.bias[0]
-    assert y.shape == (2, 4, 3, out_dim) and y._base is None  # a fresh tensor: in-place Tanh after it is safe
-    assert torch.allclose(y, expected, atol=1e-12)
-    g = torch.randn_like(y)
-    got = torch.autograd.grad(y, (x, layer.weight, layer.bias), g)
-    want = torch.autograd.grad(expected, (x, layer.weight, layer.bias), g)
-    for a, b in zip(got, want):
-        assert a.shape == b.shape and torch.allclose(a, b, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda x, w, b: N._RowsLinearFn.apply(x, w, b),
-                                    (x.detach()[:1, :2].requires_grad_(), layer.weight.detach().clone().requires_grad_(),
-                                     layer.bias.detach().clone().requires_grad_()))
-
-
-def test_rows_linear_acting_and_training_give_identical_outputs():
-    """Acting runs without autograd, the update with it: both must run the same GEMM, so the
-    rollout's log-probs equal the update's first-epoch ones bit for bit."""
-    torch.manual_seed(1)
-    mlp = N.GroupedMLP(1, 21, [64, 64], 2, "tanh", out_gain=0.01)
-    x = torch.randn(1, 50, 3, 21)
-    with torch.no_grad():
-        acting = mlp(x)
-    assert torch.equal(acting, mlp(x))
-
-
-def test_rows_linear_masked_inputs_get_no_gradient():
-    """With ``in_mask`` (groups reading their own widths, issue 15) the masked weights learn nothing."""
-    mask = torch.tensor([[True, True, False, False]])
-    layer = N.GroupedLinear(1, 4, 3, gain=1.0, in_mask=mask)
-    x = torch.randn(5, 1, 4)
-    layer(x).sum().backward()
-    assert torch.count_nonzero(layer.weight.grad[0, 2:]) == 0
-    assert torch.count_nonzero(layer.weight.grad[0, :2]) == 6
