@@ -265,10 +265,13 @@ def test_recurrent_and_agent_specific_learn_above_random(case, variant):
     random_return = random_team_return(env_cls)
     threshold = random_return + 0.7 * (optimum - random_return)
     # The coordination game has a known trap: a policy that commits early to a wrong action for
-    # one cue leaves its partner no signal (stuck near 13/20). The recurrent policy falls into it
-    # on seed 0 since the learner refactor (12.7; seeds 1 and 2 reach 20.0), so that case must
-    # learn on 2 of 3 seeds rather than on one.
-    seeds = (0, 1, 2) if (case, variant) == ("coordination", "recurrent") else (0,)
+    # one cue leaves its partner no signal (stuck near 13/20). Which seeds fall into it moves with
+    # float rounding: the recurrent policy on seed 0 since the learner refactor (12.7; seeds 1 and
+    # 2 reach 20.0); the agent_specific critic on seed 5 (12.6; seeds 0-4 reach 20.0), and on
+    # seed 0 instead once a linear layer's GEMM changed its summation order (issue 16: the
+    # actor's weights differed by 6e-8 after one update, the critic's not at all; seeds 1-5 then
+    # reach 20.0). So a coordination case must learn on 2 of 3 seeds rather than on one.
+    seeds = (0, 1, 2) if case == "coordination" else (0,)
     results = []
     for seed in seeds:
         with mappo.Trainer(env_cls, mappo.Config(**{**settings, "seed": seed})) as trainer:
