@@ -1,5 +1,5 @@
 # shared by the issue 16 run scripts (source it): run TAG ARGS... (mappo, bench_run.py), peer TAG FRAMES
-# (BenchMARL in /work/venv-benchmarl), NAV (the VMAS navigation row's overrides). A tag already in
+# (BenchMARL in /work/venv-benchmarl), jaxmarl TAG KEY=value... (JaxMARL, scripts/bench_jaxmarl.py), NAV (the VMAS navigation row's overrides). A tag already in
 # the log is skipped, so the scripts resume where they stopped.
 cd "$(dirname "$0")/../.."
 source .venv/bin/activate
@@ -14,3 +14,9 @@ peer() { # tag frames
   echo "$1 $(date +%H:%M) $(. /work/venv-benchmarl/bin/activate && python scripts/bench_benchmarl.py --frames $2 2>&1 | tail -1)" >> $LOG
 }
 NAV="configs/vmas_navigation.yaml num_envs=600 rollout_length=100 hidden_sizes=[256,256] ppo_epochs=4 num_minibatches=4 input_norm=false env_kwargs.n_agents=3 env_kwargs.shared_rew=false"
+jaxmarl() { # tag KEY=value... (JaxMARL's rMAPPO baseline: a checkout in $JAXMARL, its venv in $JAXMARL_VENV)
+  tag=$1; shift
+  grep -q "^$tag " $LOG 2>/dev/null && return
+  echo "$tag $(date +%H:%M) $(. ${JAXMARL_VENV:-/tmp/venv-jaxmarl}/bin/activate && python scripts/bench_jaxmarl.py \
+    --jaxmarl ${JAXMARL:-/tmp/jaxmarl-src} "$@" 2>&1 | tail -1)" >> $LOG
+}
