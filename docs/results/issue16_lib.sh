@@ -1,6 +1,7 @@
 # shared by the issue 16 run scripts (source it): run TAG ARGS... (mappo, bench_run.py), peer TAG FRAMES
-# (BenchMARL in /work/venv-benchmarl), jaxmarl TAG KEY=value... (JaxMARL, scripts/bench_jaxmarl.py), NAV (the VMAS navigation row's overrides). A tag already in
-# the log is skipped, so the scripts resume where they stopped.
+# (BenchMARL in /work/venv-benchmarl), jaxmarl TAG KEY=value... (JaxMARL, scripts/bench_jaxmarl.py),
+# NAV (the VMAS navigation row's overrides). A tag already in the log is skipped, so the scripts
+# resume where they stopped.
 cd "$(dirname "$0")/../.."
 source .venv/bin/activate
 LOG=docs/results/issue16_runs.log
