@@ -50,7 +50,10 @@ def main() -> None:
     logged = []  # the baseline logs each update's metrics through wandb.log: keep them instead
     baseline.wandb = types.SimpleNamespace(log=lambda row: logged.append({k: float(v) for k, v in row.items()}))
 
-    train = jax.jit(baseline.make_train(config))
+    train = jax.jit(baseline.make_train(config))  # sets NUM_UPDATES from TOTAL_TIMESTEPS
+    if config["NUM_UPDATES"] < 1:
+        raise SystemExit(f"TOTAL_TIMESTEPS={config['TOTAL_TIMESTEPS']} is less than one update of "
+                         f"NUM_ENVS x NUM_STEPS = {config['NUM_ENVS'] * config['NUM_STEPS']} env steps")
     rng = jax.random.PRNGKey(config["SEED"])
     start = time.perf_counter()
     compiled = train.lower(rng).compile()
