@@ -23,12 +23,15 @@ straight into shared-memory arrays, so nothing is pickled per step but a short c
 """
 from __future__ import annotations
 
+import atexit
 import math
 import multiprocessing as mp
+import multiprocessing.util  # noqa: F401  (registers multiprocessing's exit handler before ours, below)
 import os
 import signal
 import time
 import traceback
+import weakref
 from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
@@ -355,6 +358,23 @@ def _worker(conn: Any, env_fns: List[EnvFn], indices: List[int], spec: TeamSpec,
         conn.close()
 
 
+# SubprocVectorEnvs whose workers are running, closed at interpreter exit if nobody closed them
+_OPEN: "weakref.WeakSet[SubprocVectorEnv]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_envs() -> None:
+    """Close the workers of every vector env still open when the interpreter exits.
+
+    multiprocessing's own exit handler sends SIGTERM to daemon children and then joins them; the
+    workers ignore SIGTERM (see ``_worker``), so a script that trained and ended without
+    ``Trainer.close()`` would wait forever.  atexit runs handlers last-in first-out, and
+    multiprocessing registered its handler when ``multiprocessing.util`` was imported above, so
+    this one runs first (tests/test_faults.py::test_scripts_exit_without_close)."""
+    for vec in list(_OPEN):
+        vec.close()
+
+
 class SubprocVectorEnv:
     """Envs split over worker processes that write into shared-memory arrays."""
 
@@ -382,6 +402,7 @@ class SubprocVectorEnv:
             self.conns.append(parent)
             self.procs.append(proc)
         self._closed = False
+        _OPEN.add(self)
         self._gather()
 
     def _gather(self) -> List[Any]:
@@ -422,6 +443,7 @@ class SubprocVectorEnv:
         if self._closed:
             return
         self._closed = True
+        _OPEN.discard(self)
         for conn in self.conns:
             try:
                 conn.send("close")

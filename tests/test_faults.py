@@ -454,3 +454,49 @@ def test_an_env_that_breaks_its_contract_is_named(mode, field, what, vector_mode
     with mappo.Trainer(broken_env(mode), tiny(vector_mode=vector_mode, num_workers=2)) as trainer:
         with pytest.raises(RuntimeError, match=rf"env \d raised ValueError: env \d, {field}: ({what})"):
             trainer.train()
+
+
+_SCRIPT = """
+import sys
+import mappo
+from tests.helpers import tiny
+from tests.toy_envs import CoordinationEnv
+
+ending = sys.argv[1]
+trainer = mappo.Trainer(CoordinationEnv, tiny(vector_mode="subprocess", num_workers=2, total_steps=80))
+if ending == "exception":
+    def broken_update():
+        raise RuntimeError("a bug inside train()")
+    trainer.update = broken_update
+trainer.train()
+print(trainer.evaluate(episodes=2)["team_return_mean"])
+if ending == "close":
+    trainer.close()
+elif ending == "with":
+    with trainer:
+        trainer.train(total_steps=120)
+print("script done", flush=True)
+"""
+
+
+@pytest.mark.parametrize("ending", ["no_close", "close", "with", "exception"])
+def test_scripts_exit_without_close(tmp_path, ending):
+    """A script that trains and evaluates exits promptly however it ends: without close(), with
+    close(), with `with Trainer(...)`, or with an exception inside train().  multiprocessing's exit
+    handler used to wait forever on the env workers, which ignore SIGTERM."""
+    script = tmp_path / f"script_{ending}.py"
+    script.write_text(_SCRIPT)
+    start = time.monotonic()
+    try:
+        proc = subprocess.run([sys.executable, str(script), ending], cwd=ROOT, capture_output=True, text=True,
+                              timeout=90, env={**os.environ, "PYTHONPATH": ROOT})
+    except subprocess.TimeoutExpired:
+        for pid in _pids(str(script)):
+            os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"the script ending with {ending!r} did not exit within 90 s")
+    if ending == "exception":
+        assert proc.returncode == 1 and "a bug inside train()" in proc.stderr
+    else:
+        assert proc.returncode == 0 and "script done" in proc.stdout, proc.stderr[-2000:]
+    assert time.monotonic() - start < 60
+    assert _pids(str(script)) == [], "env workers outlived the script"
