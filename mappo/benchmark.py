@@ -46,6 +46,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from omegaconf import OmegaConf
 
+from .files import written_atomically
 from .stats import curve_ci95, max_and_average
 
 
@@ -322,7 +323,7 @@ def report(suite: Suite, out: str) -> str:
         panels.append((task, steps, returns))
     table = "\n".join(lines)
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "results.md"), "w") as f:
+    with written_atomically(os.path.join(out, "results.md")) as tmp, open(tmp, "w") as f:
         f.write(table + "\n")
     if panels:
         _plot(panels, os.path.join(out, "results.png"))
@@ -352,8 +353,11 @@ def _plot(panels, path: str) -> None:
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        with written_atomically(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def benchmark_main(argv: List[str]) -> int:

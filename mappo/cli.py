@@ -38,9 +38,18 @@ def _finite(x):
 
 def _checkpoint_path(run: str) -> str:
     path = os.path.join(run, "ckpt.pt") if os.path.isdir(run) else run
-    if not os.path.isfile(path):
+    if os.path.isfile(path):
+        return path
+    if not os.path.isdir(run):
         raise FileNotFoundError(f"no checkpoint at {path!r} (expected a run folder holding ckpt.pt, or the file)")
-    return path
+    if os.path.isfile(os.path.join(run, "config.yaml")):
+        raise FileNotFoundError(f"run folder {run!r} holds no checkpoint: its run stopped before writing one (ckpt.pt "
+                                f"is written every checkpoint_every iterations, at the end and on Ctrl-C), so there "
+                                f"is nothing to resume. Start it again with `mappo train {run}/config.yaml`; the "
+                                f"folder is reused")
+    raise FileNotFoundError(f"run folder {run!r} holds no checkpoint (ckpt.pt): a run that stops with an error "
+                            f"before its first checkpoint leaves nothing to resume. Start it again with the same "
+                            f"`mappo train CONFIG run_dir={run}` command")
 
 
 TRUST_HELP = ("build the env named inside the checkpoint even when it is 'module:callable' code "

@@ -20,11 +20,13 @@ from __future__ import annotations
 import copy
 import json
 import os
+import tempfile
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
 
+from .files import written_atomically
 from .networks import Actor
 from .protocol import torch_dtype
 from .spaces import TeamSpec, to_bounds
@@ -99,32 +101,36 @@ def export_actor(actor: Actor, spec: TeamSpec, path: str, fmt: str = "torchscrip
     actor.requires_grad_(False)
     module = (DeterministicRecurrentActor(actor, spec) if actor.recurrent else DeterministicActor(actor, spec)).eval()
     inputs = example_inputs(spec, actor)
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with open(path + ".json", "a"):  # can we write there at all? (torch's own error says "enforce fail")
-            pass
-    except OSError as err:
-        raise OSError(f"cannot write the exported actor to {path!r}: {err.strerror or err}") from err
-    meta = layout(spec, actor, groups)
-    if fmt == "torchscript":
-        with torch.no_grad():
-            traced = torch.jit.trace(module, inputs, check_trace=False)
-        traced.save(path)
-    else:
-        try:
+    if fmt == "onnx":
+        try:  # before anything is written: a missing extra leaves no file behind
             import onnx
         except ImportError as err:
             raise ImportError("ONNX export needs the onnx package: pip install onnx onnxscript "
                               "(or the project's 'onnx' extra)") from err
-        names = meta["inputs"]
-        dynamic = {n: {0: "batch"} for n in names + meta["outputs"]}
-        with torch.no_grad():
-            torch.onnx.export(module, inputs, path, input_names=names, output_names=meta["outputs"],
-                              dynamic_axes=dynamic, dynamo=False)
-        # the exporter drops inputs the graph never reads (action_mask when there are no
-        # categorical actions): record the inputs the model really takes
-        meta["inputs"] = [i.name for i in onnx.load(path).graph.input]
-    with open(path + ".json", "w") as f:
-        json.dump({"format": fmt, **meta}, f, indent=2)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):  # can we write there? (torch's own error says "enforce fail")
+            pass
+    except OSError as err:
+        raise OSError(f"cannot write the exported actor to {path!r}: {err.strerror or err}") from err
+    meta = layout(spec, actor, groups)
+    # both files are written whole or not at all, the model first: a failed export leaves no
+    # empty or half-written file, and an earlier export stays as it was
+    with written_atomically(path) as model_tmp:
+        if fmt == "torchscript":
+            with torch.no_grad():
+                traced = torch.jit.trace(module, inputs, check_trace=False)
+            traced.save(model_tmp)
+        else:
+            names = meta["inputs"]
+            dynamic = {n: {0: "batch"} for n in names + meta["outputs"]}
+            with torch.no_grad():
+                torch.onnx.export(module, inputs, model_tmp, input_names=names, output_names=meta["outputs"],
+                                  dynamic_axes=dynamic, dynamo=False)
+            # the exporter drops inputs the graph never reads (action_mask when there are no
+            # categorical actions): record the inputs the model really takes
+            meta["inputs"] = [i.name for i in onnx.load(model_tmp).graph.input]
+        with written_atomically(path + ".json") as meta_tmp, open(meta_tmp, "w") as f:
+            json.dump({"format": fmt, **meta}, f, indent=2)
     return path

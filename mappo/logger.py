@@ -71,9 +71,15 @@ class RunLogger:
             truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), start_iteration)
         else:
             names = [n for n in names if n == "wandb"]  # the file writers need a folder
-        self.backends = [make_backend(name, cfg, run_dir) for name in names]
-        self.wants_video = "wandb" in names and cfg.wandb_video and run_dir is not None
+        self.backends: List[Any] = []
         self.bar = None
+        try:
+            for name in names:
+                self.backends.append(make_backend(name, cfg, run_dir))
+        except BaseException:  # e.g. a logger whose package is missing: close the files already open
+            self.close()
+            raise
+        self.wants_video = "wandb" in names and cfg.wandb_video and run_dir is not None
         if cfg.progress and sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -117,8 +123,9 @@ class RunLogger:
             print(f"warning: could not draw curves.png: {err}", file=sys.stderr)
 
     def summary(self, env_steps: int, interrupted: Optional[int], history: List[Dict[str, Any]], wall: float,
-                ckpt: Optional[str], steps: int) -> None:
-        """The end-of-run summary on the console (when ``progress`` is on)."""
+                ckpt: Optional[str], steps: int, discarded: bool = False) -> None:
+        """The end-of-run summary on the console (when ``progress`` is on).  ``discarded``: the run
+        stopped with an error before its first checkpoint and its files were removed."""
         if not self.cfg.progress:
             return
         returns = [r["team_return"] for r in history if r.get("team_return") is not None]
@@ -131,8 +138,13 @@ class RunLogger:
             lines.append(f"  team return last {returns[-1]:.3f}, best {max(returns):.3f}, first {returns[0]:.3f}")
         if evals:
             lines.append(f"  evaluation  last {evals[-1]:.3f}, best {max(evals):.3f} (best.pt)")
-        if self.run_dir is not None:
-            lines.append(f"  run folder  {self.run_dir} (config.yaml, metrics.jsonl, curves.png)")
+        if self.run_dir is not None and discarded:
+            lines.append(f"  run folder  {self.run_dir}: its files were removed (the run stopped before its first "
+                         f"checkpoint, so there is nothing to resume); the same command starts it again")
+        elif self.run_dir is not None:
+            from .runfolder import run_files
+
+            lines.append(f"  run folder  {self.run_dir} ({', '.join(run_files(self.run_dir)) or 'empty'})")
         if ckpt:
             lines.append(f"  checkpoint  {ckpt}; continue with: mappo train --resume {self.run_dir}")
         print("\n".join(lines), flush=True)

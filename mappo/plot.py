@@ -11,6 +11,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .files import written_atomically
+
 
 def read_metrics(run_dir: str) -> List[Dict]:
     """Rows of ``<run_dir>/metrics.jsonl``; a line cut short by a crash is skipped."""
@@ -95,7 +97,8 @@ def plot_groups(groups: Dict[str, List[str]], out: str, key: str = "team_return"
         ax.legend(loc="lower right")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = out + ".tmp.png"  # written then renamed, so a viewer never sees half a file
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, out)
+    try:
+        with written_atomically(out) as tmp:  # a viewer never sees half a file
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)

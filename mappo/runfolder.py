@@ -1,19 +1,40 @@
 """A run folder belongs to one run at a time: a lock while a run writes to it, and no fresh run
-into a folder that already holds one (it would mix two runs' metrics and checkpoints)."""
+into a folder that already holds one (it would mix two runs' metrics and checkpoints).
+
+A folder "holds a run" when it has a checkpoint (``ckpt.pt`` or ``best.pt``): that run can be
+continued with ``--resume``.  A run that stops before its first checkpoint has nothing to resume,
+so the files it wrote never block the same command: the trainer removes them when it stops with
+an error, and a fresh run replaces any that a killed process left behind."""
 from __future__ import annotations
 
 import fcntl
 import os
 import shutil
-from typing import Optional
+import sys
+from typing import List, Optional
 
-# what a run leaves in its folder; `overwrite=true` removes these before a fresh run starts
-RUN_FILES = ("metrics.jsonl", "metrics.csv", "ckpt.pt", "best.pt", "curves.png", "eval.mp4")
+CHECKPOINTS = ("ckpt.pt", "best.pt")
+# what a run leaves in its folder; a fresh run (or `overwrite=true`) removes these before it starts
+RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", "curves.png", "eval.mp4") + CHECKPOINTS
 RUN_DIRS = ("tensorboard", "wandb")
 
 
 def holds_run(run_dir: str) -> bool:
-    return any(os.path.exists(os.path.join(run_dir, name)) for name in ("metrics.jsonl", "ckpt.pt"))
+    """Whether ``run_dir`` holds a run that can be resumed or evaluated (a checkpoint)."""
+    return any(os.path.isfile(os.path.join(run_dir, name)) for name in CHECKPOINTS)
+
+
+def run_files(run_dir: str) -> List[str]:
+    """The run files and folders present in ``run_dir``, by name."""
+    return [n for n in RUN_FILES + RUN_DIRS if os.path.exists(os.path.join(run_dir, n))]
+
+
+def _remove_run_files(run_dir: str) -> None:
+    for name in RUN_FILES:
+        if os.path.exists(os.path.join(run_dir, name)):
+            os.remove(os.path.join(run_dir, name))
+    for name in RUN_DIRS:
+        shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
 
 
 class RunFolderLock:
@@ -21,6 +42,8 @@ class RunFolderLock:
     by the kernel if the process dies, so a crashed run never leaves the folder locked."""
 
     def __init__(self, run_dir: str):
+        self.run_dir = run_dir
+        self.created = not os.path.isdir(run_dir)  # made for this run: removed again by discard()
         os.makedirs(run_dir, exist_ok=True)
         self.path = os.path.join(run_dir, ".lock")
         self.fd: Optional[int] = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -41,20 +64,29 @@ class RunFolderLock:
             os.close(self.fd)
             self.fd = None
 
+    def discard(self) -> None:
+        """Remove what a run that stopped before its first checkpoint wrote, and the folder itself
+        when this run created it and nothing else is in it."""
+        _remove_run_files(self.run_dir)
+        if self.created and os.listdir(self.run_dir) == [".lock"]:
+            os.remove(self.path)
+            os.rmdir(self.run_dir)
+
 
 def claim(run_dir: str, fresh: bool, overwrite: bool) -> RunFolderLock:
     """Lock ``run_dir`` for a run.  A ``fresh`` run (not a continuation or resume) is refused a
-    folder that already holds a run unless ``overwrite``, which first removes that run's files."""
+    folder that holds a run unless ``overwrite``; it replaces the files of a run that stopped
+    before its first checkpoint, saying so."""
     lock = RunFolderLock(run_dir)
-    if fresh and holds_run(run_dir):
-        if not overwrite:
+    if fresh:
+        if holds_run(run_dir) and not overwrite:
             lock.release()
-            raise ValueError(f"run_dir {run_dir!r} already holds a run (metrics.jsonl / ckpt.pt). Continue it with "
+            raise ValueError(f"run_dir {run_dir!r} already holds a run (ckpt.pt / best.pt). Continue it with "
                              f"`mappo train --resume {run_dir}` (or Trainer.load), choose a new run_dir, or set "
                              f"overwrite=true to replace it")
-        for name in RUN_FILES:
-            if os.path.exists(os.path.join(run_dir, name)):
-                os.remove(os.path.join(run_dir, name))
-        for name in RUN_DIRS:
-            shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
+        left = run_files(run_dir)
+        if left and not holds_run(run_dir):
+            print(f"run_dir {run_dir!r}: replacing {', '.join(left)} of a run that stopped before its first "
+                  f"checkpoint", file=sys.stderr)
+        _remove_run_files(run_dir)
     return lock

@@ -187,32 +187,35 @@ class Trainer:
         main = self.sync.is_main  # only rank 0 logs and writes the run folder
         ckpt = os.path.join(run_dir, "ckpt.pt") if run_dir is not None else None
         # rank 0 owns the folder while it writes; a fresh run may not mix with one already there
-        folder = runfolder.claim(run_dir, fresh=not self.history and self._resume is None,
-                                 overwrite=cfg.overwrite) if main and run_dir is not None else None
+        fresh = not self.history and self._resume is None
+        folder = runfolder.claim(run_dir, fresh=fresh, overwrite=cfg.overwrite) if main and run_dir is not None else None
         # denormal floats (below 1.2e-38) take a slow path on x86 CPUs; settling physics makes
         # them (VMAS navigation stepped 10 -> 16 ms once agents stood still), so they are flushed
         # to zero while training, and the process is left as torch's default (off) afterwards
         flush = cfg.flush_denormal and torch.set_flush_denormal(True)
         try:
-            return self._train(total, run_dir, ckpt)
+            return self._train(total, run_dir, ckpt, discard_on_error=folder if fresh else None)
         finally:
             if flush:
                 torch.set_flush_denormal(False)
             if folder is not None:
                 folder.release()
 
-    def _train(self, total: int, run_dir: Optional[str], ckpt: Optional[str]) -> List[Dict[str, Any]]:
+    def _train(self, total: int, run_dir: Optional[str], ckpt: Optional[str],
+               discard_on_error: Optional[runfolder.RunFolderLock] = None) -> List[Dict[str, Any]]:
         cfg, main = self.cfg, self.sync.is_main
-        self._ensure_envs()
         # env steps of all ranks: total_steps counts the whole data-parallel job
         steps_per_iter = cfg.num_envs * cfg.rollout_length * self.sync.world_size
-        logger = RunLogger(cfg if main else cfg.replace(wandb=False, loggers=[], progress=False),
-                           run_dir if main else None, self.spec.names, total, self.env_steps, self.iteration)
         history: List[Dict[str, Any]] = []
         self.interrupted = None
         started, last_plot, start_steps = time.perf_counter(), time.perf_counter(), self.env_steps
-        with StopOnSignal() as stop:
-            try:
+        logger: Optional[RunLogger] = None
+        completed = False
+        try:
+            self._ensure_envs()
+            logger = RunLogger(cfg if main else cfg.replace(wandb=False, loggers=[], progress=False),
+                               run_dir if main else None, self.spec.names, total, self.env_steps, self.iteration)
+            with StopOnSignal() as stop:
                 if cfg.eval_every and cfg.eval_at_start and self.iteration == 0:
                     # the untrained policy's evaluation: EPyMARL's averages over evaluations include it
                     row0 = {"iteration": 0, "env_steps": self.env_steps,
@@ -256,12 +259,20 @@ class Trainer:
                     logger.log_file("checkpoint", ckpt, self.env_steps)
                     if main and logger.wants_video:
                         self._log_video(logger, run_dir)
-            finally:
-                # after a crash only a checkpoint that exists is worth pointing to
+            completed = True
+        finally:
+            if logger is not None:
+                logger.close()
+            # a fresh run that stops with an error before its first checkpoint has nothing to resume:
+            # it leaves nothing that would block the same command
+            discarded = not completed and discard_on_error is not None and not runfolder.holds_run(run_dir)
+            if discarded:
+                discard_on_error.discard()
+            if logger is not None:
+                # after a crash only files that exist are worth pointing to
                 written = ckpt if ckpt is not None and os.path.isfile(ckpt) else None
                 logger.summary(self.env_steps, self.interrupted, history, time.perf_counter() - started, written,
-                               self.env_steps - start_steps)
-                logger.close()
+                               self.env_steps - start_steps, discarded)
         return history
 
     def _log_video(self, logger: RunLogger, run_dir: str) -> None:

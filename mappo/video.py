@@ -7,6 +7,8 @@ from typing import Any, Callable, List, Optional
 
 import numpy as np
 
+from .files import written_atomically
+
 
 def render_env_fn(env_fn: Callable[..., Any]) -> Callable[[], Any]:
     """A factory for one env that renders ``rgb_array`` frames: ``env_fn(render_mode="rgb_array")``
@@ -47,11 +49,22 @@ def record_episode(policy: Any, env_fn: Callable[[], Any], seed: int = 0, max_st
     return frames
 
 
+def free_path(path: str) -> str:
+    """``path`` itself when nothing is there, else the first free ``<root>-<n><ext>``."""
+    root, ext = os.path.splitext(path)
+    n = 1
+    while os.path.exists(path):
+        path, n = f"{root}-{n}{ext}", n + 1
+    return path
+
+
 def write_video(frames: List[np.ndarray], path: str, fps: int = 10) -> str:
     """Write ``frames`` to ``path`` (.mp4 or .gif); returns the path written.
 
     MP4 needs imageio-ffmpeg (``pip install imageio-ffmpeg``, or the ``video`` extra); without it
-    the video is written as GIF next to the requested path, and a message says so.
+    the video is written as GIF next to the requested path, under a name no file has yet (a GIF
+    the user did not ask for never replaces one), and a message names it.  The file is written
+    whole or not at all.
     """
     import imageio
 
@@ -64,13 +77,13 @@ def write_video(frames: List[np.ndarray], path: str, fps: int = 10) -> str:
         try:
             import imageio_ffmpeg  # noqa: F401
         except ImportError:
-            path = root + ".gif"
+            path, ext = free_path(root + ".gif"), ".gif"
             print(f"imageio-ffmpeg is not installed (pip install imageio-ffmpeg), so MP4 cannot be written; "
                   f"writing a GIF instead: {path}", file=sys.stderr)
-            ext = ".gif"
-    if ext == ".mp4":
-        # macro_block_size=1: keep odd frame sizes as they are instead of resizing with a warning
-        imageio.mimsave(path, frames, fps=fps, macro_block_size=1)
-    else:
-        imageio.mimsave(path, frames, duration=1000 / fps, loop=0)
+    with written_atomically(path) as tmp:
+        if ext == ".mp4":
+            # macro_block_size=1: keep odd frame sizes as they are instead of resizing with a warning
+            imageio.mimsave(tmp, frames, fps=fps, macro_block_size=1)
+        else:
+            imageio.mimsave(tmp, frames, duration=1000 / fps, loop=0)
     return path

@@ -500,3 +500,68 @@ def test_scripts_exit_without_close(tmp_path, ending):
         assert proc.returncode == 0 and "script done" in proc.stdout, proc.stderr[-2000:]
     assert time.monotonic() - start < 60
     assert _pids(str(script)) == [], "env workers outlived the script"
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_nothing_that_blocks(tmp_path, monkeypatch, capsys):
+    import mappo
+    from tests.helpers import tiny
+    from tests.toy_envs import CoordinationEnv, FailingEnv
+
+    # an env error at step 5 in a folder the run created: the folder goes with it
+    run_dir = tmp_path / "new"
+    with mappo.Trainer(FailingEnv, tiny(total_steps=400, checkpoint_every=0, progress=True)) as trainer:
+        with pytest.raises(RuntimeError, match="boom from FailingEnv"):
+            trainer.train(run_dir=str(run_dir))
+    assert not run_dir.exists()
+    out = capsys.readouterr().out
+    assert "its files were removed" in out and "curves.png" not in out
+    # ... in a folder that holds a file of the user's: only the run's files go
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with mappo.Trainer(FailingEnv, tiny(total_steps=400, loggers=["csv"])) as trainer:
+        with pytest.raises(RuntimeError, match="boom"):
+            trainer.train(run_dir=str(tmp_path / "mine"))
+    assert sorted(os.listdir(tmp_path / "mine")) == [".lock", "notes.txt"]
+    # a logger whose package is missing: the same command then runs without overwrite=true
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    cfg = tiny(total_steps=40, loggers=["tensorboard"])
+    with mappo.Trainer(CoordinationEnv, cfg) as trainer:
+        with pytest.raises(ImportError, match="tensorboard"):
+            trainer.train(run_dir=str(run_dir))
+    assert not run_dir.exists()
+    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard")
+    with mappo.Trainer(CoordinationEnv, cfg) as trainer:
+        trainer.train(run_dir=str(run_dir))
+    assert (run_dir / "ckpt.pt").exists() and (run_dir / "tensorboard").is_dir()
+
+
+def test_a_fresh_run_replaces_what_a_killed_run_left_before_its_first_checkpoint(tmp_path, capsys):
+    import json
+
+    import mappo
+    from tests.helpers import tiny
+    from tests.toy_envs import CoordinationEnv
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("seed: 7\n")  # as a SIGKILLed run leaves them: no checkpoint
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"iteration": 1, "env_steps": 999}) + "\n")
+    with mappo.Trainer(CoordinationEnv, tiny(total_steps=40)) as trainer:
+        trainer.train(run_dir=str(run_dir))
+    assert "replacing config.yaml, metrics.jsonl of a run that stopped before its first checkpoint" in \
+        capsys.readouterr().err
+    rows = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    assert [r["env_steps"] for r in rows] == [40]
+
+
+def test_resume_of_a_folder_without_a_checkpoint_says_what_to_do(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    resume = [sys.executable, "-m", "mappo", "train", "--resume", str(run_dir)]
+    proc = subprocess.run(resume, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "holds no checkpoint (ckpt.pt)" in proc.stderr
+    assert f"mappo train CONFIG run_dir={run_dir}" in proc.stderr
+    (run_dir / "config.yaml").write_text(f"run_dir: {run_dir}\n")
+    proc = subprocess.run(resume, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2 and "stopped before writing one" in proc.stderr
+    assert f"`mappo train {run_dir}/config.yaml`" in proc.stderr

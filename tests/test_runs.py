@@ -138,8 +138,44 @@ def test_video_falls_back_to_gif_without_ffmpeg(tmp_path, monkeypatch, capsys):
     written = write_video(frames, str(tmp_path / "x.mp4"))
     assert written.endswith("x.gif") and os.path.isfile(written)
     assert "imageio-ffmpeg is not installed" in capsys.readouterr().err
+    # a GIF already there is never replaced by one the user did not ask for: a free name, named
+    (tmp_path / "x.gif").write_bytes(b"the user's own gif")
+    again = write_video(frames, str(tmp_path / "x.mp4"))
+    assert again == str(tmp_path / "x-1.gif") and os.path.isfile(again)
+    assert (tmp_path / "x.gif").read_bytes() == b"the user's own gif"
+    assert f"writing a GIF instead: {again}" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"\.mp4 or \.gif"):
         write_video(frames, str(tmp_path / "x.avi"))
+
+
+def test_a_failed_video_write_leaves_no_file(tmp_path):
+    from mappo.video import write_video
+
+    bad = [np.zeros((8, 8, 3), np.uint8), np.zeros((9, 9), np.uint8)]  # frames of different shapes
+    with pytest.raises(Exception):
+        write_video(bad, str(tmp_path / "v.gif"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_onnx_export_without_the_extra_writes_nothing(tmp_path, monkeypatch):
+    from mappo.export import export_actor
+
+    def contents():
+        return {name: (tmp_path / name).read_bytes() for name in sorted(os.listdir(tmp_path))}
+
+    with mappo.Trainer(HeterogeneousEnv, tiny()) as trainer:
+        export_actor(trainer.actor, trainer.spec, str(tmp_path / "actor.pt"))  # an earlier export
+        before = contents()
+        assert list(before) == ["actor.pt", "actor.pt.json"]
+        monkeypatch.setitem(sys.modules, "onnx", None)
+        with pytest.raises(ImportError, match="'onnx' extra"):
+            export_actor(trainer.actor, trainer.spec, str(tmp_path / "actor.onnx"), "onnx")
+        assert contents() == before  # no empty actor.onnx.json, no temp file
+        # an export that fails half-way (here: in tracing) leaves the earlier one as it was
+        monkeypatch.setattr(torch.jit, "trace", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("trace failed")))
+        with pytest.raises(RuntimeError, match="trace failed"):
+            export_actor(trainer.actor, trainer.spec, str(tmp_path / "actor.pt"))
+        assert contents() == before
 
 
 def test_video_needs_rgb_array_rendering():
