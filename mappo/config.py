@@ -72,11 +72,12 @@ class Config:
     critic_input: str = "state"  # "state" (env.state(), else joined obs) | "concat_obs" | "local" (IPPO) | "agent_specific" (state + own obs)
     critic_pass: str = "step"  # "step": when every agent's critic input is the same (state, concat_obs; shared), the critic trunk runs once per env step (per group) and its head gives each agent's value | "agent": one row per agent with its id (the official MAPPO code; A times the work)
     log_std_init: float = -0.5  # initial log std of Gaussian (Box) actions, in units where the Box spans [-1, 1] (std 0.61)
-    encoder: str = "auto"  # observation encoder: "auto" (a CNN for image observations and image states, else MLP) | "mlp" | "cnn" (mappo/encoders.py)
-    cnn_channels: List[int] = field(default_factory=lambda: [32, 64, 64])  # CNN: output channels per conv layer (Nature CNN)
-    cnn_kernels: List[int] = field(default_factory=lambda: [8, 4, 3])  # CNN: square kernel size per conv layer
-    cnn_strides: List[int] = field(default_factory=lambda: [4, 2, 1])  # CNN: stride per conv layer
-    cnn_features: int = 512  # CNN: width of the Linear layer after the convs (then the MLP trunk, hidden_sizes)
+    encoder: str = "auto"  # observation encoder: "auto" (a CNN for image observations and image states of 3x3 and up, else MLP) | "mlp" | "cnn" (mappo/encoders.py)
+    image_layout: str = "auto"  # where 3-D images keep their channels: "auto" (HWC unless the shape says CHW: mappo/spaces.py channels_first) | "hwc" | "chw"
+    cnn_channels: Optional[List[int]] = None  # CNN: output channels per conv layer; None: chosen from the image size (mappo/encoders.py conv_preset; the run's config.yaml records the choice)
+    cnn_kernels: Optional[List[int]] = None  # CNN: square kernel size per conv layer (set with cnn_channels and cnn_strides); None: chosen from the image size
+    cnn_strides: Optional[List[int]] = None  # CNN: stride per conv layer (set with cnn_channels and cnn_kernels); None: chosen from the image size
+    cnn_features: Optional[int] = None  # CNN: width of the Linear layer after the convs (then the MLP trunk, hidden_sizes); None: chosen from the image size
     recurrent: bool = False  # GRU actor and critic (MAPPO paper's recurrent policies)
     chunk_length: int = 10  # BPTT chunk length for recurrent training (a short last chunk per env is padded and masked)
     flush_denormal: bool = True  # flush denormal floats to zero in the trainer's process while train() runs (torch.set_flush_denormal; TensorFlow and XLA do the same on CPUs): VMAS stepped 1.6x slower once agents settled and its physics made denormals (docs/PERFORMANCE.md)
@@ -234,19 +235,27 @@ def validate(cfg: Config) -> None:
 
     if cfg.encoder not in ENCODER_CHOICES:
         raise ValueError(f"config field 'encoder' must be one of {list(ENCODER_CHOICES)}, got {cfg.encoder!r}")
-    for name in ("cnn_channels", "cnn_kernels", "cnn_strides"):
+    if cfg.image_layout not in ("auto", "hwc", "chw"):
+        raise ValueError(f"config field 'image_layout' must be one of ['auto', 'hwc', 'chw'], got {cfg.image_layout!r}")
+    layer_fields = ("cnn_channels", "cnn_kernels", "cnn_strides")
+    unset = [name for name in layer_fields if getattr(cfg, name) is None]
+    if unset and len(unset) < 3:
+        raise ValueError(f"config fields 'cnn_channels', 'cnn_kernels' and 'cnn_strides' describe one conv stack: set "
+                         f"all three, or none to let the image size choose; {unset} not set")
+    for name in layer_fields if not unset else ():
         value = getattr(cfg, name)
         if not isinstance(value, (list, tuple)) or not value or not all(
                 isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in value):
             raise ValueError(f"config field {name!r} must be a non-empty list of positive ints, got {value!r}")
         setattr(cfg, name, list(value))
-    if not len(cfg.cnn_channels) == len(cfg.cnn_kernels) == len(cfg.cnn_strides):
+    if not unset and not len(cfg.cnn_channels) == len(cfg.cnn_kernels) == len(cfg.cnn_strides):
         raise ValueError(f"config fields 'cnn_channels', 'cnn_kernels' and 'cnn_strides' give one entry per conv layer, "
                          f"so they must have the same length; got {cfg.cnn_channels}, {cfg.cnn_kernels}, "
                          f"{cfg.cnn_strides}")
-    _check_type(cfg, "cnn_features", int)
-    if cfg.cnn_features < 1:
-        raise ValueError(f"config field 'cnn_features' must be an integer >= 1, got {cfg.cnn_features!r}")
+    if cfg.cnn_features is not None:
+        _check_type(cfg, "cnn_features", int)
+        if cfg.cnn_features < 1:
+            raise ValueError(f"config field 'cnn_features' must be an integer >= 1 or None, got {cfg.cnn_features!r}")
     if not isinstance(cfg.env, str) or not cfg.env:
         raise ValueError(f"config field 'env' must be a registry name or 'module:callable', got {cfg.env!r}")
     if not isinstance(cfg.env_kwargs, dict):

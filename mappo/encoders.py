@@ -1,17 +1,24 @@
-"""Observation encoders: flat team rows ``[..., A, O]`` -> features ``[..., A, F]`` (issue 14).
+"""Observation encoders: flat team rows ``[..., A, O]`` -> features ``[..., A, F]``.
 
 The config field ``encoder`` picks one per agent:
 
-    auto   a CNN for an agent whose observation is an image (``spaces.find_image``), else the MLP
-    mlp    every observation flattened into the MLP, as before images were supported
+    auto   a CNN for an agent whose observation is an image (``spaces.find_image``) at least
+           3x3, else the MLP
+    mlp    every observation flattened into the MLP
     cnn    a CNN for every agent (an agent without an image is an error naming it)
 
 "mlp" means no encoder of its own: the row goes straight to the actor's or critic's MLP trunk
 (uint8 rows become float in [0, 1] first).  A CNN agent's image is cut back out of the flat row,
 made float and scaled to [0, 1] here, on the training device (so frames travel and are stored as
-uint8), run through a Nature-CNN-like conv stack (Mnih et al. 2015; sizes from ``cnn_channels``,
-``cnn_kernels``, ``cnn_strides``, ``cnn_features``) and joined with the row's other entries (the
-vector keys of a Dict observation).  The existing MLP trunk then follows.
+uint8), run through a conv stack and joined with the row's other entries (the vector keys of a
+Dict observation).  The existing MLP trunk then follows.
+
+The conv stack is the config's (``cnn_channels``, ``cnn_kernels``, ``cnn_strides``,
+``cnn_features``) where it sets one, else chosen from the image's size by :func:`conv_preset`,
+in the spirit of RLlib's filter presets (``rllib/models/utils.py: get_filter_config``): 3x3
+convolutions for small grids, the Nature CNN (Mnih et al. 2015) for Atari-size frames, and more
+stride-2 layers for large screens.  The trainer prints the choice once and writes it into the
+run's config (:func:`resolve_conv_stacks`).
 
 Parameter sharing works as for the MLP: "shared" means one encoder for every agent, so every
 agent must see the same kind of input (a clear error says what to do otherwise); "separate"
@@ -22,7 +29,7 @@ entry in :data:`ENCODERS`.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -31,8 +38,70 @@ from .spaces import ImageLayout, TeamSpec
 
 ENCODER_CHOICES = ("auto", "mlp", "cnn")
 # a conv stack whose flattened output times cnn_features exceeds this many weights is refused
-# (a raw 560x880 screen gives ~225M): resize the image instead
+# (a raw 560x880 screen through the Nature CNN gives ~225M): resize the image instead
 MAX_PROJECTION_WEIGHTS = 50_000_000
+# encoder=auto gives a CNN to images whose shorter side is at least this (a 3x3 convolution fits)
+MIN_CNN_SIDE = 3
+
+
+class ConvStack(NamedTuple):
+    """A conv stack: one entry per layer in the first three, then the Linear's width."""
+    channels: Tuple[int, ...]
+    kernels: Tuple[int, ...]
+    strides: Tuple[int, ...]
+    features: int
+
+    def describe(self) -> str:
+        layers = ", ".join(f"{c}@{k}x{k}/{s}" for c, k, s in zip(self.channels, self.kernels, self.strides))
+        return f"conv [{layers}] -> {self.features} features"
+
+
+def _out_side(side: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
+    for k, s in zip(kernels, strides):
+        side = (side - k) // s + 1
+    return side
+
+
+def conv_preset(height: int, width: int) -> ConvStack:
+    """The conv stack ``encoder=auto`` gives an image of ``height x width`` pixels (channels aside),
+    by its shorter side:
+
+    - under 16 (grid worlds, MinAtar-like boards, stacked small frames): one 3x3 convolution of 16
+      channels with stride 1, then 128 features: MinAtar's network for its 10x10 boards (Young &
+      Tian 2019, Sec. 4);
+    - 16 to 47: (32, 64, 64) channels, 3x3 kernels, strides (2, 2, 1), 512 features;
+    - 48 and up (Atari's 84x84): the Nature CNN, (32, 64, 64) channels, kernels (8, 4, 3),
+      strides (4, 2, 1), 512 features; above about 128 pixels, more 64-channel 3x3 stride-2
+      layers until the shorter side of the output is at most 12 (a 560x880 screen gets three).
+    """
+    side = min(height, width)
+    if side < MIN_CNN_SIDE:
+        raise ValueError(f"a {height}x{width} image is too small for a convolution; use encoder=mlp")
+    if side < 16:
+        return ConvStack((16,), (3,), (1,), 128)
+    if side < 48:
+        return ConvStack((32, 64, 64), (3, 3, 3), (2, 2, 1), 512)
+    channels, kernels, strides = [32, 64, 64], [8, 4, 3], [4, 2, 1]
+    while _out_side(side, kernels, strides) > 12:
+        channels, kernels, strides = channels + [64], kernels + [3], strides + [2]
+    return ConvStack(tuple(channels), tuple(kernels), tuple(strides), 512)
+
+
+def conv_stack(settings: Any, image: ImageLayout) -> ConvStack:
+    """The stack for ``image``: the config's layers where it sets them (``cnn_channels``,
+    ``cnn_kernels``, ``cnn_strides``, all three or none), else :func:`conv_preset`'s; its
+    ``cnn_features`` where set, else the preset's."""
+    _, h, w = image.chw
+    preset = conv_preset(h, w) if min(h, w) >= MIN_CNN_SIDE else None
+    if settings.cnn_channels is not None:
+        layers = (tuple(settings.cnn_channels), tuple(settings.cnn_kernels), tuple(settings.cnn_strides))
+    elif preset is None:
+        raise ValueError(f"the image {image.describe()} is too small for a convolution ({MIN_CNN_SIDE}x"
+                         f"{MIN_CNN_SIDE} at least); use encoder=auto or mlp, or set cnn_kernels yourself")
+    else:
+        layers = preset[:3]
+    features = settings.cnn_features if settings.cnn_features is not None else (preset.features if preset else 512)
+    return ConvStack(*layers, features)
 
 
 def as_float(rows: torch.Tensor) -> torch.Tensor:
@@ -46,10 +115,10 @@ class ConvEncoder(nn.Module):
 
     Orthogonal init with gain sqrt(2), as CleanRL's Atari PPO (and the MAPPO paper, App. A)."""
 
-    def __init__(self, image: ImageLayout, row_dim: int, channels: Sequence[int], kernels: Sequence[int],
-                 strides: Sequence[int], features: int, what: str):
+    def __init__(self, image: ImageLayout, row_dim: int, stack: ConvStack, what: str):
         super().__init__()
         self.image, self.row_dim = image, row_dim
+        channels, kernels, strides, features = stack
         c, h, w = image.chw
         layers: List[nn.Module] = []
         for out_c, k, s in zip(channels, kernels, strides):
@@ -113,13 +182,45 @@ def choose(encoder: str, image: Optional[ImageLayout], who: str) -> str:
     if encoder == "cnn" and image is None:
         raise ValueError(f"encoder=cnn, but {who} has no image (a 3-D Box, HWC or CHW, or a 2-D uint8 Box); use "
                          f"encoder=auto to give only image observations a CNN")
-    return "cnn" if (encoder == "cnn" or (encoder == "auto" and image is not None)) else "mlp"
+    if encoder == "auto":
+        return "cnn" if image is not None and min(image.chw[1:]) >= MIN_CNN_SIDE else "mlp"
+    return encoder
 
 
 def _build(kind: str, image: Optional[ImageLayout], row_dim: int, cfg: Any, what: str) -> nn.Module:
     if kind == "mlp":
         return FlatEncoder(row_dim)
-    return ConvEncoder(image, row_dim, cfg.cnn_channels, cfg.cnn_kernels, cfg.cnn_strides, cfg.cnn_features, what)
+    return ConvEncoder(image, row_dim, conv_stack(cfg, image), what)
+
+
+def cnn_images(spec: TeamSpec, encoder: str, reads_state: bool) -> Dict[str, ImageLayout]:
+    """The images that get a CNN: who (an agent's name, or "state") -> its layout.  ``reads_state``:
+    the critic reads ``state()``."""
+    images = {a.name: a.image for a in spec.agents if choose(encoder, a.image, f"agent {a.name!r}") == "cnn"}
+    if reads_state and spec.state_image is not None and encoder != "mlp":
+        images["state"] = spec.state_image
+    return images
+
+
+def resolve_conv_stacks(cfg: Any, spec: TeamSpec, reads_state: bool) -> Tuple[Dict[str, Any], List[str]]:
+    """What ``encoder`` gives each image: ``(fields, lines)``.  ``lines`` says it for people, one
+    line per kind of image; ``fields`` are the config's ``cnn_*`` values that reproduce it, when
+    the config left them to the presets and every image got the same stack (else empty: the
+    presets are chosen again, the same way, when the run is loaded)."""
+    images = cnn_images(spec, cfg.encoder, reads_state)
+    stacks = {who: conv_stack(cfg, image) for who, image in images.items()}
+    by_kind: Dict[Tuple[str, ConvStack], List[str]] = {}
+    for who, image in images.items():
+        by_kind.setdefault((image.describe(), stacks[who]), []).append(who)
+    lines = [f"encoder={cfg.encoder}: {', '.join(whom)}: {shape} image -> {stack.describe()}"
+             for (shape, stack), whom in by_kind.items()]
+    fields: Dict[str, Any] = {}
+    distinct = set(stacks.values())
+    if len(distinct) == 1 and (cfg.cnn_channels is None or cfg.cnn_features is None):
+        stack = distinct.pop()
+        fields = {"cnn_channels": list(stack.channels), "cnn_kernels": list(stack.kernels),
+                  "cnn_strides": list(stack.strides), "cnn_features": stack.features}
+    return fields, lines
 
 
 class TeamEncoder(nn.Module):

@@ -66,8 +66,8 @@ class PPOLearner:
         # [G, A] bool: which agent slots form each group
         self.group_mask = torch.tensor([[h == g for h in self.groups.of] for g in range(G)], device=device)
         self.group_index = torch.tensor(self.groups.of, device=device)  # [A]
-        encoding = EncoderSettings(cfg.encoder, tuple(cfg.cnn_channels), tuple(cfg.cnn_kernels),
-                                   tuple(cfg.cnn_strides), cfg.cnn_features)
+        layers = [None if v is None else tuple(v) for v in (cfg.cnn_channels, cfg.cnn_kernels, cfg.cnn_strides)]
+        encoding = EncoderSettings(cfg.encoder, *layers, cfg.cnn_features)
         group_args = dict(group_of=self.groups.of, group_names=self.groups.names)
         self.actor = Actor(spec, shared, cfg.hidden_sizes, cfg.activation, cfg.input_norm, cfg.recurrent,
                            cfg.log_std_init, encoding, **group_args).to(device)

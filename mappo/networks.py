@@ -29,10 +29,10 @@ from .spaces import TeamSpec
 class EncoderSettings(NamedTuple):
     """The config fields an encoder reads (``Config`` has them all; see mappo/encoders.py)."""
     encoder: str = "auto"
-    cnn_channels: Tuple[int, ...] = (32, 64, 64)
-    cnn_kernels: Tuple[int, ...] = (8, 4, 3)
-    cnn_strides: Tuple[int, ...] = (4, 2, 1)
-    cnn_features: int = 512
+    cnn_channels: Optional[Tuple[int, ...]] = None  # None: chosen from each image's size (encoders.conv_preset)
+    cnn_kernels: Optional[Tuple[int, ...]] = None
+    cnn_strides: Optional[Tuple[int, ...]] = None
+    cnn_features: Optional[int] = None
 
 
 def sigmoid_tanh_(z: torch.Tensor) -> torch.Tensor:

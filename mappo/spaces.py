@@ -25,6 +25,7 @@ and become float only in the encoder.  A uint8 ``state()`` stays uint8 the same 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -79,7 +80,8 @@ class ImageLayout:
         return (c, h, w)
 
     def describe(self) -> str:
-        return "x".join(str(n) for n in self.shape) + (" (CHW)" if self.channels_first else "")
+        layout = "" if len(self.shape) == 2 else " (CHW)" if self.channels_first else " (HWC)"
+        return "x".join(str(n) for n in self.shape) + layout
 
 
 def is_image(space: spaces.Space) -> bool:
@@ -92,32 +94,58 @@ def is_image(space: spaces.Space) -> bool:
     return len(space.shape) == 3 and np.issubdtype(space.dtype, np.floating)
 
 
-def _image_layout(box: spaces.Box, offset: int) -> ImageLayout:
+IMAGE_LAYOUTS = ("auto", "hwc", "chw")
+
+
+def channels_first(shape: Tuple[int, ...], layout: str = "auto") -> bool:
+    """Whether a 3-D image of ``shape`` is CHW.  ``layout`` "hwc" or "chw" says so (the config
+    field ``image_layout``); "auto" reads the shape:
+
+    - HWC is the default: PettingZoo's envs render HWC, and SuperSuit's ``frame_stack_v2`` stacks
+      frames on the last axis (a 5x5 grid with 6 stacked channels is (5, 5, 6)).
+    - A square frame shows where its channels are: (84, 84, 4) and (5, 5, 6) are HWC,
+      (4, 84, 84) and (12, 64, 64) are CHW.
+    - Otherwise the channels are the smaller end (SB3's rule): (3, 210, 160) is CHW,
+      (210, 160, 3) HWC.
+    """
+    if layout not in IMAGE_LAYOUTS:
+        raise ValueError(f"config field 'image_layout' must be one of {list(IMAGE_LAYOUTS)}, got {layout!r}")
+    if len(shape) != 3:
+        return False
+    if layout != "auto":
+        return layout == "chw"
+    if shape[0] == shape[1]:
+        return False
+    if shape[1] == shape[2]:
+        return True
+    return shape[0] < shape[-1]
+
+
+def _image_layout(box: spaces.Box, offset: int, layout: str) -> ImageLayout:
     shape = tuple(int(n) for n in box.shape)
-    # channels first when the first dim is the smaller end (SB3's rule): (4, 84, 84) yes, (84, 84, 4) no
-    channels_first = len(shape) == 3 and shape[0] < shape[-1]
-    return ImageLayout(shape, channels_first, offset, 1.0 / 255.0 if box.dtype == np.uint8 else 1.0)
+    return ImageLayout(shape, channels_first(shape, layout), offset, 1.0 / 255.0 if box.dtype == np.uint8 else 1.0)
 
 
-def find_image(space: spaces.Space) -> Optional[ImageLayout]:
+def find_image(space: spaces.Space, layout: str = "auto") -> Optional[ImageLayout]:
     """The image in an (inner) observation space: the space itself, or the first image in a Dict
-    (its other keys are vectors, concatenated after the image's features); else None."""
+    (its other keys are vectors, concatenated after the image's features); else None.  ``layout``:
+    see :func:`channels_first`."""
     if is_image(space):
-        return _image_layout(space, 0)
+        return _image_layout(space, 0, layout)
     if isinstance(space, spaces.Dict):
         offset = 0
         for sub in space.spaces.values():
             if is_image(sub):
-                return _image_layout(sub, offset)
+                return _image_layout(sub, offset, layout)
             offset += int(spaces.flatdim(sub))
     return None
 
 
-def state_image(shape: Tuple[int, ...], dtype: Any) -> Optional[ImageLayout]:
+def state_image(shape: Tuple[int, ...], dtype: Any, layout: str = "auto") -> Optional[ImageLayout]:
     """The layout of an image ``state()`` of this shape and dtype, or None when it is a vector."""
     box = spaces.Box(0, 255, shape, np.uint8) if np.dtype(dtype) == np.uint8 else \
         spaces.Box(-np.inf, np.inf, shape, np.float32)
-    return _image_layout(box, 0) if is_image(box) else None
+    return _image_layout(box, 0, layout) if is_image(box) else None
 
 
 def _is_mask_dict(space: spaces.Space) -> bool:
@@ -191,6 +219,7 @@ class TeamSpec:
         self.state_dim = state_dim
         self.state_shape: Tuple[int, ...] = (state_dim,)
         self.state_dtype: Any = np.float32
+        self.image_layout = "auto"  # where 3-D images keep their channels (set_image_layout)
         self.obs_dtype: Any = np.uint8 if all(
             isinstance(a.obs_space, spaces.Box) and a.obs_space.dtype == np.uint8 for a in agents) else np.float32
         self.valid_logits = np.zeros((self.num_agents, self.num_logits), dtype=bool)
@@ -223,10 +252,18 @@ class TeamSpec:
             self.state_dim, self.state_shape = int(state.size), tuple(int(n) for n in np.shape(state))
             self.state_dtype = np.uint8 if state.dtype == np.uint8 else np.float32
 
+    def set_image_layout(self, layout: str) -> None:
+        """Read every 3-D image (observations and ``state()``) as ``layout``: "hwc", "chw" or
+        "auto" (:func:`channels_first`)."""
+        self.image_layout = layout
+        for a in self.agents:
+            if a.image is not None:
+                a.image = dataclasses.replace(a.image, channels_first=channels_first(a.image.shape, layout))
+
     @property
     def state_image(self) -> Optional[ImageLayout]:
         """The layout of an image ``state()`` (pistonball's is the whole screen), else None."""
-        return state_image(self.state_shape, self.state_dtype) if self.state_dim else None
+        return state_image(self.state_shape, self.state_dtype, self.image_layout) if self.state_dim else None
 
     def layout(self) -> Dict[str, Any]:
         """The team layout as plain data: what a checkpoint must match to load, and what an

@@ -24,6 +24,7 @@ from . import rollout, runfolder
 from .buffer import RolloutBuffer
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, validate
+from .encoders import resolve_conv_stacks
 from .learner import LEARNERS
 from .logger import RunLogger
 from .policy import Policy
@@ -96,6 +97,14 @@ class Trainer:
         if cfg.critic_input in ("concat_obs", "local") and not isinstance(env_fn, Batched):
             # the critic never reads state(): the workers skip it (pistonball's is a 1.5 MB screen per step)
             self.spec.set_state(None)
+        self.spec.set_image_layout(cfg.image_layout)
+        # the conv stacks that image sizes chose go into the config (config.yaml, checkpoints)
+        chosen = cfg.cnn_channels is None or cfg.cnn_features is None
+        fields, lines = resolve_conv_stacks(cfg, self.spec, reads_state=cfg.critic_input in ("state", "agent_specific"))
+        if fields:
+            cfg = self.cfg = cfg.replace(**fields)
+        if chosen and lines and cfg.progress and self.sync.is_main:
+            print("\n".join(lines), flush=True)
         self.learner = LEARNERS[cfg.algorithm](self.spec, cfg, self.device, self.sync)
         self.policy = Policy(self.spec, self.learner.actor, self.device, compile=cfg.compile)
         self.vec: Optional[VectorEnv] = None  # the training envs, built on the first train()

@@ -337,6 +337,40 @@ class MovingDotEnv(_Toy):
         return self._finish(rewards)
 
 
+class GridDotEnv(_Toy):
+    """A 10x10 grid world whose meaning needs two frames: a dot moves one cell per step in a
+    direction drawn per episode (up, down, left, right; wrapping around), and both agents guess
+    the direction, each earning 1/2 when right.  The observation is the 10x10 uint8 board (255
+    at the dot), as SuperSuit's ``color_reduction_v0`` would give; one frame cannot show the
+    direction (team return 2.5 per 10-step episode), two stacked frames (``frame_stack_v2``,
+    stack 2: a 10x10x2 HWC grid) show it from the second step on (9.25 at best)."""
+
+    possible_agents = ["agent_0", "agent_1"]
+    size = 10
+    obs_spaces = {a: spaces.Box(0, 255, (10, 10), np.uint8) for a in possible_agents}
+    act_spaces = {a: spaces.Discrete(4) for a in possible_agents}
+    moves = ((-1, 0), (1, 0), (0, -1), (0, 1))
+
+    def _new_round(self):
+        if self.t == 0:
+            self.pos = self.rng.integers(self.size, size=2)
+            self.direction = int(self.rng.integers(4))
+        else:
+            self.pos = (self.pos + self.moves[self.direction]) % self.size
+
+    def _obs(self):
+        board = np.zeros((self.size, self.size), dtype=np.uint8)
+        board[self.pos[0], self.pos[1]] = 255
+        return {a: board.copy() for a in self.agents}
+
+    def state(self):
+        raise NotImplementedError
+
+    def step(self, actions):
+        self._check(actions)
+        return self._finish({a: 0.5 * float(int(actions[a]) == self.direction) for a in self.agents})
+
+
 class FailingEnv(CoordinationEnv):
     """Raises on its 5th step: for error-surfacing tests."""
 
