@@ -288,7 +288,8 @@ class TeamEncoder(nn.Module):
 
 class StateEncoder(nn.Module):
     """``state [..., S]`` -> ``[..., F]``: a CNN when ``state()`` is an image (and the encoder
-    choice allows one), else the row as float.  One for all agents' critics: the state is shared."""
+    choice allows one), else the row as float.  The critic holds one per agent group when it has
+    weights (``networks.Critic``), so no group's value loss moves another group's critic."""
 
     def __init__(self, spec: TeamSpec, cfg: Any):
         super().__init__()

@@ -16,7 +16,7 @@ observations, a CNN for images.  The critic encodes each agent's observation and
 """
 from __future__ import annotations
 
-from typing import List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -523,15 +523,31 @@ class Critic(nn.Module):
         self.per_step = per_step and shared and mode in ("state", "concat_obs")
         uses_state = mode in ("state", "agent_specific") and spec.state_dim > 0
         # each agent's observation is encoded (CNN for images) before it is joined or used alone;
-        # an image state() has a CNN of its own, one for all agents (the state is shared)
-        self.obs_encoder = TeamEncoder(spec, share.encoder_sets, encoding, "critic", group_names) \
-            if (mode != "state" or not uses_state) else None
-        self.state_encoder = StateEncoder(spec, encoding) if uses_state else None
-        feat_dim = critic_dim(spec, mode, self.obs_encoder.out_dim if self.obs_encoder else None,
-                              self.state_encoder.out_dim if self.state_encoder else None)
+        # an image state() has a CNN of its own.  With several groups, an encoder with weights
+        # that reads more than the agent's own observation (the state, the joined observations)
+        # is one per group: a shared one would let one group's value loss move another group's
+        # critic (tests/test_groups.py::test_scaling_one_groups_rewards_leaves_the_other_group_untouched)
+        G = max(group_of) + 1
+        self.encoder_copies = 1
+
+        def per_group(make: Any) -> Optional[nn.Module]:
+            first = make()
+            if first is None or first.identity or G == 1 or mode == "local":
+                return first
+            self.encoder_copies = G
+            return nn.ModuleList([first] + [make() for _ in range(G - 1)])
+
+        self.obs_encoder = per_group(lambda: TeamEncoder(spec, share.encoder_sets, encoding, "critic", group_names)
+                                     if (mode != "state" or not uses_state) else None)
+        self.state_encoder = per_group(lambda: StateEncoder(spec, encoding) if uses_state else None)
+        self.register_buffer("group_index", torch.tensor(group_of), persistent=False)  # [A]
+        self._register_load_state_dict_pre_hook(self._encoder_per_group)
+        obs_enc, state_enc = (e[0] if isinstance(e, nn.ModuleList) else e
+                              for e in (self.obs_encoder, self.state_encoder))
+        feat_dim = critic_dim(spec, mode, obs_enc.out_dim if obs_enc else None,
+                              state_enc.out_dim if state_enc else None)
         self.norm_dim = feat_dim if input_norm else 0
         if self.per_step:
-            G = max(group_of) + 1
             members = [[k for k, g in enumerate(group_of) if g == j] for j in range(G)]
             width = max(len(m) for m in members)
             # row j of the trunk uses weight set j; the head's output i of set j is member i's value
@@ -554,7 +570,7 @@ class Critic(nn.Module):
         # observations are the same input for every group
         reads = None
         if mode in ("local", "agent_specific"):
-            own = group_widths(group_of, self.obs_encoder.widths, self.obs_encoder.out_dim)
+            own = group_widths(group_of, obs_enc.widths, obs_enc.out_dim)
             if own is not None:
                 shared_part = torch.ones(spec.num_agents, feat_dim - own.shape[1], dtype=torch.bool)
                 reads = torch.cat([shared_part, own], dim=-1)
@@ -565,9 +581,21 @@ class Critic(nn.Module):
         self.register_buffer("agent_eye", share.ids, persistent=False)
         self.register_buffer("norm_mask", reads.float() if (reads is not None and input_norm) else None,
                              persistent=False)
-        G = max(group_of) + 1
         self._head_sets = [[0] if share.sets == 1 else [g] if share.slots is not None else
                            [k for k, h in enumerate(group_of) if h == g] for g in range(G)]
+
+    def _encoder_per_group(self, state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
+        """Load a critic whose groups shared one encoder (``obs_encoder.<rest>``, as saved before
+        encoders were per group) into one encoder per group (``obs_encoder.<g>.<rest>``): every
+        group starts from the shared weights."""
+        for name in ("obs_encoder", "state_encoder"):
+            if not isinstance(getattr(self, name), nn.ModuleList):
+                continue
+            head = f"{prefix}{name}."
+            for key in [k for k in state_dict if k.startswith(head) and not k[len(head):].split(".")[0].isdigit()]:
+                value = state_dict.pop(key)
+                for g in range(self.encoder_copies):
+                    state_dict[f"{head}{g}.{key[len(head):]}"] = value
 
     @property
     def recurrent(self) -> bool:
@@ -576,7 +604,8 @@ class Critic(nn.Module):
     @property
     def encodes(self) -> bool:
         """True when :meth:`inputs` has parameters (a CNN): it must then run inside each minibatch."""
-        return any(e is not None and not e.identity for e in (self.obs_encoder, self.state_encoder))
+        return any(e is not None and (isinstance(e, nn.ModuleList) or not e.identity)
+                   for e in (self.obs_encoder, self.state_encoder))
 
     def head_sets(self, g: int) -> List[int]:
         """The value head's weight sets that belong to agent group ``g`` (PopArt rescales them)."""
@@ -586,8 +615,22 @@ class Critic(nn.Module):
         """obs ``[..., A, O]``, state ``[..., S]`` (float, or uint8 images), alive ``[..., A]`` ->
         network input ``[..., R, in]``: one row per agent (see :func:`critic_features`), or, per
         step, the one shared input ``[..., 1, C]`` (its trunk rows, one per group, read it)."""
-        obs_f = self.obs_encoder(obs) if self.obs_encoder is not None else obs[..., :0].float()
-        state_f = self.state_encoder(state) if self.state_encoder is not None else state[..., :0].float()
+        if self.encoder_copies == 1:
+            return self._inputs(self.obs_encoder, self.state_encoder, obs, state, alive)
+        # one input per group, each from that group's own encoders: per step, group g's trunk row
+        # reads the g-th; per agent, agent k's row reads its group's
+        per_group = [self._inputs(*(e[g] if isinstance(e, nn.ModuleList) else e
+                                    for e in (self.obs_encoder, self.state_encoder)), obs, state, alive)
+                     for g in range(self.encoder_copies)]
+        if self.per_step:
+            return torch.cat(per_group, dim=-2)  # [..., G, in]
+        rows = torch.stack(per_group, dim=-3)  # [..., G, A, in]
+        return rows[..., self.group_index, torch.arange(rows.shape[-2], device=rows.device), :]
+
+    def _inputs(self, obs_encoder: Optional[nn.Module], state_encoder: Optional[nn.Module], obs: torch.Tensor,
+                state: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+        obs_f = obs_encoder(obs) if obs_encoder is not None else obs[..., :0].float()
+        state_f = state_encoder(state) if state_encoder is not None else state[..., :0].float()
         if self.per_step:
             glob = state_f if self.mode == "state" and state_f.shape[-1] > 0 else obs_f.flatten(-2)
             return network_input(glob.unsqueeze(-2), self.norm_dim, None)
@@ -595,8 +638,11 @@ class Critic(nn.Module):
                              self.norm_mask)
 
     def _rows(self, x: torch.Tensor) -> torch.Tensor:
-        """Per step with several groups: the shared input ``[..., 1, C]`` as one row per group."""
-        return x.expand(*x.shape[:-2], self.first_of.shape[0], x.shape[-1]) if self.per_step else x
+        """Per step with several groups: the shared input ``[..., 1, C]`` as one row per group (each
+        group's own input ``[..., G, C]`` is already one)."""
+        if not self.per_step or x.shape[-2] != 1:
+            return x
+        return x.expand(*x.shape[:-2], self.first_of.shape[0], x.shape[-1])
 
     def _row_resets(self, resets: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         """``resets [..., A]`` -> per trunk row: a group's row restarts when all its agents do."""

@@ -267,3 +267,55 @@ def test_groups_on_a_batched_vmas_env():
         assert trainer.learner.groups.of == [0, 1, 1]
         assert {"first/team_return", "others/team_return", "first/policy_loss"} <= set(row)
         assert set(trainer.evaluate(episodes=2)["group_return_mean"]) == {"first", "others"}
+
+
+@pytest.mark.parametrize("critic_input", ["state", "concat_obs"])
+def test_scaling_one_groups_rewards_leaves_the_other_group_untouched(critic_input):
+    """Each group's critic reads the image state (or the joined CNN-encoded observations) through
+    encoders of its own: multiplying group b's rewards by 1000 leaves every weight of group a, and
+    so its values and its policy, bit-identical after training."""
+    from tests.toy_envs import PixelTeamEnv, PixelTeamThousandEnv
+
+    groups = {"a": ["agent_0"], "b": ["agent_1"]}
+
+    def train(env):
+        trainer = mappo.Trainer(env, tiny(groups=groups, critic_input=critic_input, total_steps=80))
+        trainer.train()
+        trainer._ensure_envs()
+        obs, state = trainer.vec.observe("obs"), trainer.vec.observe("state")
+        alive = torch.ones(obs.shape[:-1], dtype=torch.bool)
+        with torch.no_grad():
+            values = trainer.critic.values(trainer.critic.inputs(obs, state, alive)).values
+            logits = trainer.actor(obs, trainer.vec.observe("action_mask"))[0].log_probs[0]
+        mine = {}  # group a's weights: its encoders, and its weight set of every grouped layer
+        for prefix, net in (("actor.", trainer.actor), ("critic.", trainer.critic)):
+            for name, p in net.named_parameters():
+                if name.startswith(("encoder.per_set.0.", "state_encoder.0.", "obs_encoder.0.")):
+                    mine[prefix + name] = p.detach().clone()
+                elif name.startswith("net."):
+                    mine[prefix + name] = p.detach()[0].clone()
+        trainer.close()
+        return mine, values[..., 0], logits[..., 0, :], values[..., 1]
+
+    plain, scaled = train(PixelTeamEnv), train(PixelTeamThousandEnv)
+    assert plain[0].keys() == scaled[0].keys() and len(plain[0]) >= 8
+    for name in plain[0]:
+        assert torch.equal(plain[0][name], scaled[0][name]), name
+    assert torch.equal(plain[1], scaled[1]) and torch.equal(plain[2], scaled[2])  # a's values and policy
+    assert not torch.equal(plain[3], scaled[3])  # b's critic did see its rewards change
+
+
+def test_a_critic_saved_with_one_encoder_for_all_groups_loads_into_one_per_group():
+    from tests.toy_envs import PixelTeamEnv
+
+    with mappo.Trainer(PixelTeamEnv, tiny(groups={"a": ["agent_0"], "b": ["agent_1"]})) as trainer:
+        critic = trainer.critic
+        assert critic.encoder_copies == 2
+        saved = {k: v.clone() for k, v in critic.state_dict().items() if not k.startswith("state_encoder.1.")}
+        saved = {k.replace("state_encoder.0.", "state_encoder."): v for k, v in saved.items()}  # the shared layout
+        critic.load_state_dict(saved)
+        for name, value in saved.items():
+            if name.startswith("state_encoder."):
+                for g in (0, 1):
+                    assert torch.equal(critic.state_dict()[name.replace("state_encoder.", f"state_encoder.{g}.")],
+                                       value)

@@ -68,9 +68,9 @@ def test_images_too_small_or_too_large_for_a_chosen_stack_are_errors_that_say_wh
 
 
 @pytest.mark.parametrize("shape,chw,layers,conv_out", [
-    ((3, 3), (1, 3, 3), 1, (32, 1, 1)),            # the smallest grid a 3x3 convolution takes
-    ((5, 5, 6), (6, 5, 5), 1, (32, 3, 3)),         # a 5x5 grid with 6 stacked channels, HWC
-    ((10, 10, 2), (2, 10, 10), 2, (64, 6, 6)),     # a 10x10 grid, two stacked frames
+    ((3, 3), (1, 3, 3), 1, (16, 1, 1)),            # the smallest grid a 3x3 convolution takes
+    ((5, 5, 6), (6, 5, 5), 1, (16, 3, 3)),         # a 5x5 grid with 6 stacked channels, HWC
+    ((10, 10, 2), (2, 10, 10), 1, (16, 8, 8)),     # a 10x10 grid, two stacked frames
     ((42, 42, 4), (4, 42, 42), 3, (64, 7, 7)),
     ((84, 84, 4), (4, 84, 84), 3, (64, 7, 7)),     # Atari: the Nature CNN
     ((4, 84, 84), (4, 84, 84), 3, (64, 7, 7)),     # the same, CHW
@@ -124,16 +124,16 @@ def test_the_channel_axis_rule_and_its_override():
 def test_the_chosen_conv_stack_is_printed_once_and_saved_in_the_config(tmp_path, capsys):
     with mappo.Trainer(PixelTeamEnv, tiny(progress=True, critic_input="state", total_steps=40)) as trainer:
         out = capsys.readouterr().out
-        assert "encoder=auto: agent_0, agent_1: 12x12x3 (HWC) image -> conv [32@3x3/1, 64@3x3/1] -> 256 features" in out
+        assert "encoder=auto: agent_0, agent_1: 12x12x3 (HWC) image -> conv [16@3x3/1] -> 128 features" in out
         # the state is a 16x16x1 frame: another stack, so the fields stay to the presets
         assert "state: 16x16x1 (HWC) image -> conv [32@3x3/2, 64@3x3/2, 64@3x3/1] -> 512 features" in out
         assert trainer.cfg.cnn_channels is None
     with mappo.Trainer(PixelTeamEnv, tiny(progress=True, critic_input="concat_obs", total_steps=40)) as trainer:
         assert (trainer.cfg.cnn_channels, trainer.cfg.cnn_kernels, trainer.cfg.cnn_strides,
-                trainer.cfg.cnn_features) == ([32, 64], [3, 3], [1, 1], 256)
+                trainer.cfg.cnn_features) == ([16], [3], [1], 128)
         trainer.train(run_dir=str(tmp_path / "run"))
     saved = mappo.Config.from_yaml(str(tmp_path / "run" / "config.yaml"))
-    assert saved.cnn_channels == [32, 64] and saved.cnn_features == 256
+    assert saved.cnn_channels == [16] and saved.cnn_features == 128
     capsys.readouterr()
     with mappo.Trainer.load(str(tmp_path / "run" / "ckpt.pt"), PixelTeamEnv, progress=True) as trainer:
         assert "encoder=auto" not in capsys.readouterr().out  # once: a loaded run has it in its config

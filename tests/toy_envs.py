@@ -573,6 +573,14 @@ class PixelTeamEnv(_Toy):
         return self._finish({a: reward / 2 for a in self.agents})
 
 
+class PixelTeamThousandEnv(PixelTeamEnv):
+    """:class:`PixelTeamEnv` with agent_1's rewards scaled by 1000 (agent_0's as they are)."""
+
+    def step(self, actions):
+        obs, rewards, terms, truncs, infos = super().step(actions)
+        return obs, {a: r * (1000.0 if a == "agent_1" else 1.0) for a, r in rewards.items()}, terms, truncs, infos
+
+
 class MixedPixelEnv(_Toy):
     """agent_0 sees a Dict: an 8x8 grayscale image (CHW, float in [0, 1]) and a 2-vector, with an
     action mask beside them; agent_1 sees a 4-vector.  The shared reward is 1 when agent_0 names
