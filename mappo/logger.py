@@ -59,8 +59,13 @@ class RunLogger:
     """
 
     def __init__(self, cfg: Any, run_dir: Optional[str], agent_names: Sequence[str], total_steps: int,
-                 start_steps: int = 0, start_iteration: int = 0):
+                 start_steps: int = 0, start_iteration: int = 0, group_names: Sequence[str] = ()):
         self.cfg, self.run_dir, self.agent_names = cfg, run_dir, list(agent_names)
+        # with several agent groups (teams that may compete) each group's return is shown, never
+        # their sum; one group shows the team return
+        groups = list(group_names) if len(group_names) > 1 else []
+        self.shown = [(g, f"{g}/team_return", f"eval/{g}/team_return_mean") for g in groups] or \
+            [("team_return", "team_return", "eval/team_return_mean")]
         names: List[str] = list(dict.fromkeys(cfg.loggers + (["wandb"] if cfg.wandb else [])))
         if run_dir is not None:
             os.makedirs(run_dir, exist_ok=True)
@@ -90,18 +95,19 @@ class RunLogger:
         row = {k: _clean(v) for k, v in row.items()}
         for backend in self.backends:
             backend.log(row)
-        ret, ev = row.get("team_return"), row.get("eval/team_return_mean")
         if self.bar is not None:
             self.bar.update(row["env_steps"] - self.last_steps)
-            postfix = {"sps": _fmt(row.get("sps"), ".0f"), "team_return": _fmt(ret, ".2f")}
-            if ev is not None:
-                postfix["eval"] = f"{ev:.2f}"
+            postfix = {"sps": _fmt(row.get("sps"), ".0f")}
+            postfix.update({name: _fmt(row.get(key), ".2f") for name, key, _ in self.shown})
+            postfix.update({f"eval {name}": f"{row[key]:.2f}" for name, _, key in self.shown if row.get(key) is not None})
             self.bar.set_postfix(postfix)
         elif self.cfg.progress and row["iteration"] % self.cfg.log_every == 0:
+            returns = "  ".join(f"{name} {_fmt(row.get(key), '9.3f')}" for name, key, _ in self.shown)
+            evals = "".join(f"  eval {name} {row[key]:9.3f}" for name, _, key in self.shown if row.get(key) is not None)
             print(f"iter {row['iteration']:>5}  steps {row['env_steps']:>9}  sps {_fmt(row.get('sps'), '7.0f')}  "
-                  f"team_return {_fmt(ret, '9.3f')}  value_loss {_fmt(row.get('value_loss'), '.4f')}  "
-                  f"entropy {_fmt(row.get('entropy'), '.3f')}  kl {_fmt(row.get('approx_kl'), '.4f')}"
-                  + ("" if ev is None else f"  eval {ev:9.3f}"), flush=True)
+                  f"{returns}  value_loss {_fmt(row.get('value_loss'), '.4f')}  "
+                  f"entropy {_fmt(row.get('entropy'), '.3f')}  kl {_fmt(row.get('approx_kl'), '.4f')}{evals}",
+                  flush=True)
         self.last_steps = row["env_steps"]
 
     def log_file(self, kind: str, path: str, step: int) -> None:
@@ -116,9 +122,11 @@ class RunLogger:
             return
         from .plot import plot_groups
 
+        keys = [key for _, key, _ in self.shown] + [key for _, _, key in self.shown]
+        what = "each group's return" if len(self.shown) > 1 else "team return"
         try:
             plot_groups({self.cfg.run_name: [self.run_dir]}, os.path.join(self.run_dir, "curves.png"),
-                        keys=["team_return", "eval/team_return_mean"], title=f"{self.cfg.run_name}: team return")
+                        keys=keys, title=f"{self.cfg.run_name}: {what}")
         except Exception as err:  # a plot must never kill a training run
             print(f"warning: could not draw curves.png: {err}", file=sys.stderr)
 
@@ -128,16 +136,21 @@ class RunLogger:
         stopped with an error before its first checkpoint and its files were removed."""
         if not self.cfg.progress:
             return
-        returns = [r["team_return"] for r in history if r.get("team_return") is not None]
-        evals = [r["eval/team_return_mean"] for r in history if r.get("eval/team_return_mean") is not None]
         stop = "" if interrupted is None else f" (stopped by signal {interrupted})"
         lines = [f"run summary{stop}:",
                  f"  env steps   {env_steps} ({len(history)} iterations this call, {wall:.1f} s, "
                  f"{steps / max(wall, 1e-9):.0f} steps/s)"]
-        if returns:
-            lines.append(f"  team return last {returns[-1]:.3f}, best {max(returns):.3f}, first {returns[0]:.3f}")
-        if evals:
-            lines.append(f"  evaluation  last {evals[-1]:.3f}, best {max(evals):.3f} (best.pt)")
+        for name, train_key, eval_key in self.shown:
+            label = "team return" if len(self.shown) == 1 else f"{name} return"
+            returns = [r[train_key] for r in history if r.get(train_key) is not None]
+            evals = [r[eval_key] for r in history if r.get(eval_key) is not None]
+            if returns:
+                lines.append(f"  {label:<11} last {returns[-1]:.3f}, best {max(returns):.3f}, first {returns[0]:.3f}")
+            if evals:
+                lines.append(f"  {'evaluation' if len(self.shown) == 1 else name + ' eval':<11} last "
+                             f"{evals[-1]:.3f}, best {max(evals):.3f}" + (" (best.pt)" if len(self.shown) == 1 else ""))
+        if len(self.shown) > 1 and any(r.get("eval/team_return_mean") is not None for r in history):
+            lines.append("  best.pt     the evaluation with the best return summed over all agents")
         if self.run_dir is not None and discarded:
             lines.append(f"  run folder  {self.run_dir}: its files were removed (the run stopped before its first "
                          f"checkpoint, so there is nothing to resume); the same command starts it again")

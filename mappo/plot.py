@@ -68,6 +68,16 @@ def final_return(run_dir: str, key: str = "team_return", tail: float = 0.1) -> f
     return float(y[-max(1, int(len(y) * tail)):].mean())
 
 
+def key_label(key: str) -> str:
+    """A legend label for a metric key: "team_return" is "training", "eval/team_return_mean"
+    "evaluation", and an agent group's keys ("adversaries/team_return",
+    "eval/adversaries/team_return_mean") add the group's name."""
+    parts = key.split("/")
+    kind = "evaluation" if parts[0] == "eval" else "training"
+    parts = parts[1:] if parts[0] == "eval" else parts
+    return f"{parts[0]}, {kind}" if len(parts) > 1 else kind
+
+
 def plot_groups(groups: Dict[str, List[str]], out: str, key: str = "team_return", smooth: int = 10,
                 title: Optional[str] = None, keys: Optional[Sequence[str]] = None) -> None:
     """One line per group (label -> run folders) and key: mean +- std across its runs, saved as
@@ -86,12 +96,13 @@ def plot_groups(groups: Dict[str, List[str]], out: str, key: str = "team_return"
             x, mean, std = mean_std([curve(r, k, 1 if k.startswith("eval/") else smooth) for r in rows])
             if not len(x):
                 continue
-            name = label if len(keys) == 1 else f"{label}: {'evaluation' if k.startswith('eval/') else 'training'}"
+            name = label if len(keys) == 1 else f"{label}: {key_label(k)}"
             line, = ax.plot(x, mean, label=f"{name} (n={len(runs)})", linestyle="--" if k.startswith("eval/") else "-")
             ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     ax.set_xlabel("env steps")
-    ax.set_ylabel(keys[0].replace("_", " "))
-    ax.set_title(title or keys[0].replace("_", " "))
+    measure = keys[0].split("/")[-1].removesuffix("_mean").replace("_", " ")  # "adversaries/team_return": team return
+    ax.set_ylabel(measure)
+    ax.set_title(title or measure)
     ax.grid(alpha=0.3)
     if groups:
         ax.legend(loc="lower right")

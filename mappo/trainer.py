@@ -223,7 +223,8 @@ class Trainer:
         try:
             self._ensure_envs()
             logger = RunLogger(cfg if main else cfg.replace(wandb=False, loggers=[], progress=False),
-                               run_dir if main else None, self.spec.names, total, self.env_steps, self.iteration)
+                               run_dir if main else None, self.spec.names, total, self.env_steps, self.iteration,
+                               self.learner.groups.names)
             with StopOnSignal() as stop:
                 if cfg.eval_every and cfg.eval_at_start and self.iteration == 0:
                     # the untrained policy's evaluation: EPyMARL's averages over evaluations include it

@@ -110,3 +110,33 @@ def test_eval_at_start_logs_the_untrained_policy_and_changes_no_training_number(
     # a resumed run does not evaluate the start again
     with mappo.Trainer.load(str(run_dir / "ckpt.pt"), EarlyExitEnv) as trainer:
         assert all(r["iteration"] > 0 for r in trainer.train(total_steps=240))
+
+
+def test_competing_groups_are_shown_apart_never_summed(tmp_path, capsys, monkeypatch):
+    """Two opposing teams: the log lines, the summary and curves.png show each team's return; the
+    zero-sum total, which means nothing, is not shown."""
+    import mappo.plot
+    from tests.toy_envs import TwoTeamEnv
+
+    drawn = []
+    real_plot = mappo.plot.plot_groups
+    monkeypatch.setattr(mappo.plot, "plot_groups", lambda *a, **k: (drawn.append(k), real_plot(*a, **k)))
+    cfg = tiny(groups={"red": ["red_*"], "blue": ["blue_0"]}, total_steps=80, progress=True, log_every=1,
+               eval_every=1)
+    with mappo.Trainer(TwoTeamEnv, cfg) as trainer:
+        trainer.train(run_dir=str(tmp_path / "run"))
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.startswith("iter")]
+    assert len(lines) == 2 and all(" red " in line and " blue " in line and "eval red" in line and
+                                   "eval blue" in line and "team_return" not in line for line in lines)
+    summary = out[out.index("run summary"):]
+    assert "red return" in summary and "blue return" in summary and "red eval" in summary
+    assert "team return" not in summary
+    assert drawn[-1]["keys"] == ["red/team_return", "blue/team_return", "eval/red/team_return_mean",
+                                 "eval/blue/team_return_mean"]
+    assert (tmp_path / "run" / "curves.png").exists()
+    from mappo.plot import key_label
+
+    assert [key_label(k) for k in drawn[-1]["keys"]] == ["red, training", "blue, training", "red, evaluation",
+                                                         "blue, evaluation"]
+    assert key_label("team_return") == "training" and key_label("eval/team_return_mean") == "evaluation"
