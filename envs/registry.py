@@ -10,8 +10,11 @@ zero-argument partial of it.  A batched simulator registers with ``batched=True`
 """
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
+import os
+import sys
 from typing import Any, Callable, Dict, Set
 
 from mappo.protocol import Batched
@@ -161,6 +164,10 @@ def _resolve(name: str) -> EnvFactory:
         return family_factory
     if ":" in name:
         module, _, attr = name.partition(":")
+        # the user's own module in the folder they run from imports as under `python -m mappo`
+        # (the `mappo` console script's path starts at its own folder, not the working one)
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.append(os.getcwd())
         try:
             obj = importlib.import_module(module)
         except ImportError as err:
@@ -172,7 +179,10 @@ def _resolve(name: str) -> EnvFactory:
         if not callable(obj):
             raise ValueError(f"env {name!r}: {attr!r} is not callable")
         return obj
-    raise ValueError(f"unknown env {name!r}; registered: {sorted(ENVS)}, families: "
+    close = difflib.get_close_matches(name, list(ENVS), n=3, cutoff=0.6)
+    names = [repr(c) for c in close]
+    hint = f"did you mean {', '.join(names[:-1]) + ' or ' if len(names) > 1 else ''}{names[-1]}? " if close else ""
+    raise ValueError(f"unknown env {name!r}; {hint}registered: {sorted(ENVS)}, families: "
                      f"{sorted(f + '/<id>' for f in FAMILIES)}, or use 'module.path:callable'")
 
 
@@ -188,4 +198,6 @@ def make_env_fn(name: str, **kwargs: Any) -> Callable[[], Any]:
         return factory(**kwargs)
     if isinstance(factory, Batched):
         return Batched(functools.partial(factory.builder, **kwargs))
-    return functools.partial(factory, **kwargs)
+    env_fn = functools.partial(factory, **kwargs)
+    env_fn.env_name = name  # errors name the env as the user did (mappo.protocol.describe_env)
+    return env_fn

@@ -360,7 +360,7 @@ def _plot(panels, path: str) -> None:
         plt.close(fig)
 
 
-def benchmark_main(argv: List[str]) -> int:
+def benchmark_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mappo benchmark", description=__doc__.split("\n\n")[0])
     parser.add_argument("suite", help="suite file, e.g. configs/benchmarks/epymarl.yaml")
     parser.add_argument("--out", default="runs/benchmark", help="folder for the runs and the report")
@@ -369,6 +369,11 @@ def benchmark_main(argv: List[str]) -> int:
     parser.add_argument("--tasks", help="comma-separated task names (default: all)")
     parser.add_argument("--seeds", help="comma-separated seeds (default: the suite's)")
     parser.add_argument("--report", action="store_true", help="only write the table and plot from runs on disk")
+    return parser
+
+
+def benchmark_main(argv: List[str]) -> int:
+    parser = benchmark_parser()
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")

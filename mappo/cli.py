@@ -18,7 +18,8 @@ from typing import List, Optional
 
 from . import distributed as D
 from .config import Config, help_text
-from .protocol import Batched
+from .protocol import Batched, EnvError
+from .runfolder import RunFolderInUse
 
 
 def _env_fn(cfg: Config):
@@ -76,7 +77,7 @@ def _load(run: str, trust_env_code: bool = False, **overrides):
     return Trainer.from_checkpoint(payload, _env_fn(cfg), path, **overrides)
 
 
-def train_main(argv: List[str]) -> int:
+def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mappo train", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train MAPPO from a YAML config with key=value overrides, or resume a run.",
@@ -87,6 +88,12 @@ def train_main(argv: List[str]) -> int:
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue the run in RUN_DIR from its ckpt.pt (overrides such as total_steps=... apply)")
     parser.add_argument("--trust-env-code", action="store_true", help="with --resume: " + TRUST_HELP)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    return parser
+
+
+def train_main(argv: List[str]) -> int:
+    parser = train_parser()
     args = parser.parse_args(argv)
     overrides = list(args.overrides)
     if args.resume and args.config:  # with --resume, a lone positional is an override
@@ -117,18 +124,24 @@ def train_main(argv: List[str]) -> int:
     return 128 + trainer.interrupted if trainer.interrupted else 0
 
 
-def eval_main(argv: List[str]) -> int:
+def eval_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mappo eval", description="Evaluate a run's checkpoint; optionally render a video.")
     parser.add_argument("run", help="run folder (holding ckpt.pt) or a checkpoint file")
-    parser.add_argument("--episodes", type=int, default=20)
+    parser.add_argument("--episodes", type=int, default=20, help="episodes to evaluate (default: 20)")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
     parser.add_argument("--video", metavar="PATH", help="render a deterministic episode to PATH (.mp4 or .gif)")
-    parser.add_argument("--fps", type=int, default=10)
+    parser.add_argument("--fps", type=int, default=10, help="frames per second of the video (default: 10)")
     parser.add_argument("--env", help="build this env (a registry name or module:callable) instead of the checkpoint's")
     parser.add_argument("--trust-env-code", action="store_true", help=TRUST_HELP)
     parser.add_argument("--policy", action="append", default=[], metavar="GROUP=SOURCE",
                         help="cross-play: the agent group GROUP acts with SOURCE, 'random' (uniform valid actions) or "
                              "another run folder/checkpoint of the same env (its actor for that group); repeatable")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    return parser
+
+
+def eval_main(argv: List[str]) -> int:
+    parser = eval_parser()
     args = parser.parse_args(argv)
     policies = {}
     for item in args.policy:
@@ -162,14 +175,21 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def export_main(argv: List[str]) -> int:
+def export_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mappo export",
                                      description="Export a run's actor: TorchScript (needs only torch) or ONNX.")
     parser.add_argument("run", help="run folder (holding ckpt.pt) or a checkpoint file")
-    parser.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript")
+    parser.add_argument("--format", choices=["torchscript", "onnx"], default="torchscript",
+                        help="torchscript (default; needs only torch to run) or onnx (needs the 'onnx' extra)")
     parser.add_argument("--out", help="output file (default: RUN_DIR/actor.pt or RUN_DIR/actor.onnx)")
     parser.add_argument("--env", help="build this env (a registry name or module:callable) instead of the checkpoint's")
     parser.add_argument("--trust-env-code", action="store_true", help=TRUST_HELP)
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    return parser
+
+
+def export_main(argv: List[str]) -> int:
+    parser = export_parser()
     args = parser.parse_args(argv)
     from .export import export_actor
 
@@ -188,7 +208,16 @@ def benchmark_main(argv: List[str]) -> int:
     return run(argv)
 
 
+def benchmark_parser() -> argparse.ArgumentParser:
+    from .benchmark import benchmark_parser as parser
+
+    return parser()
+
+
+# errors about the user's input, env or machine, reported as one block (bugs keep their traceback)
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError, FloatingPointError, EnvError, RunFolderInUse)
 COMMANDS = {"train": train_main, "eval": eval_main, "export": export_main, "benchmark": benchmark_main}
+PARSERS = {"train": train_parser, "eval": eval_parser, "export": export_parser, "benchmark": benchmark_parser}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -196,10 +225,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(__doc__.split("\n\n", 1)[1].rstrip(), file=sys.stderr)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
+    debug = "--debug" in argv[1:]
     try:
         return COMMANDS[argv[0]](argv[1:])
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
+    except USER_ERRORS as err:  # one clear block; the traceback behind --debug (or in the run's error.log)
+        if debug:
+            if getattr(err, "traceback", ""):
+                print(f"--- the env's own traceback ---\n{err.traceback}", file=sys.stderr)
+            raise
         print(f"mappo {argv[0]}: error: {err}", file=sys.stderr)
+        if isinstance(err, EnvError):
+            print(f"  the full traceback is in {err.log}" if err.log else
+                  "  run the same command with --debug for the full traceback", file=sys.stderr)
         D.mark_failed()  # under torchrun: leave without waiting for ranks that may not come
         return 2
 

@@ -6,11 +6,15 @@ Validation happens in one place (:func:`validate`) and runs before any env is bu
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import math
+import re
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 _CHOICES = {
     "device": ("auto", "cpu", "cuda"),
@@ -113,11 +117,20 @@ class Config:
 
         if not os.path.isfile(path):
             raise FileNotFoundError(f"config file {path!r} not found")
-        base = OmegaConf.structured(cls)
         try:
-            merged = OmegaConf.merge(base, OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides or [])))
-        except Exception as err:  # OmegaConf's own error names the key; re-raise as ValueError
-            raise ValueError(f"bad config {path!r} with overrides {overrides}: {err}") from err
+            loaded, given = OmegaConf.load(path), OmegaConf.from_dotlist(list(overrides or []))
+        except Exception as err:
+            raise ValueError(f"cannot read config {path!r} with overrides {overrides}: {err}") from err
+        # lists and mappings are checked here, so that a mistake gets the framework's words (OmegaConf's
+        # own say "AnyNode is not a ListConfig" or "Cannot merge incompatible container types")
+        for part, source in ((loaded, f"config {path!r}"), (given, "overrides")):
+            if not isinstance(part, DictConfig):
+                raise ValueError(f"{source}: expected field: value pairs, got {OmegaConf.to_yaml(part)!r}")
+            _check_containers(OmegaConf.to_container(part), source)
+        try:
+            merged = OmegaConf.merge(OmegaConf.structured(cls), loaded, given)
+        except Exception as err:  # a scalar of the wrong type: OmegaConf names the key
+            raise ValueError(_scalar_error(err, path, overrides)) from err
         return cls.from_dict(OmegaConf.to_container(merged, resolve=True))
 
     @classmethod
@@ -125,7 +138,7 @@ class Config:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown config field(s) {unknown}; known fields: {sorted(known)}")
+            raise ValueError(_unknown_fields(unknown))
         return cls(**values)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -146,16 +159,75 @@ class Config:
         return self.name or self.env.replace("/", "_").replace(":", "_")
 
 
+# an example value of each list or mapping field, for error messages
+_EXAMPLES = {"env_kwargs": "{N: 3}", "wrappers": "[{frame_stack_v2: {stack_size: 4}}]", "hidden_sizes": "[64,64]",
+             "groups": "{red: [red_*], blue: [blue_0]}", "cnn_channels": "[32,64,64]", "cnn_kernels": "[8,4,3]",
+             "cnn_strides": "[4,2,1]", "loggers": "[csv,tensorboard]"}
+_WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
+
+
+def _unknown_fields(names: List[str]) -> str:
+    known = [f.name for f in dataclasses.fields(Config)]
+    hints = []
+    for name in names:
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return f"unknown config field(s) {', '.join(hints)}; `mappo train --help` lists every field"
+
+
+def _field_kind(name: str) -> Tuple[Any, bool]:
+    """The field's type without Optional (list, dict or a scalar type), and whether None is allowed."""
+    hint = typing.get_type_hints(Config)[name]
+    args = typing.get_args(hint)
+    optional = typing.get_origin(hint) is typing.Union and type(None) in args
+    if optional:
+        hint = next(a for a in args if a is not type(None))
+    return typing.get_origin(hint) or hint, optional
+
+
+def _check_containers(values: Dict[str, Any], source: str) -> None:
+    """Unknown fields, and list or mapping fields given something else, as errors in the framework's words."""
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(Config)})
+    if unknown:
+        raise ValueError(f"{source}: {_unknown_fields(unknown)}")
+    for name, value in values.items():
+        kind, optional = _field_kind(name)
+        if kind in (list, dict) and not isinstance(value, kind) and not (optional and value is None):
+            what = "a list" if kind is list else "a mapping"
+            raise ValueError(f"{source}: config field {name!r} must be {what}{' or null' if optional else ''}, "
+                             f"e.g. {name}={_EXAMPLES.get(name, '[]' if kind is list else '{}')}; got {value!r}")
+
+
+def _scalar_error(err: Exception, path: str, overrides: Optional[List[str]]) -> str:
+    key = str(getattr(err, "full_key", "") or "")
+    name = re.split(r"[.\[]", key)[0]
+    if name not in {f.name for f in dataclasses.fields(Config)}:
+        return f"bad config {path!r} with overrides {overrides}: {str(err).splitlines()[0]}"
+    kind, optional = _field_kind(name)
+    if kind is list:  # an entry of a list field
+        inner = typing.get_args(typing.get_type_hints(Config)[name])
+        kind = typing.get_args(inner[0])[0] if optional else inner[0]
+    value = re.search(r"Value '(.*?)'", str(err))
+    got = f"; got {value.group(1)!r}" if value else ""
+    where = f"config field {name!r}" + (f" (entry {key[len(name):]})" if key != name else "")
+    return f"{where} must be {_WORDS.get(kind, getattr(kind, '__name__', str(kind)))}" \
+           f"{' or null' if optional and key == name else ''}{got}"
+
+
 def help_text() -> str:
     """One line per field, read from this file's comments: the CLI's ``--help``."""
     import inspect
-    import re
 
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(Config)}
     lines = []
     for line in inspect.getsource(Config).splitlines():
-        m = re.match(r"\s+(\w+): [^=]+= (.+?)\s+# (.+)", line)
+        m = re.match(r"\s+(\w+): [^=]+= .+?\s+# (.+)", line)
         if m:
-            lines.append(f"  {m.group(1):<22} {m.group(3)} (default: {m.group(2)})")
+            value = defaults[m.group(1)]
+            value = {None: "null", True: "true", False: "false"}.get(value, value) if not isinstance(
+                value, (list, dict, int, float)) or isinstance(value, bool) else json.dumps(value)
+            lines.append(f"  {m.group(1):<22} {m.group(2)} (default: {value})")
     return "\n".join(lines)
 
 

@@ -87,6 +87,40 @@ class VectorEnv(Protocol):
     def close(self) -> None: ...
 
 
+class EnvError(RuntimeError):
+    """An env failed or broke its contract.  ``str()`` is one line a person can act on: the env
+    (its registry name or factory, :func:`describe_env`), the copy, and what happened (the agent
+    and the field, for a contract violation).  ``traceback`` holds the env code's own traceback
+    (from its worker process, where it ran there); ``log`` is set when the trainer has written
+    the full report to the run folder (``error.log``)."""
+
+    def __init__(self, copy: int, detail: str, traceback: str = "", env: Optional[str] = None):
+        super().__init__(detail)
+        self.copy, self.detail, self.traceback, self.env = copy, detail, traceback, env
+        self.log: Optional[str] = None
+
+    def __str__(self) -> str:
+        where = f"env {self.env!r}, copy {self.copy}" if self.env else f"env copy {self.copy}"
+        return f"{where}: {self.detail}"
+
+    def __reduce__(self) -> Any:  # picklable with its fields
+        return (type(self), (self.copy, self.detail, self.traceback, self.env))
+
+
+def describe_env(env_fn: Any) -> str:
+    """A name for an env factory in messages: its registry name (``envs.make_env_fn`` records it),
+    else the factory's ``module:qualname``."""
+    name = getattr(env_fn, "env_name", None)
+    if name:
+        return name
+    inner = getattr(env_fn, "env_fn", None)  # mappo.wrappers.WrappedEnvFn
+    if inner is not None:
+        return describe_env(inner)
+    func = getattr(env_fn, "func", env_fn)  # functools.partial
+    qualname = getattr(func, "__qualname__", None)
+    return f"{func.__module__}:{qualname}" if qualname and getattr(func, "__module__", None) else repr(env_fn)
+
+
 class Batched:
     """Marks an env builder that simulates many envs at once: ``builder(num_envs=E, device=d,
     seed=s)`` returns a :class:`VectorEnv` whose tensors live on ``device`` (``envs/vmas_adapter.py``).
@@ -117,15 +151,17 @@ def make_vector_env(env_fn: Any, num_envs: int, seed: int, device: torch.device,
     else:
         from .vector import ArrayVectorEnv, InProcessVectorEnv, SubprocVectorEnv, probe
 
+        name = describe_env(env_fn)
         first = None
         if spec is None:
             spec, first = probe(env_fn, seed)
         if mode == "inprocess":
-            backend = InProcessVectorEnv([env_fn] * num_envs, spec, seed, first_env=first, first_index=first_index)
+            backend = InProcessVectorEnv([env_fn] * num_envs, spec, seed, first_env=first, first_index=first_index,
+                                         name=name)
         else:
             if first is not None:
                 first.close()
-            backend = SubprocVectorEnv([env_fn] * num_envs, spec, seed, num_workers, first_index, timeout)
+            backend = SubprocVectorEnv([env_fn] * num_envs, spec, seed, num_workers, first_index, timeout, name)
         vec = ArrayVectorEnv(backend, device)
     vec.reset()
     return vec

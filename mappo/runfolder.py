@@ -15,7 +15,7 @@ from typing import List, Optional
 
 CHECKPOINTS = ("ckpt.pt", "best.pt")
 # what a run leaves in its folder; a fresh run (or `overwrite=true`) removes these before it starts
-RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", "curves.png", "eval.mp4") + CHECKPOINTS
+RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", "curves.png", "eval.mp4", "error.log") + CHECKPOINTS
 RUN_DIRS = ("tensorboard", "wandb")
 
 
@@ -37,6 +37,24 @@ def _remove_run_files(run_dir: str) -> None:
         shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
 
 
+class RunFolderInUse(RuntimeError):
+    """Another process holds the run folder's lock."""
+
+
+def write_error_log(run_dir: str, err: BaseException) -> str:
+    """``<run_dir>/error.log``: the traceback of the error that stopped the run (and the env code's
+    own, for an env error); returns its path."""
+    import traceback
+
+    path = os.path.join(run_dir, "error.log")
+    with open(path, "w") as f:
+        f.write("".join(traceback.format_exception(type(err), err, err.__traceback__)))
+        env_traceback = getattr(err, "traceback", "")
+        if env_traceback:
+            f.write("\n--- the env's own traceback ---\n" + env_traceback)
+    return path
+
+
 class RunFolderLock:
     """An exclusive ``flock`` on ``<run_dir>/.lock`` for as long as the run writes there; released
     by the kernel if the process dies, so a crashed run never leaves the folder locked."""
@@ -53,8 +71,8 @@ class RunFolderLock:
             holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(self.fd)
             self.fd = None
-            raise RuntimeError(f"run_dir {run_dir!r} is in use by another run (pid {holder}); give this run its "
-                               f"own run_dir") from None
+            raise RunFolderInUse(f"run_dir {run_dir!r} is in use by another run (pid {holder}); give this run its "
+                                 f"own run_dir") from None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 
@@ -78,6 +96,8 @@ def claim(run_dir: str, fresh: bool, overwrite: bool) -> RunFolderLock:
     folder that holds a run unless ``overwrite``; it replaces the files of a run that stopped
     before its first checkpoint, saying so."""
     lock = RunFolderLock(run_dir)
+    if os.path.exists(os.path.join(run_dir, "error.log")):  # the last attempt's; this one starts afresh
+        os.remove(os.path.join(run_dir, "error.log"))
     if fresh:
         if holds_run(run_dir) and not overwrite:
             lock.release()

@@ -28,7 +28,7 @@ from .encoders import resolve_conv_stacks
 from .learner import LEARNERS
 from .logger import RunLogger
 from .policy import Policy
-from .protocol import Batched, VectorEnv, make_vector_env, team_spec
+from .protocol import Batched, EnvError, VectorEnv, make_vector_env, team_spec
 from .stop import StopOnSignal
 from .wrappers import WrappedEnvFn
 
@@ -204,6 +204,12 @@ class Trainer:
         flush = cfg.flush_denormal and torch.set_flush_denormal(True)
         try:
             return self._train(total, run_dir, ckpt, discard_on_error=folder if fresh else None)
+        except Exception as err:
+            if folder is not None and runfolder.holds_run(run_dir):  # the folder stays: the report goes with it
+                path = runfolder.write_error_log(run_dir, err)
+                if isinstance(err, EnvError):
+                    err.log = path
+            raise
         finally:
             if flush:
                 torch.set_flush_denormal(False)

@@ -24,6 +24,7 @@ straight into shared-memory arrays, so nothing is pickled per step but a short c
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import multiprocessing as mp
 import multiprocessing.util  # noqa: F401  (registers multiprocessing's exit handler before ours, below)
@@ -32,16 +33,28 @@ import signal
 import time
 import traceback
 import weakref
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
 
-from .protocol import field_shapes
+from .protocol import EnvError, field_shapes
 from .spaces import TeamSpec, flatten_state
 
 EnvFn = Callable[[], Any]
 WORKER_PARENT_CHECK_S = 1.0  # how often an idle worker checks that its trainer is alive
+
+
+class EnvContractError(ValueError):
+    """What an env returned breaks the env contract; the message names the agent and the field."""
+
+
+def failure(err: BaseException, phase: str) -> str:
+    """One line for :class:`mappo.protocol.EnvError`: a contract violation as it is, anything the
+    env code raised with the phase it raised in ("reset", "step", "construction")."""
+    if isinstance(err, EnvContractError):
+        return str(err)
+    return f"its {phase} raised {type(err).__name__}: {err}"
 
 
 def episode_seed(seed: int, index: int, episode: int) -> int:
@@ -142,8 +155,8 @@ class EnvSlot:
 
     # --- the env boundary: what comes back from the env is checked here, once, per step ---------
     def _fail(self, agent: Optional[str], field: str, what: str) -> None:
-        who = f", agent {agent!r}" if agent is not None else ""
-        raise ValueError(f"env {self.global_index}{who}, {field}: {what}")
+        who = f"agent {agent!r}, " if agent is not None else ""
+        raise EnvContractError(f"{who}{field}: {what}")
 
     def _check_agents(self, field: str, names: Any) -> None:
         if not self.known.issuperset(names):
@@ -263,25 +276,36 @@ class EnvSlot:
 class InProcessVectorEnv:
     """All envs in this process: simple and easy to debug."""
 
-    def __init__(self, env_fns: List[EnvFn], spec: TeamSpec, seed: int, first_env: Any = None, first_index: int = 0):
-        self.num_envs, self.spec = len(env_fns), spec
+    def __init__(self, env_fns: List[EnvFn], spec: TeamSpec, seed: int, first_env: Any = None, first_index: int = 0,
+                 name: Optional[str] = None):
+        self.num_envs, self.spec, self.name = len(env_fns), spec, name
         self.arrays = allocate(spec, self.num_envs)
-        envs = [first_env if (j == 0 and first_env is not None) else make_parallel(fn()) for j, fn in enumerate(env_fns)]
-        self.slots = [EnvSlot(env, spec, self.arrays, j, seed, first_index + j) for j, env in enumerate(envs)]
+        self.slots = []
+        for j, fn in enumerate(env_fns):
+            with self._naming(first_index + j, "construction"):
+                env = first_env if (j == 0 and first_env is not None) else make_parallel(fn())
+            self.slots.append(EnvSlot(env, spec, self.arrays, j, seed, first_index + j))
+
+    @contextlib.contextmanager
+    def _naming(self, copy: int, phase: str) -> Iterator[None]:
+        """Any error inside becomes an :class:`EnvError` naming the env and the copy."""
+        try:
+            yield
+        except Exception as err:
+            raise EnvError(copy, failure(err, phase), traceback.format_exc(), self.name) from err
 
     def reset(self) -> None:
         """Reset every env to the start of episode ``arrays["episode"][i]``."""
         for slot in self.slots:
-            slot.reset()
+            with self._naming(slot.global_index, "reset"):
+                slot.reset()
 
     def step(self) -> List[Dict[str, Any]]:
         """Step every env with ``arrays["actions"]``; returns stats of episodes that ended."""
         episodes = []
         for slot in self.slots:
-            try:
+            with self._naming(slot.global_index, "step"):
                 ep = slot.step()
-            except Exception as err:
-                raise RuntimeError(f"env {slot.i} raised {type(err).__name__}: {err}") from err
             if ep is not None:
                 episodes.append(ep)
         return episodes
@@ -313,10 +337,10 @@ def _worker(conn: Any, env_fns: List[EnvFn], indices: List[int], spec: TeamSpec,
     for end in inherited:
         end.close()
     slots = []
-    current = indices[0]
+    current, phase = first_index + indices[0], "construction"
     try:
         for fn, j in zip(env_fns, indices):
-            current = j
+            current = first_index + j
             slots.append(EnvSlot(make_parallel(fn()), spec, arrays, j, seed, first_index + j))
         conn.send(("ok", None))
         while True:
@@ -330,14 +354,14 @@ def _worker(conn: Any, env_fns: List[EnvFn], indices: List[int], spec: TeamSpec,
             if cmd == "step":
                 episodes = []
                 for slot in slots:
-                    current = slot.i
+                    current, phase = slot.global_index, "step"
                     ep = slot.step()
                     if ep is not None:
                         episodes.append(ep)
                 conn.send(("ok", episodes))
             elif cmd == "reset":
                 for slot in slots:
-                    current = slot.i
+                    current, phase = slot.global_index, "reset"
                     slot.reset()
                 conn.send(("ok", None))
             elif cmd == "close":
@@ -346,7 +370,7 @@ def _worker(conn: Any, env_fns: List[EnvFn], indices: List[int], spec: TeamSpec,
         pass
     except Exception as err:  # report which env failed, with the original traceback
         try:
-            conn.send(("error", (current, f"{type(err).__name__}: {err}", traceback.format_exc())))
+            conn.send(("error", (current, failure(err, phase), traceback.format_exc())))
         except Exception:
             pass
     finally:
@@ -379,8 +403,9 @@ class SubprocVectorEnv:
     """Envs split over worker processes that write into shared-memory arrays."""
 
     def __init__(self, env_fns: List[EnvFn], spec: TeamSpec, seed: int, num_workers: int = 0, first_index: int = 0,
-                 timeout: float = 0.0):
-        self.num_envs, self.spec, self.timeout = len(env_fns), spec, timeout
+                 timeout: float = 0.0, name: Optional[str] = None):
+        self.num_envs, self.spec, self.timeout, self.name = len(env_fns), spec, timeout, name
+        self.first_index = first_index
         self.arrays = allocate(spec, self.num_envs, alloc=_shared_array)
         num_workers = num_workers or min(self.num_envs, os.cpu_count() or 1)
         num_workers = max(1, min(num_workers, self.num_envs))
@@ -412,17 +437,20 @@ class SubprocVectorEnv:
             try:
                 if deadline is not None and not conn.poll(max(0.0, deadline - time.monotonic())):
                     # a hung env would block training (and a stop signal) forever: fail, naming it
+                    copies = [self.first_index + j for j in envs]
                     error = error or TimeoutError(
-                        f"env(s) {envs} (worker pid {proc.pid}) took longer than env_timeout_s={self.timeout:g} s "
-                        f"to step or reset; raise env_timeout_s for slow envs, or set it to 0 to wait forever")
+                        f"env {self.name!r}, copies {copies} (worker pid {proc.pid}) took longer than "
+                        f"env_timeout_s={self.timeout:g} s to step or reset; raise env_timeout_s for slow envs, or set "
+                        f"it to 0 to wait forever")
                     continue
                 status, payload = conn.recv()
             except (EOFError, ConnectionResetError, BrokenPipeError):
-                error = error or RuntimeError(f"env worker pid {proc.pid} died (exit code {proc.exitcode})")
+                error = error or RuntimeError(f"the worker process of env {self.name!r}, copies "
+                                              f"{[self.first_index + j for j in envs]} (pid {proc.pid}) died "
+                                              f"(exit code {proc.exitcode})")
                 continue
             if status == "error" and error is None:
-                index, message, tb = payload
-                error = RuntimeError(f"env {index} raised {message}\n--- worker traceback ---\n{tb}")
+                error = EnvError(*payload, env=self.name)
             results.append(payload)
         if error is not None:
             self.close()

@@ -26,14 +26,14 @@ import time
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=1_000_000, help="env steps in all")
-    parser.add_argument("--envs", type=int, default=600)
+    parser.add_argument("--envs", type=int, default=600, help="VMAS envs stepped side by side")
     parser.add_argument("--steps", type=int, default=100, help="steps per env per iteration")
     parser.add_argument("--epochs", type=int, default=4, help="on_policy_n_minibatch_iters")
     parser.add_argument("--minibatches", type=int, default=4, help="minibatches per pass")
-    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
+    parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256], help="MLP hidden layers")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device of the envs and the learner")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the run")
     args = parser.parse_args()
 
     import torch

@@ -29,7 +29,7 @@ from mappo.cli import _env_fn  # noqa: E402  (the env the CLI would build for th
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config")
+    parser.add_argument("config", help="YAML config, e.g. configs/vmas_navigation.yaml")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--eval", type=int, default=0, help="deterministic evaluation episodes after training")

@@ -36,9 +36,9 @@ def peak_rss_mb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True)
+    parser.add_argument("--config", required=True, help="YAML config, e.g. configs/mpe_simple_spread.yaml")
     parser.add_argument("--seconds", type=float, default=20.0, help="time budget for each stage")
-    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_args()
     cfg = mappo.Config.from_yaml(args.config, args.overrides + ["progress=false"])
     env_fn = make_env_fn(cfg.env, **cfg.env_kwargs)

@@ -53,12 +53,12 @@ def plot_group_returns(run_dir: str, groups, out: str, title: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("config")
-    parser.add_argument("--out", required=True)
+    parser.add_argument("config", help="YAML config of a two-group env, e.g. configs/mpe_simple_tag.yaml")
+    parser.add_argument("--out", required=True, help="folder for the run, the stage checkpoints and the tables")
     parser.add_argument("--stages", type=int, nargs="+", required=True, help="env steps at which to keep a checkpoint")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--episodes", type=int, default=100)
-    parser.add_argument("overrides", nargs="*")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the training run")
+    parser.add_argument("--episodes", type=int, default=100, help="episodes per pairing")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides")
     args = parser.parse_intermixed_args()
     stages = sorted(args.stages)
     run_dir = os.path.join(args.out, "run")

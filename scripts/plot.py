@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="curves.png", help="PNG file to write (default: curves.png)")
     parser.add_argument("--key", default="team_return", help="metrics.jsonl key to plot (default: team_return)")
     parser.add_argument("--smooth", type=int, default=10, help="moving-average window in iterations (default: 10)")
-    parser.add_argument("--title", default=None)
+    parser.add_argument("--title", default=None, help="figure title (default: the key)")
     args = parser.parse_args(argv)
     groups = parse_groups(args.runs)
     plot_groups(groups, args.out, args.key, args.smooth, args.title)

@@ -44,8 +44,9 @@ def random_return(config: str, episodes: int, seed: int, overrides=()) -> np.nda
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("configs", nargs="+", help="config files, then any key=value overrides for all of them")
-    parser.add_argument("--episodes", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=1_000_003)
+    parser.add_argument("--episodes", type=int, default=100, help="episodes per config")
+    parser.add_argument("--seed", type=int, default=1_000_003,
+                        help="seed of the env resets (default: a seed-0 run's evaluation seed)")
     args = parser.parse_intermixed_args()
     overrides = [a for a in args.configs if "=" in a]
     for config in [a for a in args.configs if "=" not in a]:

@@ -318,3 +318,60 @@ def test_cli_errors_are_clear(tmp_path):
     assert nothing.returncode == 2 and "CONFIG" in nothing.stderr
     bad_video = run("eval", str(tmp_path), "--video", "x.avi")
     assert bad_video.returncode == 2 and ".mp4 or .gif" in bad_video.stderr
+
+
+def test_help_shows_values_and_every_option_has_text():
+    from mappo.cli import PARSERS
+    from mappo.config import help_text
+
+    text = help_text()
+    assert "field(" not in text and "lambda:" not in text and "default_factory" not in text
+    assert "hidden_sizes           MLP hidden layers (default: [64, 64])" in text
+    assert "(default: mpe/simple_spread)" in text and "critic_lr" in text and "(default: null)" in text
+    for command, make in PARSERS.items():
+        for action in make()._actions:
+            assert action.help, f"mappo {command} {action.option_strings or action.dest} has no help text"
+
+
+@pytest.mark.parametrize("override,message", [
+    ("hidden_sizes=64", "config field 'hidden_sizes' must be a list, e.g. hidden_sizes=[64,64]; got 64"),
+    ("groups=[a]", "config field 'groups' must be a mapping, e.g. groups={red: [red_*], blue: [blue_0]}"),
+    ("env_kwargs=3", "config field 'env_kwargs' must be a mapping"),
+    ("lr=fast", "config field 'lr' must be a number; got 'fast'"),
+    ("hidden_sizes=[64,x]", "config field 'hidden_sizes' (entry [1]) must be an integer; got 'x'"),
+    ("lrr=0.1", "unknown config field(s) 'lrr' (did you mean 'lr'?)"),
+])
+def test_bad_overrides_are_explained_in_the_frameworks_words(override, message):
+    with pytest.raises(ValueError) as err:
+        mappo.Config.from_yaml(os.path.join(ROOT, "configs/mpe_simple_spread.yaml"), [override])
+    assert message in str(err.value) and "ListConfig" not in str(err.value) and "AnyNode" not in str(err.value)
+
+
+def test_an_env_name_typo_gets_did_you_mean():
+    with pytest.raises(ValueError, match="unknown env 'mpe/simple_sprad'; did you mean 'mpe/simple_spread'"):
+        make_env_fn("mpe/simple_sprad")
+
+
+def test_an_env_error_is_one_clear_block_with_the_traceback_kept(tmp_path):
+    """The CLI reports an env error in two lines naming the env, the copy, the agent and the field;
+    the traceback goes behind --debug, or into the run folder's error.log once it holds a run."""
+    run = lambda *args: subprocess.run([sys.executable, "-m", "mappo", *args], cwd=ROOT, capture_output=True,  # noqa
+                                       text=True, timeout=180)
+    config = write_config(tmp_path / "nan.yaml", env="tests.toy_envs:NaNObsEnv", total_steps=400, progress=False)
+    failed = run("train", config, f"run_dir={tmp_path / 'a'}")
+    assert failed.returncode == 2 and "Traceback" not in failed.stderr
+    assert failed.stderr.strip().splitlines() == [
+        "mappo train: error: env 'tests.toy_envs:NaNObsEnv', copy 0: agent 'agent_0', observation: not finite "
+        "(array([nan, nan, nan], dtype=float32))",
+        "  run the same command with --debug for the full traceback"]
+    debug = run("train", config, f"run_dir={tmp_path / 'a'}", "--debug")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "the env's own traceback" in debug.stderr
+    # a run folder that holds a checkpoint keeps the report: resume a good run with an env that fails
+    good = write_config(tmp_path / "good.yaml", total_steps=40, progress=False)
+    assert run("train", good, f"run_dir={tmp_path / 'b'}").returncode == 0
+    resumed = run("train", "--resume", str(tmp_path / "b"), "env=tests.toy_envs:FailingEnv", "total_steps=400")
+    assert resumed.returncode == 2 and "Traceback" not in resumed.stderr
+    assert "env 'tests.toy_envs:FailingEnv', copy 0: its step raised RuntimeError: boom from FailingEnv" in resumed.stderr
+    assert f"the full traceback is in {tmp_path / 'b' / 'error.log'}" in resumed.stderr
+    log = (tmp_path / "b" / "error.log").read_text()
+    assert "Traceback" in log and "the env's own traceback" in log and "boom from FailingEnv" in log

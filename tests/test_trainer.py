@@ -199,7 +199,8 @@ def test_subprocess_matches_inprocess_and_errors_surface():
 
     vec = make_vector_env(FailingEnv, 3, 0, torch.device("cpu"), "subprocess", num_workers=2)
     procs = list(vec.backend.procs)
-    with pytest.raises(RuntimeError, match=r"env \d raised RuntimeError: boom from FailingEnv"):
+    with pytest.raises(RuntimeError, match=r"env 'tests.toy_envs:FailingEnv', copy \d: its step raised RuntimeError: "
+                                           r"boom from FailingEnv"):
         for _ in range(10):
             vec.step()
     for p in procs:
