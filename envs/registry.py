@@ -91,7 +91,7 @@ def _butterfly(module: str, defaults: Dict[str, Any] | None = None) -> EnvFactor
     return factory
 
 
-# pixel observations (issue 14): configs/butterfly_*.yaml preprocess them with SuperSuit wrappers.
+# pixel observations: configs/butterfly_*.yaml preprocess them with SuperSuit wrappers.
 # pistonball_v6 and cooperative_pong_v6 draw their screen only when render_mode is set: with None,
 # pistonball's observations and state() stay the first frame of the episode and pong's are black
 # (PettingZoo 1.25; found by a training run whose explained variance stayed 0).  With "rgb_array"

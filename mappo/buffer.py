@@ -89,6 +89,6 @@ def minibatches(fields: Dict[str, torch.Tensor], num_minibatches: int, chunk_len
     seq = {k: chunks(v) for k, v in fields.items()}
     perm = torch.randperm(n, generator=generator).to(device)
     for idx in torch.tensor_split(perm, num_minibatches):
-        # index_select, not v[idx]: it copies whole rows, 4-9x faster on the CPU (issue 16)
+        # index_select, not v[idx]: it copies whole rows, 4-9x faster on the CPU
         rows = {k: v.index_select(0, idx) for k, v in seq.items()}
         yield {k: v[:, 0] if k in HIDDEN_KEYS else v.transpose(0, 1) for k, v in rows.items()}

@@ -96,7 +96,7 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
     return payload
 
 
-# critic_pass (issue 16): older critics ran one row per agent
+# critic_pass: older critics ran one row per agent
 FIELDS_BEFORE_THEY_EXISTED = {"critic_pass": "agent"}
 
 

@@ -1,4 +1,4 @@
-"""Data-parallel training with ``torch.distributed``, launched by ``torchrun`` (issue 6).
+"""Data-parallel training with ``torch.distributed``, launched by ``torchrun``.
 
 Each rank steps its own envs and computes gradients on its own batch; gradients are averaged
 with one all-reduce per minibatch, so every rank applies the same update and the parameters

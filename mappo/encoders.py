@@ -153,7 +153,7 @@ class ConvEncoder(nn.Module):
             x = x.unsqueeze(1)
         elif not im.channels_first:
             x = x.permute(0, 3, 1, 2)
-        # float only here, on the training device: frames stay uint8 up to this point (issue 14)
+        # float only here, on the training device: frames stay uint8 up to this point
         feats = self.convs(x.float() * im.scale)
         if self.out_dim == feats.shape[-1]:
             return feats
@@ -227,7 +227,7 @@ class TeamEncoder(nn.Module):
     """Encodes every agent's row: ``[..., A, O]`` -> ``[..., A, F]``.
 
     ``sets [A]`` gives each agent slot its encoder: one for all (shared), one per group (shared
-    within agent groups, issue 15) or one per slot (separate).  Agents that share an encoder must
+    within agent groups) or one per slot (separate).  Agents that share an encoder must
     see the same kind of input.  Feature widths may differ between encoders; narrower ones are
     zero-padded to the widest.  ``identity`` is true when no agent has a CNN: then the encoder
     has no parameters and the rows pass through (as float), and the learner may build network

@@ -3,7 +3,7 @@
 The exported module maps one step of the whole team to deterministic actions:
 
     feed-forward:  (obs [N, A, O] float32, action_mask [N, A, L] bool) -> actions [N, A, W] float32
-                   (obs is uint8 when the env's observations are: images, issue 14; the sidecar's
+                   (obs is uint8 when the env's observations are: images; the sidecar's
                    "obs_dtype" says which, and the model scales the frames itself)
     recurrent:     (obs, action_mask, hidden [N, A, H] float32, resets [N, A] bool) -> (actions, hidden)
 

@@ -1,4 +1,4 @@
-"""Agent groups (issue 15): which agents share an actor, a critic and their statistics.
+"""Agent groups: which agents share an actor, a critic and their statistics.
 
     groups:
       adversaries: ["adversary_*"]
@@ -8,7 +8,7 @@ Each group maps a name to agent names or glob patterns (``fnmatch``).  Every age
 exactly one group; the default (no ``groups``) puts all agents in one group, which is the
 framework without groups.  Under ``parameter_sharing=shared`` a group has one actor and one
 critic (a weight set each, ``networks.sharing``) and agent ids one-hot within the group; under
-``separate`` every agent has its own, as before.  Either way each group keeps its own value
+``separate`` every agent has its own.  Either way each group keeps its own value
 normaliser, advantage statistics, KL coefficient and gradient-norm clip (``learner.py``).
 """
 from __future__ import annotations

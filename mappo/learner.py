@@ -49,7 +49,7 @@ class PPOLearner:
     ``sync`` (:class:`mappo.distributed.Sync`) makes every statistic and gradient agree across
     ranks; in one process it changes nothing.
 
-    Agent groups (issue 15, ``cfg.groups``): each group has its own weight sets in the actor and
+    Agent groups (``cfg.groups``): each group has its own weight sets in the actor and
     the critic (``networks.sharing``), its own value normaliser, advantage statistics, KL beta,
     loss (a mean over its own agents) and gradient-norm clip.  Adam is elementwise, so one
     optimiser over disjoint weight sets steps each group exactly as an optimiser of its own would;
@@ -80,7 +80,7 @@ class PPOLearner:
         self.normalize_values = cfg.value_norm or cfg.popart
         self.value_norms = [RunningMeanStd().to(device) for _ in range(G)]  # one per group
         self.kl_coefs = [float(cfg.kl_coef)] * G  # beta per group
-        # config field ``compile`` (issue 16): the loss, forward and backward, through torch.compile
+        # config field ``compile``: the loss, forward and backward, through torch.compile
         self._loss = torch.compile(self.loss) if cfg.compile else self.loss
         # one set of weights on every rank
         self.sync.broadcast(self.actor)
@@ -322,13 +322,13 @@ class PPOLearner:
         """One optimiser step on minibatch ``mb``; returns its loss terms (detached).
 
         The forward and backward passes run on pieces of at most ``cfg.update_rows`` agent rows
-        (time x chunks x agents), and their gradients add up (issue 16).  Every loss is a mean
+        (time x chunks x agents), and their gradients add up.  Every loss is a mean
         over the whole minibatch's counted rows (``counts``), so the pieces' gradients sum to the
         whole minibatch's: the step is the same up to float rounding.  Why: on a CPU the
         activations of a large minibatch (60,000 rows x 256 units is 61 MB per layer) fall out of
         the cache, and the elementwise passes over them (tanh and its backward, the loss) then run
         at memory speed; pieces that stay in cache made a [256, 256] MLP's forward and backward
-        1.7x faster on the 2-core dev VM, and the whole VMAS navigation update 1.3x (docs/PERFORMANCE.md).
+        1.7x faster on a 2-core AMD EPYC VM, and the whole VMAS navigation update 1.3x (docs/PERFORMANCE.md).
         """
         pieces = self._pieces(mb)
         if len(pieces) == 1:
@@ -361,9 +361,9 @@ class PPOLearner:
     @property
     def update_rows(self) -> int:
         """``cfg.update_rows``, with -1 (auto) resolved: pieces whose widest layer holds about 2**19
-        activations (2 MB), which stay in a CPU's cache.  On the 2-core dev VM a [256, 256] VMAS
+        activations (2 MB), which stay in a CPU's cache.  On a 2-core AMD EPYC VM a [256, 256] VMAS
         update ran 1.06x faster in pieces of 2,048 rows than of 8,192, while a [64, 64] simple_spread
-        update ran about 1.3x slower in pieces of 2,048 than whole (issue 16)."""
+        update ran about 1.3x slower in pieces of 2,048 than whole."""
         if self.cfg.update_rows >= 0:
             return self.cfg.update_rows
         return max(256, (1 << 19) // max(self.cfg.hidden_sizes))
@@ -424,7 +424,7 @@ class PPOLearner:
         else:
             # "clip" only logs the KL: the last epoch's minibatches measured it before their own
             # steps, as CleanRL and SB3 log it, which saves that pass (a tenth of a VMAS
-            # navigation iteration, issue 16)
+            # navigation iteration)
             approx_kl, *group_kl = [k / last_count for k in last_kl]
         stats = {k: v / count for k, v in sums.items()}
         stats.update(approx_kl=approx_kl, kl_coef=self.kl_coef, explained_variance=explained_var)
@@ -459,7 +459,7 @@ class PPOLearner:
     def state_dict(self) -> Dict[str, Any]:
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
                 "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-                # one group: the keys of checkpoints from before groups; several: one entry per group
+                # one group: one entry, as checkpoints without groups hold it; several: one entry per group
                 "value_norm": self.value_norm.state_dict() if len(self.value_norms) == 1 else
                 [n.state_dict() for n in self.value_norms],
                 "kl_coef": float(self.kl_coef) if len(self.kl_coefs) == 1 else [float(b) for b in self.kl_coefs]}

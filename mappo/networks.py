@@ -1,7 +1,7 @@
 """Actor and critic networks, shared or per agent, and their input builders.
 
 Parameter sharing is a switch, not a class: a :class:`GroupedMLP` holds ``G`` weight sets,
-``G = 1`` for "shared", one per agent group for "shared" with agent groups (issue 15), and
+``G = 1`` for "shared", one per agent group for "shared" with agent groups, and
 ``G = A`` for "separate".  Inputs are ``[..., A, in]`` and agent ``a`` uses weight set ``a``
 (separate), its group's (groups) or 0 (shared), all in one batched matmul (:func:`sharing`).
 
@@ -38,8 +38,8 @@ class EncoderSettings(NamedTuple):
 def sigmoid_tanh_(z: torch.Tensor) -> torch.Tensor:
     """``tanh(z)`` computed in place as ``2 * sigmoid(2z) - 1`` (equal up to ~2e-7 absolute).
 
-    Why (issue 16): torch's CPU tanh (SLEEF's 1-ulp ``tanhf``) costs about three times a
-    sigmoid; on the 2-core dev VM a [2048, 256] layer's tanh took 1.9 ms beside a 3.8 ms matmul,
+    Why: torch's CPU tanh (SLEEF's 1-ulp ``tanhf``) costs about three times a
+    sigmoid; on a 2-core AMD EPYC VM a [2048, 256] layer's tanh took 1.9 ms beside a 3.8 ms matmul,
     this form 0.6 ms.  Acting, the update and exported actors all compute it this way, so the
     rollout's and the update's log-probs stay bit-identical.
     """
@@ -78,10 +78,10 @@ class GroupedLinear(nn.Module):
 
     ``groups`` weight sets; ``slots`` ``[A]`` maps each agent slot to its set when that is neither
     "one set for all" (``groups == 1``) nor "one set per slot" (``slots=None``): agent groups
-    (issue 15) share a set within a group.
+    share a set within a group.
 
     ``in_mask`` ``[groups, in_dim]`` (bool, or None: every set reads every input) gives each set
-    its own input width when agent groups see inputs of different widths (issue 15: "across
+    its own input width when agent groups see inputs of different widths ("across
     groups nothing is padded").  A set's weights on the inputs it does not read are structurally
     zero: initialised orthogonal over its own width only, and masked in every forward pass, so
     they neither act nor learn.
@@ -182,7 +182,7 @@ def run_gru(cell: GroupedGRUCell, x: torch.Tensor, h: torch.Tensor, resets: torc
     rollout buffer stores: replaying from them, with the same resets, gives the same outputs)
     and the final hidden state ``[..., A, H]``.
 
-    Speed (issue 16): with one weight set the sequence is cut at the steps where any row
+    Speed: with one weight set the sequence is cut at the steps where any row
     restarts (few: episodes start together or at chunk edges) and each segment runs through
     torch's fused GRU (cuDNN on a GPU).  With several sets the input projection ``x2h`` is made
     for all steps in one matmul and only ``h2h`` runs per step.
@@ -246,7 +246,7 @@ class Sharing(NamedTuple):
 
 
 def sharing(shared: bool, group_of: List[int]) -> Sharing:
-    """``shared``: one set per agent group (``group_of [A]``, issue 15; one group is the classic
+    """``shared``: one set per agent group (``group_of [A]``; one group is the classic
     parameter sharing), with ids one-hot *within* the group; else one set per agent slot."""
     A = len(group_of)
     if not shared:
@@ -263,8 +263,7 @@ def sharing(shared: bool, group_of: List[int]) -> Sharing:
 
 def group_widths(group_of: List[int], widths: List[int], full: int) -> Optional[torch.Tensor]:
     """``[A, full]`` bool: the feature columns slot ``k`` reads, the first ``w`` where ``w`` is the
-    widest of its group's ``widths`` (agents of one group pad to their group's widest, as every
-    agent did before groups; issue 15).  None when every group reads all ``full`` columns, which
+    widest of its group's ``widths`` (agents of one group pad to their group's widest).  None when every group reads all ``full`` columns, which
     is always so for one group."""
     group_w = {g: max(w for h, w in zip(group_of, widths) if h == g) for g in set(group_of)}
     if all(w == full for w in group_w.values()):
@@ -372,7 +371,7 @@ class ActionDist:
 
     The categorical maths is written out (log-softmax, Gumbel-max sampling) rather than
     built from ``torch.distributions.Categorical``: per-step inference on small batches is
-    dominated by per-op overhead, and this cut sampling from ~45 to ~10 us (issue 3).
+    dominated by per-op overhead, and this cut sampling from ~45 to ~10 us.
     """
 
     def __init__(self, spec_sizes: List[int], logits: Optional[torch.Tensor], mask: Optional[torch.Tensor],
@@ -438,7 +437,7 @@ class Actor(nn.Module):
         share = sharing(shared, group_of)
         self.encoder = TeamEncoder(spec, share.encoder_sets, encoding, "actor", group_names)
         in_dim = self.encoder.out_dim + (0 if share.ids is None else share.ids.shape[1])
-        # each group reads its own widths (issue 15); None unless groups see different widths
+        # each group reads its own widths; None unless groups see different widths
         reads = group_widths(group_of, self.encoder.widths, self.encoder.out_dim)
         # small output gain: near-uniform initial policy (Andrychowicz et al. 2021, "What matters")
         self.net = GroupedMLP(share.sets, in_dim, hidden, self.num_logits + self.cont_dim, activation, out_gain=0.01,
@@ -501,7 +500,7 @@ class Critic(nn.Module):
     * one row per agent (``R = A``): the agent's critic features ``[..., A, C]`` plus its id when
       shared.  Needed when inputs differ per agent ("local", "agent_specific") or every agent has
       its own critic ("separate"); ``critic_pass=agent`` forces it (the official MAPPO code).
-    * one row per env step and agent group (``R = G``, ``per_step``; issue 16): when every agent's
+    * one row per env step and agent group (``R = G``, ``per_step``): when every agent's
       input is the same ("state", "concat_obs") and parameters are shared, the trunk runs once on
       it per group and the head has one output per agent of the group, so each agent keeps its own
       value (unlike a single value copied to every agent, which is wrong when rewards differ per
@@ -565,7 +564,7 @@ class Critic(nn.Module):
             self._head_sets = [[j] for j in range(G)]
             return
         in_dim = feat_dim + (0 if share.ids is None else share.ids.shape[1])
-        # each group reads its own widths (issue 15): the agent's own observation ("local",
+        # each group reads its own widths: the agent's own observation ("local",
         # "agent_specific") is as wide as its group's widest; the shared state and the joined
         # observations are the same input for every group
         reads = None
@@ -574,7 +573,7 @@ class Critic(nn.Module):
             if own is not None:
                 shared_part = torch.ones(spec.num_agents, feat_dim - own.shape[1], dtype=torch.bool)
                 reads = torch.cat([shared_part, own], dim=-1)
-        # one critic per group (issue 15): its own weight set, as the actor's
+        # one critic per group: its own weight set, as the actor's
         self.net = GroupedMLP(share.sets, in_dim, hidden, 1, activation, out_gain=1.0, slots=share.slots,
                               in_mask=input_masks(share, group_of, reads, feat_dim))
         self.gru = GroupedGRUCell(share.sets, hidden[-1], hidden[-1], share.slots) if recurrent else None

@@ -1,7 +1,7 @@
 """Learning curves from run folders (``metrics.jsonl``): mean +- std across seeds.
 
 Used by ``scripts/plot.py`` (many runs, one figure) and by the Trainer, which refreshes
-``<run_dir>/curves.png`` during a run (issue 5).
+``<run_dir>/curves.png`` during a run.
 """
 from __future__ import annotations
 

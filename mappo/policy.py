@@ -17,7 +17,7 @@ class Policy:
     def __init__(self, spec: TeamSpec, actor: Actor, device: torch.device, compile: bool = False):
         self.spec, self.actor, self.device = spec, actor, device
         self.hidden: Optional[torch.Tensor] = None
-        # config field ``compile`` (issue 16): the step below through torch.compile
+        # config field ``compile``: the step below through torch.compile
         self._step = torch.compile(self._act, dynamic=False) if compile else self._act
 
     @torch.no_grad()
@@ -73,7 +73,7 @@ class Policy:
 
 
 class MixedPolicy:
-    """Cross-play (issue 15): ``base`` acts for every agent group except those in ``replaced``,
+    """Cross-play: ``base`` acts for every agent group except those in ``replaced``,
     whose agents act uniformly at random among their valid actions ("random") or with another
     :class:`Policy` (that group's actor from another checkpoint).  Same ``act_batch`` surface as
     :class:`Policy`; the hidden state it passes around holds one entry per policy."""

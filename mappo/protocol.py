@@ -38,7 +38,7 @@ from .spaces import TeamSpec
 
 # name -> (dims, dtype); dims name the TeamSpec widths: E envs, A agents, O obs, L logits, S state.
 # The dtype "obs" / "state" is the team's own (TeamSpec.obs_dtype / state_dtype: uint8 for images,
-# issue 14: a frame stays 1 byte per pixel until the encoder on the training device)
+# so a frame stays 1 byte per pixel until the encoder on the training device)
 STEP_FIELDS: Dict[str, Tuple[Tuple[str, ...], Any]] = {
     "obs": (("E", "A", "O"), "obs"),
     "action_mask": (("E", "A", "L"), np.bool_),

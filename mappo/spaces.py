@@ -17,7 +17,7 @@ so padded parts add nothing to log-probs or entropy.  A team action is ``[A, act
 Action masks follow PettingZoo: a Dict observation with "observation" and "action_mask",
 or ``info["action_mask"]``.  Masks are ``[A, num_logits]`` booleans.
 
-Images (issue 14): an agent whose observation is an image (:func:`find_image`), alone or beside
+Images: an agent whose observation is an image (:func:`find_image`), alone or beside
 vectors in a Dict, keeps its :class:`ImageLayout`, so an encoder can cut the image back out of the
 flat row.  When every agent's observation is a uint8 Box, the team's rows are uint8
 (``TeamSpec.obs_dtype``): they stay uint8 in the workers' shared memory and the rollout buffer,

@@ -336,7 +336,7 @@ class Trainer:
         :attr:`eval_seed` unless ``seed`` is given), each cut at ``eval_max_steps`` steps; see
         :func:`mappo.rollout.evaluate`.  ``group_return_mean`` holds each agent group's return.
 
-        ``policies`` (cross-play, issue 15) replaces groups' policies: ``{"adversaries": "random"}``
+        ``policies`` (cross-play) replaces groups' policies: ``{"adversaries": "random"}``
         acts uniformly at random among valid actions, ``{"adversaries": "runs/Y"}`` with that
         group's actor from another checkpoint (run folder or file) of the same env."""
         policy = self.policy

@@ -2,7 +2,7 @@
 
 Every reset is seeded: env ``i``'s ``k``-th episode starts from ``episode_seed(seed, i, k)``,
 and ``episode [E]`` counts each env's resets.  An env's state at an episode start is therefore
-a function of (seed, i, k) alone, which is what lets a resumed run continue exactly (issue 5);
+a function of (seed, i, k) alone, which is what lets a resumed run continue exactly;
 and runs with different seeds share no episode stream (``seed + i`` would: run 1's env 0
 would replay run 0's env 1).  ``first_index`` offsets ``i`` (rank r of a distributed job
 passes ``r * num_envs``, so its envs continue the numbering of the ranks before it).

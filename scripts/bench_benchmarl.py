@@ -1,4 +1,4 @@
-"""BenchMARL's side of the VMAS navigation row in docs/PERFORMANCE.md (issue 16).
+"""BenchMARL's side of the VMAS navigation row in docs/PERFORMANCE.md.
 
 BenchMARL is a peer, never a dependency of mappo: run this in a venv of its own.
 

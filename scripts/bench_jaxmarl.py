@@ -1,4 +1,4 @@
-"""Issue 16's JaxMARL row: JaxMARL's own rMAPPO baseline (``baselines/MAPPO/mappo_rnn_mpe.py``,
+"""The JaxMARL row of docs/PERFORMANCE.md: JaxMARL's own rMAPPO baseline (``baselines/MAPPO/mappo_rnn_mpe.py``,
 its shipped ``mappo_homogenous_rnn_mpe.yaml``) on its JAX port of MPE simple_spread, timed on
 this machine beside ``scripts/bench_run.py``'s mappo figures.
 

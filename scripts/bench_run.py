@@ -1,5 +1,5 @@
 """One whole training run, timed: env steps per second of ``train()`` and, optionally, the
-trained policy's return (issue 16's peer rows: a run of a fixed budget, as the peers report).
+trained policy's return (the peer rows of docs/PERFORMANCE.md: a run of a fixed budget, as the peers report).
 
     python scripts/bench_run.py configs/mpe_simple_spread.yaml recurrent=true --eval 100
     python scripts/bench_run.py configs/vmas_navigation.yaml num_envs=600 hidden_sizes=[256,256] \

@@ -3,7 +3,7 @@
     python scripts/bench_throughput.py --config configs/mpe_simple_spread.yaml [key=value ...]
 
 Prints env-steps/s for each stage and their ratios to raw stepping, plus peak memory.
-Under torchrun (issue 6) every rank runs every stage on its own envs, and the figures are
+Under torchrun every rank runs every stage on its own envs, and the figures are
 summed over ranks (training counts all ranks' env steps, as ``total_steps`` does):
 
     torchrun --standalone --nproc_per_node=2 scripts/bench_throughput.py --config configs/mpe_simple_spread.yaml
@@ -80,7 +80,7 @@ def main() -> None:
     start = time.perf_counter()
     trainer.train(total_steps=trainer.env_steps + iters * per_iter)
     train_sps = iters * per_iter / (time.perf_counter() - start)
-    # the rollout buffer as stored (uint8 frames, issue 14) and as it would be with float32 frames
+    # the rollout buffer as stored (uint8 frames) and as it would be with float32 frames
     stored = sum(t.numel() * t.element_size() for t in trainer.buffer.data.values())
     as_float32 = sum(t.numel() * (4 if t.dtype == torch.uint8 else t.element_size()) for t in trainer.buffer.data.values())
     trainer.close()

@@ -1,4 +1,4 @@
-"""Issue 16: one critic trunk pass per env step when every agent's critic input is the same,
+"""One critic trunk pass per env step when every agent's critic input is the same,
 with one value per agent from the head."""
 import pytest
 import torch
@@ -24,7 +24,7 @@ def _values_by_cue(trainer):
 @pytest.mark.parametrize("critic_input", ["state", "concat_obs"])
 def test_a_per_step_critic_fits_a_different_value_per_agent(critic_input):
     """Agent k's value is WEIGHTS[k] * c in the same state: a value copied to every agent could
-    not fit it (issue 16: BenchMARL's shared centralised critic)."""
+    not fit it (BenchMARL's shared centralised critic)."""
     cfg = tiny(critic_input=critic_input, gamma=0.0, total_steps=6_000, num_envs=4, rollout_length=50,
                ppo_epochs=4, hidden_sizes=[32], lr=3e-3)
     with mappo.Trainer(ScaledRewardEnv, cfg) as trainer:

@@ -1,4 +1,4 @@
-"""Issue 6: data-parallel training over torch.distributed, 2 CPU processes with gloo (torchrun)."""
+"""Data-parallel training over torch.distributed, 2 CPU processes with gloo (torchrun)."""
 import json
 import os
 import subprocess

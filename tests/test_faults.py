@@ -50,8 +50,8 @@ def test_workers_exit_when_the_trainer_is_killed(tmp_path):
 
 def test_sigterm_to_the_whole_process_group_still_writes_a_checkpoint(tmp_path):
     """Slurm, `kill -- -PGID` and `pkill -f` signal every process of a job, env workers too: the
-    workers leave it to the trainer, which checkpoints and closes them (they used to die first,
-    and the trainer stopped on "env worker died" without a checkpoint)."""
+    workers leave it to the trainer, which checkpoints and closes them (were they to die first,
+    the trainer would stop on "env worker died" without a checkpoint)."""
     config = write_config(tmp_path / "c.yaml", total_steps=10_000_000, checkpoint_every=0, log_every=1)
     run_dir = tmp_path / "group_signalled"
     proc = subprocess.Popen([sys.executable, "-m", "mappo", "train", config, f"run_dir={run_dir}"], cwd=ROOT,
@@ -483,7 +483,7 @@ print("script done", flush=True)
 def test_scripts_exit_without_close(tmp_path, ending):
     """A script that trains and evaluates exits promptly however it ends: without close(), with
     close(), with `with Trainer(...)`, or with an exception inside train().  multiprocessing's exit
-    handler used to wait forever on the env workers, which ignore SIGTERM."""
+    handler would wait forever on env workers, which ignore SIGTERM, if nothing closed them first."""
     script = tmp_path / f"script_{ending}.py"
     script.write_text(_SCRIPT)
     start = time.monotonic()

@@ -1,4 +1,4 @@
-"""Issue 4: recurrent policies (GRU, chunked BPTT), agent-specific critic input, PopArt, lr schedule."""
+"""Recurrent policies (GRU, chunked BPTT), agent-specific critic input, PopArt, lr schedule."""
 import math
 
 import pytest
@@ -46,7 +46,7 @@ def test_run_gru_resets_zero_the_state_before_the_step():
 
 
 def test_fused_gru_segments_equal_the_step_by_step_unroll():
-    """Issue 16: one weight set runs torch's fused GRU over the segments between resets; it
+    """One weight set runs torch's fused GRU over the segments between resets; it
     must give the step-by-step recursion's outputs, stored states and gradients (inputs, first
     state, weights)."""
     torch.manual_seed(0)
@@ -105,7 +105,7 @@ def test_rollout_hidden_states_equal_those_recomputed_on_training_chunks(sharing
         assert torch.allclose(dist.log_prob(mb["actions"]), mb["logp"], atol=1e-5)
         assert torch.allclose(trainer.learner.raw(out.values), mb["values"], atol=1e-4)
         assert actor_in.shape[:3] == (20, 2, 3)
-        # the critic reads the state: one trunk row per step when shared (issue 16), else one per agent
+        # the critic reads the state: one trunk row per step when shared, else one per agent
         assert critic_in.shape[:3] == (20, 2, 1 if sharing == "shared" else 3)
 
 
@@ -266,11 +266,10 @@ def test_recurrent_and_agent_specific_learn_above_random(case, variant):
     threshold = random_return + 0.7 * (optimum - random_return)
     # The coordination game has a known trap: a policy that commits early to a wrong action for
     # one cue leaves its partner no signal (stuck near 13/20). Which seeds fall into it moves with
-    # float rounding: the recurrent policy on seed 0 since the learner refactor (12.7; seeds 1 and
-    # 2 reach 20.0); the agent_specific critic on seed 5 (12.6; seeds 0-4 reach 20.0), and on
-    # seed 0 instead once a linear layer's GEMM changed its summation order (issue 16: the
-    # actor's weights differed by 6e-8 after one update, the critic's not at all; seeds 1-5 then
-    # reach 20.0). So a coordination case must learn on 2 of 3 seeds rather than on one.
+    # float rounding: a change of summation order that moves the actor's weights by 6e-8 after
+    # one update moved the trap from one seed to another (the recurrent policy and the
+    # agent_specific critic each fall into it on one seed in six). So a coordination case must
+    # learn on 2 of 3 seeds rather than on one.
     seeds = (0, 1, 2) if case == "coordination" else (0,)
     results = []
     for seed in seeds:

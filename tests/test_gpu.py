@@ -1,4 +1,4 @@
-"""GPU path (issue 3): device=auto picks CUDA, and the rollout buffer, networks and a batched
+"""GPU path: device=auto picks CUDA, and the rollout buffer, networks and a batched
 simulator's tensors all live on the GPU.  Skipped on machines without CUDA."""
 import numpy as np
 import pytest

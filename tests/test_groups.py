@@ -1,4 +1,4 @@
-"""Agent groups (issue 15): resolution and its errors, separate parameters and statistics per
+"""Agent groups: resolution and its errors, separate parameters and statistics per
 group, resume, metrics per group, cross-play evaluation, and learning on two-team and two-kind
 toy envs."""
 import json
@@ -44,7 +44,7 @@ def test_agent_ids_are_one_hot_within_a_group():
     with mappo.Trainer(TwoKindsEnv, tiny(groups={"scouts": ["scout_*"], "pilots": ["pilot_*"]})) as trainer:
         assert trainer.actor.agent_eye.tolist() == [[1, 0], [0, 1], [1, 0], [0, 1]]
         assert trainer.actor.net.head.weight.shape[0] == 2  # one weight set per group
-    with mappo.Trainer(TwoKindsEnv, tiny()) as trainer:  # one group: ids over all agents, as before
+    with mappo.Trainer(TwoKindsEnv, tiny()) as trainer:  # one group: ids over all agents
         assert trainer.actor.agent_eye.tolist() == torch.eye(4).tolist()
 
 
@@ -67,7 +67,7 @@ KINDS = {"scouts": ["scout_*"], "pilots": ["pilot_*"]}
 
 @pytest.mark.parametrize("sharing", ["shared", "separate"])
 def test_each_group_reads_only_its_own_widths(sharing):
-    """Across groups nothing is padded (issue 15).  TwoKindsEnv: scouts see 3 entries, pilots 5.
+    """Across groups nothing is padded.  TwoKindsEnv: scouts see 3 entries, pilots 5.
     A scout's weight set reads 3 feature columns (and, shared, 2 id columns), its LayerNorm
     standardises those 3, and its weights on a pilot's extra columns are zero and stay zero."""
     cfg = tiny(groups=KINDS, parameter_sharing=sharing, input_norm=True, critic_input="agent_specific")

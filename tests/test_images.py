@@ -1,4 +1,4 @@
-"""Image observations (issue 14): encoder choice per agent, the CNN path's consistency between
+"""Image observations: encoder choice per agent, the CNN path's consistency between
 rollout and update, uint8 up to the encoder, image states, Dict image+vector with masks, and
 the butterfly envs."""
 import numpy as np
@@ -36,7 +36,7 @@ def test_auto_picks_the_encoder_per_agent():
         assert kinds == [ConvEncoder, FlatEncoder]  # the Dict with an image, then the plain vector
         assert [type(e) for e in trainer.critic.obs_encoder.per_set] == [ConvEncoder, FlatEncoder]
         assert trainer.actor.encodes and trainer.spec.obs_dtype == np.float32  # a float image in a Dict
-        # encoder=mlp flattens everything, as before images were supported
+        # encoder=mlp flattens everything into the MLP
     with mappo.Trainer(MixedPixelEnv, tiny(parameter_sharing="separate", encoder="mlp")) as trainer:
         assert not trainer.actor.encodes and not trainer.critic.encodes
     with pytest.raises(ValueError, match="encoder=cnn, but agent 'agent_1' has no image"):

@@ -1,4 +1,4 @@
-"""The MLP building blocks written for speed (issue 16) compute what their plain forms compute."""
+"""The MLP building blocks written for speed compute what their plain forms compute."""
 import torch
 
 from mappo import networks as N
@@ -24,7 +24,7 @@ def test_mlp_acting_and_training_give_identical_outputs():
 
 
 def test_linear_masked_inputs_get_no_gradient():
-    """With ``in_mask`` (groups reading their own widths, issue 15) the masked weights learn nothing."""
+    """With ``in_mask`` (groups reading their own widths) the masked weights learn nothing."""
     mask = torch.tensor([[True, True, False, False]])
     layer = N.GroupedLinear(1, 4, 3, gain=1.0, in_mask=mask)
     x = torch.randn(5, 1, 4)

@@ -1,4 +1,4 @@
-"""Issue 5: exact resume, checkpoints on signals, evaluation with video, progress and run folder,
+"""Exact resume, checkpoints on signals, evaluation with video, progress and run folder,
 W&B artifacts, policy export."""
 import json
 import os

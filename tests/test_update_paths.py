@@ -1,4 +1,4 @@
-"""Issue 16: the update's speed paths give the update they replace: minibatches learned in
+"""The update's speed paths give the update they replace: minibatches learned in
 pieces (``update_rows``) and ``compile=true``."""
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""SuperSuit wrappers from the config (issue 14): validation, errors naming the wrapper, and the
+"""SuperSuit wrappers from the config: validation, errors naming the wrapper, and the
 wrappers applied inside each worker with the same observations as applying them by hand."""
 import numpy as np
 import pytest

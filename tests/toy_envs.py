@@ -668,7 +668,7 @@ class TwoKindsEnv(_Toy):
 class ScaledRewardEnv(_Toy):
     """Six agents, one global cue c in {0, 1, 2} (each agent sees it one-hot; the state is c one-hot);
     agent k is paid ``WEIGHTS[k] * c`` whatever it does, so with gamma = 0 agent k's value is
-    ``WEIGHTS[k] * c``: the same state, a different value per agent (issue 16).  Actions are ignored."""
+    ``WEIGHTS[k] * c``: the same state, a different value per agent.  Actions are ignored."""
 
     WEIGHTS = (1.0, -1.0, 3.0, 0.0, 2.0, -2.0)
     possible_agents = [f"agent_{k}" for k in range(6)]
