@@ -328,7 +328,7 @@ class PPOLearner:
         activations of a large minibatch (60,000 rows x 256 units is 61 MB per layer) fall out of
         the cache, and the elementwise passes over them (tanh and its backward, the loss) then run
         at memory speed; pieces that stay in cache made a [256, 256] MLP's forward and backward
-        1.7x faster on a 2-core AMD EPYC VM, and the whole VMAS navigation update 1.3x (docs/PERFORMANCE.md).
+        1.6x faster on a 2-core Intel Xeon VM, and the whole VMAS navigation update 1.3x (docs/PERFORMANCE.md).
         """
         pieces = self._pieces(mb)
         if len(pieces) == 1:

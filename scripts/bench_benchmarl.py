@@ -6,7 +6,7 @@ BenchMARL is a peer, never a dependency of mappo: run this in a venv of its own.
     pip install benchmarl==1.5.2 vmas
     python scripts/bench_benchmarl.py --frames 1000000
 
-The settings match mappo's side of the row (`docs/results/issue16_runs*.sh` run both):
+The settings match mappo's side of the row (`scripts/bench_peers.sh` runs both):
 VMAS navigation (3 agents, 100-step episodes, continuous actions), 600 envs x 100 steps per
 iteration, MLPs of [256, 256] with tanh for actor and critic, shared parameters, a centralised
 critic, 4 passes x 4 minibatches of 15,000 env steps per iteration, CPU, one torch thread.
