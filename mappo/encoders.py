@@ -24,8 +24,8 @@ Parameter sharing works as for the MLP: "shared" means one encoder for every age
 agent must see the same kind of input (a clear error says what to do otherwise); "separate"
 means one encoder per agent slot, whose feature widths may differ (zero-padded to the widest).
 
-A new encoder is one class with ``forward(rows [N, O]) -> [N, F]`` and ``out_dim``, plus an
-entry in :data:`ENCODERS`.
+A new encoder is one class with ``build(image, row_dim, cfg, what)``, ``forward(rows [N, O]) ->
+[N, F]`` and ``out_dim``, plus an entry in :data:`ENCODERS`; ``encoder=<its name>`` then picks it.
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ from torch import nn
 
 from .spaces import ImageLayout, TeamSpec
 
-ENCODER_CHOICES = ("auto", "mlp", "cnn")
 # a conv stack whose flattened output times cnn_features exceeds this many weights is refused
 # (a raw 560x880 screen through the Nature CNN gives ~225M): resize the image instead
 MAX_PROJECTION_WEIGHTS = 50_000_000
@@ -145,6 +144,10 @@ class ConvEncoder(nn.Module):
         self.convs = nn.Sequential(*layers, nn.Flatten(), proj, nn.ReLU())
         self.out_dim = features + row_dim - image.size
 
+    @classmethod
+    def build(cls, image: ImageLayout, row_dim: int, cfg: Any, what: str) -> "ConvEncoder":
+        return cls(image, row_dim, conv_stack(cfg, image), what)
+
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         im = self.image
         start, end = im.offset, im.offset + im.size
@@ -168,11 +171,17 @@ class FlatEncoder(nn.Module):
         super().__init__()
         self.out_dim = row_dim
 
+    @classmethod
+    def build(cls, image: Optional[ImageLayout], row_dim: int, cfg: Any, what: str) -> "FlatEncoder":
+        return cls(row_dim)
+
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
         return as_float(rows[:, : self.out_dim])
 
 
+# name -> class; each has ``build(image, row_dim, cfg, what)`` (``what`` names it in errors)
 ENCODERS = {"cnn": ConvEncoder, "mlp": FlatEncoder}
+ENCODER_CHOICES = ("auto", *ENCODERS)
 
 
 def choose(encoder: str, image: Optional[ImageLayout], who: str) -> str:
@@ -188,9 +197,7 @@ def choose(encoder: str, image: Optional[ImageLayout], who: str) -> str:
 
 
 def _build(kind: str, image: Optional[ImageLayout], row_dim: int, cfg: Any, what: str) -> nn.Module:
-    if kind == "mlp":
-        return FlatEncoder(row_dim)
-    return ConvEncoder(image, row_dim, conv_stack(cfg, image), what)
+    return ENCODERS[kind].build(image, row_dim, cfg, what)
 
 
 def cnn_images(spec: TeamSpec, encoder: str, reads_state: bool) -> Dict[str, ImageLayout]:
