@@ -50,7 +50,7 @@ class Config:
     gamma: float = 0.99  # discount
     gae_lambda: float = 0.95  # GAE lambda
     ppo_epochs: int = 10  # passes over each rollout
-    num_minibatches: int = 1  # minibatches per epoch
+    num_minibatches: int = 0  # minibatches per epoch; 0: auto, 1 when every action is categorical (the MAPPO paper's MPE setting), 4 when any agent has Box actions (a Gaussian policy needs more, smaller steps to narrow; CleanRL's continuous PPO takes 32)
     update_rows: int = -1  # the update's forward and backward passes run on pieces of at most this many agent rows of a minibatch, gradients summed (the same step; faster on CPUs, whose caches large activations overflow); -1: auto, 2**19 // the widest hidden layer (2,048 rows at width 256, 8,192 at 64); 0: whole minibatches
     max_grad_norm: float = 10.0  # global grad-norm clip per network
     adam_eps: float = 1e-5  # Adam epsilon
@@ -214,6 +214,15 @@ def _scalar_error(err: Exception, path: str, overrides: Optional[List[str]]) -> 
            f"{' or null' if optional and key == name else ''}{got}"
 
 
+def auto_minibatches(cfg: Config, continuous: bool) -> int:
+    """``num_minibatches`` for ``cfg``: its own when set, else by action type (see the field), at
+    most the number of rows a minibatch can be cut into."""
+    if cfg.num_minibatches:
+        return cfg.num_minibatches
+    units = cfg.num_envs * (-(-cfg.rollout_length // cfg.chunk_length) if cfg.recurrent else cfg.rollout_length)
+    return min(4 if continuous else 1, units)
+
+
 def help_text() -> str:
     """One line per field, read from this file's comments: the CLI's ``--help``."""
     import inspect
@@ -263,7 +272,7 @@ def validate(cfg: Config) -> None:
         raise ValueError("config field 'compile': torch.compile is for feed-forward networks here; with recurrent=true "
                          "it made the update slower and the policy step 30x slower on the CPU (docs/PERFORMANCE.md). "
                          "Use compile=false with recurrent=true")
-    positive_ints = ("total_steps", "num_envs", "rollout_length", "ppo_epochs", "num_minibatches", "log_every",
+    positive_ints = ("total_steps", "num_envs", "rollout_length", "ppo_epochs", "log_every",
                      "chunk_length", "eval_episodes", "eval_max_steps")
     for name in positive_ints:
         if getattr(cfg, name) < 1:
@@ -274,6 +283,9 @@ def validate(cfg: Config) -> None:
     for name in ("checkpoint_every", "curves_every_s", "eval_every", "env_timeout_s"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"config field {name!r} must be >= 0 (0 = off), got {getattr(cfg, name)!r}")
+    if cfg.num_minibatches < 0:
+        raise ValueError(f"config field 'num_minibatches' must be >= 1, or 0 for auto (by action type), "
+                         f"got {cfg.num_minibatches}")
     if cfg.num_workers < 0:
         raise ValueError(f"config field 'num_workers' must be >= 0 (0 = automatic), got {cfg.num_workers}")
     if not 0 <= cfg.seed < 2 ** 32:

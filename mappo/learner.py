@@ -18,7 +18,7 @@ import torch
 
 from . import loss as L
 from .buffer import HIDDEN_KEYS, RolloutBuffer
-from .config import Config
+from .config import Config, auto_minibatches
 from .distributed import Sync
 from .groups import resolve_groups
 from .networks import Actor, Critic, EncoderSettings
@@ -406,7 +406,7 @@ class PPOLearner:
         count = 0
         last_kl, last_count = [0.0] * (self.groups.count + 1), 0  # the last epoch's minibatch KLs: all, per group
         for epoch in range(cfg.ppo_epochs):
-            for mb in buf.minibatches(cfg.num_minibatches, keys, chunk, extra=inputs):
+            for mb in buf.minibatches(auto_minibatches(cfg, self.spec.cont_dim > 0), keys, chunk, extra=inputs):
                 terms = self.learn(mb)
                 for key in names:
                     sums[key] += getattr(terms, key).item()

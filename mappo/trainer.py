@@ -23,7 +23,7 @@ from . import distributed as D
 from . import rollout, runfolder
 from .buffer import RolloutBuffer
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import Config, validate
+from .config import Config, auto_minibatches, validate
 from .encoders import resolve_conv_stacks
 from .learner import LEARNERS
 from .logger import RunLogger
@@ -97,6 +97,11 @@ class Trainer:
         if cfg.critic_input in ("concat_obs", "local") and not isinstance(env_fn, Batched):
             # the critic never reads state(): the workers skip it (pistonball's is a 1.5 MB screen per step)
             self.spec.set_state(None)
+        if not cfg.num_minibatches:  # auto: by action type; the choice goes into the config
+            cfg = self.cfg = cfg.replace(num_minibatches=auto_minibatches(cfg, continuous=self.spec.cont_dim > 0))
+            if cfg.progress and self.sync.is_main:
+                kind = "Box (Gaussian) actions" if self.spec.cont_dim else "categorical actions only"
+                print(f"num_minibatches=auto: {cfg.num_minibatches} ({kind})", flush=True)
         self.spec.set_image_layout(cfg.image_layout)
         # the conv stacks that image sizes chose go into the config (config.yaml, checkpoints)
         chosen = cfg.cnn_channels is None or cfg.cnn_features is None
