@@ -180,8 +180,13 @@ class EnvSlot:
             k = int(np.flatnonzero(~np.isfinite(rows).all(axis=-1))[0])
             self._fail(self.names[k], field, f"not finite ({rows[k]!r})")
 
-    def _state(self, field: str) -> np.ndarray:
+    def _state(self, field: str, ended: bool = False) -> np.ndarray:
+        """``env.state()``, checked.  ``ended``: the step just ended the episode; an env whose state()
+        fails then (multiwalker's raises once the package is gone) gives its last state instead,
+        which only a time-limit bootstrap would read."""
         state = env_state(self.env)
+        if state is None and ended:
+            return self.a["state"][self.i]
         if state is None or state.size != self.spec.state_dim:
             self._fail(None, field, f"state() has {0 if state is None else state.size} entries, expected "
                                     f"{self.spec.state_dim}")
@@ -262,7 +267,7 @@ class EnvSlot:
         done = len(still) == 0
         a["env_done"][i] = done
         if spec.state_dim:
-            a["final_state"][i] = self._state("state") if obs else a["state"][i]
+            a["final_state"][i] = self._state("state", ended=done) if obs else a["state"][i]
         if not done:  # the state after this step is also the next step's: read it once (MPE's state() is costly)
             self._write_obs(obs, infos, set(still), a["final_state"][i] if spec.state_dim else None, checked=True)
             return None

@@ -565,3 +565,17 @@ def test_resume_of_a_folder_without_a_checkpoint_says_what_to_do(tmp_path):
     proc = subprocess.run(resume, cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and "stopped before writing one" in proc.stderr
     assert f"`mappo train {run_dir}/config.yaml`" in proc.stderr
+
+
+@pytest.mark.parametrize("vector_mode", ["inprocess", "subprocess"])
+def test_an_env_whose_state_fails_once_the_episode_ended_still_trains(vector_mode):
+    """SISL multiwalker's state() raises after its last step; the episode's final state is then
+    the last one it gave (only a time-limit bootstrap reads it), and training goes on."""
+    import mappo
+    from tests.helpers import tiny
+    from tests.toy_envs import StateGoneAtEndEnv
+
+    with mappo.Trainer(StateGoneAtEndEnv, tiny(vector_mode=vector_mode, num_workers=2, total_steps=80)) as trainer:
+        assert trainer.spec.state_dim == 3
+        history = trainer.train()
+        assert history[-1]["episodes"] == 4  # 10-step episodes ended and reset

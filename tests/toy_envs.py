@@ -688,3 +688,13 @@ class ScaledRewardEnv(_Toy):
         self._check(actions)
         cue = self.cue
         return self._finish({a: self.WEIGHTS[k] * cue for k, a in enumerate(self.possible_agents) if a in self.agents})
+
+
+class StateGoneAtEndEnv(ScaledRewardEnv):
+    """:class:`ScaledRewardEnv` whose ``state()`` raises once the episode has ended, as SISL
+    multiwalker's does (its package object is gone)."""
+
+    def state(self):
+        if self.t >= self.max_steps:
+            raise AttributeError("'NoneType' object has no attribute 'position'")
+        return super().state()
