@@ -97,3 +97,23 @@ def test_vmas_trains_through_the_same_trainer_api():
         stats = trainer.evaluate(episodes=4)
     assert len(history) == 2 and history[-1]["episodes"] == 64
     assert stats["episode_length_mean"] == 10 and stats["episodes"] == 4
+
+
+@pytest.mark.parametrize("mode", ["inprocess", "subprocess"])
+def test_sisl_multiwalker_episodes_end_and_reset(mode):
+    """Random walkers fall within a few hundred steps; the episode's end (where multiwalker's own
+    state() raises) must reset cleanly in both back ends."""
+    pytest.importorskip("pettingzoo.sisl")
+    env_fn = make_env_fn("sisl/multiwalker", n_walkers=3, max_cycles=500)
+    vec = make_vector_env(env_fn, 2, 0, torch.device("cpu"), mode, num_workers=2)
+    try:
+        generator = torch.Generator().manual_seed(0)
+        episodes = []
+        for _ in range(500):
+            vec.set_actions(random_actions(vec.spec, vec.observe("action_mask"), generator))
+            episodes += vec.step()
+            if episodes:
+                break
+        assert episodes and vec.observe("alive").all() and torch.isfinite(vec.observe("state")).all()
+    finally:
+        vec.close()
