@@ -97,19 +97,8 @@ class Trainer:
         if cfg.critic_input in ("concat_obs", "local") and not isinstance(env_fn, Batched):
             # the critic never reads state(): the workers skip it (pistonball's is a 1.5 MB screen per step)
             self.spec.set_state(None)
-        if not cfg.num_minibatches:  # auto: by action type; the choice goes into the config
-            cfg = self.cfg = cfg.replace(num_minibatches=auto_minibatches(cfg, continuous=self.spec.cont_dim > 0))
-            if cfg.progress and self.sync.is_main:
-                kind = "Box (Gaussian) actions" if self.spec.cont_dim else "categorical actions only"
-                print(f"num_minibatches=auto: {cfg.num_minibatches} ({kind})", flush=True)
         self.spec.set_image_layout(cfg.image_layout)
-        # the conv stacks that image sizes chose go into the config (config.yaml, checkpoints)
-        chosen = cfg.cnn_channels is None or cfg.cnn_features is None
-        fields, lines = resolve_conv_stacks(cfg, self.spec, reads_state=cfg.critic_input in ("state", "agent_specific"))
-        if fields:
-            cfg = self.cfg = cfg.replace(**fields)
-        if chosen and lines and cfg.progress and self.sync.is_main:
-            print("\n".join(lines), flush=True)
+        cfg = self.cfg = self._resolve_automatic_fields(cfg)
         self.learner = LEARNERS[cfg.algorithm](self.spec, cfg, self.device, self.sync)
         self.policy = Policy(self.spec, self.learner.actor, self.device, compile=cfg.compile)
         self.vec: Optional[VectorEnv] = None  # the training envs, built on the first train()
@@ -122,6 +111,23 @@ class Trainer:
         self.best_eval: Optional[float] = None  # the best evaluation team return so far (best.pt holds it)
         if self.sync.rank:  # a different sampling stream per rank
             seed_everything(cfg.seed + self.sync.rank)
+
+    def _resolve_automatic_fields(self, cfg: Config) -> Config:
+        """``cfg`` with the fields left to the env filled in (``num_minibatches=0``: by action
+        type; the ``cnn_*`` stacks: by image size), so that config.yaml and checkpoints record
+        what ran.  The choices are printed once, when made."""
+        lines = []
+        if not cfg.num_minibatches:
+            cfg = cfg.replace(num_minibatches=auto_minibatches(cfg, continuous=self.spec.cont_dim > 0))
+            kind = "Box (Gaussian) actions" if self.spec.cont_dim else "categorical actions only"
+            lines.append(f"num_minibatches=auto: {cfg.num_minibatches} ({kind})")
+        chosen = cfg.cnn_channels is None or cfg.cnn_features is None
+        fields, stacks = resolve_conv_stacks(cfg, self.spec, reads_state=cfg.critic_input in ("state", "agent_specific"))
+        cfg = cfg.replace(**fields) if fields else cfg
+        lines += stacks if chosen else []
+        if lines and cfg.progress and self.sync.is_main:
+            print("\n".join(lines), flush=True)
+        return cfg
 
     # the networks and statistics live in the learner; these names are the public API
     @property
