@@ -219,8 +219,13 @@ def auto_minibatches(cfg: Config, continuous: bool) -> int:
     most the number of rows a minibatch can be cut into."""
     if cfg.num_minibatches:
         return cfg.num_minibatches
-    units = cfg.num_envs * (-(-cfg.rollout_length // cfg.chunk_length) if cfg.recurrent else cfg.rollout_length)
-    return min(4 if continuous else 1, units)
+    return min(4 if continuous else 1, minibatch_units(cfg))
+
+
+def minibatch_units(cfg: Config) -> int:
+    """How many pieces a rollout can be cut into: recurrent minibatches are made of whole chunks
+    (the last one per env may be short), feed-forward ones of single steps."""
+    return cfg.num_envs * (-(-cfg.rollout_length // cfg.chunk_length) if cfg.recurrent else cfg.rollout_length)
 
 
 def help_text() -> str:
@@ -366,9 +371,7 @@ def validate(cfg: Config) -> None:
     if cfg.popart and cfg.value_norm:
         raise ValueError("config fields 'popart' and 'value_norm' are mutually exclusive (PopArt is ValueNorm plus "
                          "a rescaled value head); set value_norm=false to use popart=true")
-    # recurrent minibatches are made of whole chunks (the last one per env may be short); feed-forward
-    # ones of single steps
-    units = cfg.num_envs * (-(-cfg.rollout_length // cfg.chunk_length) if cfg.recurrent else cfg.rollout_length)
+    units = minibatch_units(cfg)
     if cfg.num_minibatches > units:
         what = "num_envs*ceil(rollout_length/chunk_length)" if cfg.recurrent else "num_envs*rollout_length"
         raise ValueError(f"config field 'num_minibatches' ({cfg.num_minibatches}) must be <= {what} ({units})")
