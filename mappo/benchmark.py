@@ -165,11 +165,11 @@ def check_resumable(task: Task, seed: int, out: str) -> None:
     saved_path = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(os.path.join(run_dir, "ckpt.pt")) or not os.path.isfile(saved_path):
         return
-    from .config import Config
+    from .config import Config, changed_settings
 
     saved = Config.from_yaml(saved_path).to_dict()
     wanted = Config.from_yaml(task.config, [*task.overrides, f"seed={seed}"]).to_dict()
-    changed = sorted(k for k in wanted if k not in _RESUME_FREE and saved.get(k) != wanted[k])
+    changed = [k for k in changed_settings(saved, wanted) if k not in _RESUME_FREE]
     if changed:
         raise ValueError(f"{run_dir!r} was started with other settings than {task.config!r} now gives ("
                          + ", ".join(f"{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in changed)

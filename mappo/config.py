@@ -214,6 +214,19 @@ def _scalar_error(err: Exception, path: str, overrides: Optional[List[str]]) -> 
            f"{' or null' if optional and key == name else ''}{got}"
 
 
+# fields whose default leaves the choice to the env (action type, image sizes); a trainer writes
+# the value it chose into its config, so a saved config may hold any value where these are unset
+AUTOMATIC = {"num_minibatches": 0, "cnn_channels": None, "cnn_kernels": None, "cnn_strides": None,
+             "cnn_features": None}
+
+
+def changed_settings(saved: Dict[str, Any], wanted: Dict[str, Any]) -> List[str]:
+    """The fields where a run's saved config differs from ``wanted``; a field ``wanted`` leaves to
+    the env (:data:`AUTOMATIC`) matches whatever the run chose."""
+    return sorted(k for k in wanted if saved.get(k) != wanted[k]
+                  and not (k in AUTOMATIC and wanted[k] == AUTOMATIC[k]))
+
+
 def auto_minibatches(cfg: Config, continuous: bool) -> int:
     """``num_minibatches`` for ``cfg``: its own when set, else by action type (see the field), at
     most the number of rows a minibatch can be cut into."""

@@ -84,3 +84,12 @@ def test_every_shipped_config_loads():
     assert paths
     for p in paths:
         Config.from_yaml(p)
+
+
+def test_a_saved_config_matches_where_the_wanted_one_leaves_the_choice_to_the_env():
+    from mappo.config import changed_settings
+
+    saved = mappo.Config(num_minibatches=4, cnn_channels=[16], cnn_kernels=[3], cnn_strides=[1],
+                         cnn_features=128).to_dict()
+    assert changed_settings(saved, mappo.Config().to_dict()) == []  # auto matches what the run chose
+    assert changed_settings(saved, mappo.Config(num_minibatches=2, lr=1e-3).to_dict()) == ["lr", "num_minibatches"]
