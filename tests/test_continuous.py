@@ -52,3 +52,41 @@ def test_steering_env_scores_and_bounds():
         env.step({"agent_0": np.array([1.5, 0.0], np.float32), "agent_1": np.zeros(2, np.float32)})
     random_return, best = random_team_return(SteeringEnv, episodes=200), steering_greedy_return()
     assert -16.0 < random_return < -12.0 and -1.4 < best < -1.0
+
+
+def test_num_minibatches_auto_goes_by_action_type(capsys):
+    from tests.helpers import tiny
+    from tests.toy_envs import ContinuousEnv, CoordinationEnv
+
+    with mappo.Trainer(ContinuousEnv, tiny(num_minibatches=0, progress=True)) as trainer:
+        assert trainer.cfg.num_minibatches == 4  # Box actions: written into the run's config
+    assert "num_minibatches=auto: 4 (Box (Gaussian) actions)" in capsys.readouterr().out
+    with mappo.Trainer(CoordinationEnv, tiny(num_minibatches=0)) as trainer:
+        assert trainer.cfg.num_minibatches == 1  # categorical only: the MAPPO paper's MPE setting
+    with mappo.Trainer(ContinuousEnv, tiny(num_minibatches=0, num_envs=1, rollout_length=3)) as trainer:
+        assert trainer.cfg.num_minibatches == 3  # never more minibatches than rows
+    with mappo.Trainer(ContinuousEnv, tiny(num_minibatches=2)) as trainer:
+        assert trainer.cfg.num_minibatches == 2  # a number given is kept
+    assert mappo.Config().num_minibatches == 0
+    with pytest.raises(ValueError, match="'num_minibatches' must be >= 1, or 0 for auto"):
+        mappo.Config(num_minibatches=-1)
+
+
+@pytest.mark.slow
+def test_default_config_narrows_a_gaussian_on_a_precision_task(one_thread):
+    """Each agent must output the 2-D point it observes (ContinuousEnv, 10-step episodes), which
+    takes a Gaussian that narrows.  On defaults mappo gets within 1% of the best return's gain over
+    random.  (Measured on seeds 0 and 1 at this budget: the plain PPO of the test above -0.012 and
+    -0.018, mappo with one minibatch per epoch -1.15 and -1.23, with the automatic four -0.017 and
+    -0.016; random -22.3.)"""
+    from tests.toy_envs import ContinuousEnv
+
+    random_return, best = random_team_return(ContinuousEnv, episodes=200), 0.0
+    ours = []
+    for seed in (0, 1):
+        cfg = mappo.Config(total_steps=BUDGET, seed=seed, vector_mode="inprocess", device="cpu", progress=False)
+        with mappo.Trainer(ContinuousEnv, cfg) as trainer:
+            trainer.train()
+            ours.append(trainer.evaluate(episodes=100)["team_return_mean"])
+    print(f"random {random_return:.2f}; mappo defaults {np.round(ours, 3)}")
+    assert np.mean(ours) > random_return + 0.99 * (best - random_return)
