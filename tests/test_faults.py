@@ -335,7 +335,8 @@ def test_a_hanging_env_is_an_error_naming_it_and_leaves_no_worker(tmp_path):
     cfg = tiny(vector_mode="subprocess", num_workers=2, num_envs=2, env_timeout_s=2.0)
     trainer = mappo.Trainer(HangingEnv, cfg)
     start = time.monotonic()
-    with pytest.raises(TimeoutError, match=r"env\(s\) \[\d\] .*took longer than env_timeout_s=2 s"):
+    with pytest.raises(TimeoutError, match=r"env 'tests.toy_envs:HangingEnv', copies \[\d\] .*took longer than "
+                                           r"env_timeout_s=2 s"):
         trainer.train()
     assert time.monotonic() - start < 30
     procs = list(trainer.vec.backend.procs) if trainer.vec is not None else []
