@@ -82,11 +82,9 @@ def test_default_config_narrows_a_gaussian_on_a_precision_task(one_thread):
     from tests.toy_envs import ContinuousEnv
 
     random_return, best = random_team_return(ContinuousEnv, episodes=200), 0.0
-    ours = []
-    for seed in (0, 1):
-        cfg = mappo.Config(total_steps=BUDGET, seed=seed, vector_mode="inprocess", device="cpu", progress=False)
-        with mappo.Trainer(ContinuousEnv, cfg) as trainer:
-            trainer.train()
-            ours.append(trainer.evaluate(episodes=100)["team_return_mean"])
-    print(f"random {random_return:.2f}; mappo defaults {np.round(ours, 3)}")
-    assert np.mean(ours) > random_return + 0.99 * (best - random_return)
+    cfg = mappo.Config(total_steps=BUDGET, seed=0, vector_mode="inprocess", device="cpu", progress=False)
+    with mappo.Trainer(ContinuousEnv, cfg) as trainer:
+        trainer.train()
+        ours = trainer.evaluate(episodes=100)["team_return_mean"]
+    print(f"random {random_return:.2f}; mappo defaults {ours:.3f}")
+    assert ours > random_return + 0.99 * (best - random_return)
