@@ -2,8 +2,9 @@
 
 :class:`tests.toy_envs.SteeringEnv` is a cooperative steering task with Box actions; the
 yardstick is :mod:`tests.plain_ppo`, CleanRL's ``ppo_continuous_action.py`` in miniature, run
-as IPPO.  Both get the same env-step budget and 3 seeds, and are scored the same way: the
-deterministic (mean-action) policy over 100 evaluation episodes.
+as IPPO.  Both get the same env-step budget and 2 seeds (the plain PPO's 32 minibatches make
+each of its runs about two minutes here), and are scored the same way: the deterministic
+(mean-action) policy over 100 evaluation episodes.
 """
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from tests.plain_ppo import evaluate_plain, train_plain_ppo
 from tests.toy_envs import SteeringEnv, random_team_return, steering_greedy_return
 
 BUDGET = 60_000  # env steps
-SEEDS = (0, 1, 2)
+SEEDS = (0, 1)
 
 
 @pytest.fixture

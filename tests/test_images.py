@@ -332,7 +332,7 @@ def test_a_grid_task_that_needs_two_frames_learns_from_pixels_on_defaults():
     from tests.toy_envs import GridDotEnv
 
     cfg = mappo.Config(wrappers=[{"frame_stack_v2": {"stack_size": 2}}], total_steps=60_000, seed=0,
-                       progress=False, device="cpu")
+                       progress=False, device="cpu", vector_mode="inprocess")  # the learning settings' defaults
     with mappo.Trainer(GridDotEnv, cfg) as trainer:
         assert trainer.spec.agents[0].image.describe() == "10x10x2 (HWC)"
         trainer.train()
