@@ -24,6 +24,7 @@ ENVS: Dict[str, EnvFactory] = {}
 BATCHED: Set[str] = set()  # names whose factory returns a mappo.Batched builder
 # families whose every id is a name: "lbf/<id>" calls FAMILIES["lbf"](<id>, **kwargs)
 FAMILIES: Dict[str, EnvFactory] = {}
+BATCHED_FAMILIES: Set[str] = set()  # families whose factory returns a mappo.Batched builder
 
 
 def register(name: str, factory: EnvFactory | None = None, batched: bool = False):
@@ -37,10 +38,13 @@ def register(name: str, factory: EnvFactory | None = None, batched: bool = False
     return factory
 
 
-def register_family(prefix: str, factory: EnvFactory) -> EnvFactory:
+def register_family(prefix: str, factory: EnvFactory, batched: bool = False) -> EnvFactory:
     """Register ``factory(env_id, **kwargs) -> ParallelEnv`` for every name ``"<prefix>/<env_id>"``
-    (a package with many ids of its own, such as lbforaging); the factory rejects unknown ids."""
+    (a package with many ids of its own, such as lbforaging); the factory rejects unknown ids.
+    With ``batched=True`` the factory returns a :class:`mappo.Batched` builder."""
     FAMILIES[prefix] = factory
+    if batched:
+        BATCHED_FAMILIES.add(prefix)
     return factory
 
 
@@ -138,8 +142,16 @@ def _matrix(name: str) -> EnvFactory:
 
 register("matrix/climbing", _matrix("climbing"))
 register("matrix/penalty", _matrix("penalty_game"))
+def _jaxmarl(env_id: str, **kwargs: Any) -> Batched:
+    from .jaxmarl import JaxMarlEnvFn, check_env_id
+
+    check_env_id(env_id)  # a wrong id fails here, with "did you mean", not when the trainer builds envs
+    return Batched(JaxMarlEnvFn(env_id, **kwargs))
+
+
 register_family("lbf", _lbf)
 register_family("rware", _rware)
+register_family("jaxmarl", _jaxmarl, batched=True)  # JaxMARL's ids: jaxmarl/MPE_simple_spread_v3, jaxmarl/SMAX, ...
 
 
 def _family_factory(name: str) -> EnvFactory | None:
@@ -194,7 +206,7 @@ def make_env_fn(name: str, **kwargs: Any) -> Callable[[], Any]:
     ``device`` and ``seed``.
     """
     factory = _resolve(name)
-    if name in BATCHED:
+    if name in BATCHED or (_family_factory(name) is not None and name.partition("/")[0] in BATCHED_FAMILIES):
         return factory(**kwargs)
     if isinstance(factory, Batched):
         return Batched(functools.partial(factory.builder, **kwargs))

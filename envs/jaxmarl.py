@@ -1,0 +1,436 @@
+"""JaxMARL's suites (Rutherford et al. 2024, arXiv 2311.10090) as batched vector envs.
+
+    make_env_fn("jaxmarl/MPE_simple_spread_v3")
+    make_env_fn("jaxmarl/HeuristicEnemySMAX", scenario="2s3z")   # a SMAX map by name
+
+Every env of a run lives in one JAX array tree and steps in one compiled call
+(``jax.jit(jax.vmap(...))``).  The call also does what the protocol asks of a vector env
+(``mappo/protocol.py``), so nothing per env runs in Python:
+
+* it packs the agents' observations, action masks, rewards and flags into the team layout
+  (``obs [E, A, O]``, ...), and hands them to torch through DLPack without a copy; actions come
+  back the same way, and both stay on the learner's device (``XLA_PYTHON_CLIENT_PREALLOCATE=false``
+  lets XLA and torch share a GPU);
+* it seeds like the PettingZoo back ends: env ``i``'s ``k``-th episode starts from a key folded from
+  (seed, i, k), and its step ``t`` draws from that key folded with ``t``, so a resumed run replays
+  the same episodes (``episode_counts`` / ``restart_episodes``);
+* it resets finished envs itself, keeping the final observation and state for bootstrapping, and
+  keeps ``terminated`` (the game ended: a SMAX side wiped out, a Hanabi game over) apart from
+  ``truncated`` (the time limit), which JaxMARL folds into one ``done``;
+* an agent that dies (SMAX) terminates, then keeps its slot with ``alive=False`` and a zero
+  observation; the env still needs an action for it, so it gets its first available one (SMAX: stop).
+
+JaxMARL's MPE ends an episode one step late (``done`` is set from the step counter before it is
+incremented: 26 steps for ``max_steps=25``); the adapter ends it at ``max_steps`` as ``mpe2``
+does, so ``jaxmarl/MPE_*`` and ``mpe/*`` episodes have the same length.  ``accounting="epymarl"``
+pays spread and speaker-listener the EPyMARL benchmark's shared reward, as the ``mpe/`` family
+does (``envs/mpe_epymarl.py``); ``tests/test_jaxmarl.py`` steps both families side by side.
+
+The critic's state is SMAX's ``world_state`` where the env gives one, else (S = 0) the trainer
+joins the agents' observations, which is what ``mpe2``'s ``state()`` is.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import functools
+import io
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+
+from mappo.spaces import AgentSpec, TeamSpec
+
+EXTRA_HINT = "pip install -e '.[jax]' (brings jaxmarl and jax[cpu]; for a GPU also pip install 'jax[cuda12]')"
+ACCOUNTINGS = ("jaxmarl", "epymarl")
+# per-suite reward rule for accounting="epymarl" (envs/mpe_epymarl.py): shared = scale * sum_i r_i + offset
+EPYMARL_SHARED = {"MPE_simple_spread_v3": (2.0, "minus_n"), "MPE_simple_speaker_listener_v4": (1.0, None)}
+
+
+def import_jax() -> Tuple[Any, Any]:
+    """``(jax, jaxmarl)``, or an ImportError that names the extra."""
+    streams = sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__
+    try:
+        import jax
+
+        # jaxmarl prints which optional suites it found, and its MaBrax module sets sys.stdout and
+        # sys.stderr to sys.__stdout__ / sys.__stderr__ after trying brax (jaxmarl/environments/
+        # mabrax/mabrax_env.py), which would undo any capture around it: hide the prints, restore the streams
+        sys.stdout = sys.__stdout__ = io.StringIO()
+        import jaxmarl
+    except ImportError as err:
+        raise ImportError(f"jaxmarl/ envs need the jax extra: {EXTRA_HINT} ({err})") from err
+    finally:
+        sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__ = streams
+    return jax, jaxmarl
+
+
+def registered_ids() -> List[str]:
+    _, jaxmarl = import_jax()
+    from jaxmarl.registration import registered_envs
+
+    return list(registered_envs)
+
+
+def _did_you_mean(value: str, choices: List[str]) -> str:
+    close = difflib.get_close_matches(value, choices, n=3, cutoff=0.5)
+    return f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+
+
+def check_env_id(env_id: str) -> None:
+    ids = registered_ids()
+    if env_id not in ids:
+        raise ValueError(f"unknown env 'jaxmarl/{env_id}'; {_did_you_mean(env_id, ids)}JaxMARL's ids: {sorted(ids)}")
+
+
+def build_jaxmarl_env(env_id: str, kwargs: Dict[str, Any]) -> Any:
+    """``jaxmarl.make(env_id, **kwargs)``, with a SMAX ``scenario`` given by map name ("2s3z")."""
+    _, jaxmarl = import_jax()
+    check_env_id(env_id)
+    kwargs = dict(kwargs)
+    if "SMAX" in env_id and isinstance(kwargs.get("scenario"), str):
+        from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, map_name_to_scenario
+
+        name = kwargs["scenario"]
+        if name not in MAP_NAME_TO_SCENARIO:
+            raise ValueError(f"jaxmarl/{env_id}: unknown SMAX map scenario={name!r}; "
+                             f"{_did_you_mean(name, list(MAP_NAME_TO_SCENARIO))}maps: {sorted(MAP_NAME_TO_SCENARIO)}")
+        kwargs["scenario"] = map_name_to_scenario(name)
+    try:
+        return jaxmarl.make(env_id, **kwargs)
+    except TypeError as err:  # an unknown keyword: say whose
+        raise ValueError(f"jaxmarl/{env_id}: bad env_kwargs {sorted(kwargs)}: {err}") from err
+
+
+def to_gymnasium(space: Any, where: str) -> Any:
+    """A JaxMARL space as gymnasium's (the classes ``AgentSpec`` reads)."""
+    from gymnasium import spaces
+
+    kind = type(space).__name__
+    if kind == "Discrete":
+        return spaces.Discrete(int(space.n))
+    if kind == "MultiDiscrete":
+        return spaces.MultiDiscrete(np.asarray(space.num_categories, dtype=np.int64))
+    if kind == "Box":
+        dtype = np.dtype(space.dtype) if space.dtype is not None else np.dtype(np.float32)
+        dtype = np.uint8 if dtype == np.uint8 else np.float32
+        shape = tuple(int(n) for n in np.atleast_1d(space.shape)) if space.shape != () else (1,)
+        low = np.broadcast_to(np.asarray(space.low, dtype=np.float64), shape)
+        high = np.broadcast_to(np.asarray(space.high, dtype=np.float64), shape)
+        if dtype == np.uint8:
+            low, high = np.clip(low, 0, 255), np.clip(high, 0, 255)
+        return spaces.Box(low.astype(dtype), high.astype(dtype), shape, dtype=dtype)
+    raise TypeError(f"{where}: unsupported JaxMARL space {space!r}; supported: Discrete, MultiDiscrete, Box")
+
+
+def _jax_device(jax: Any, device: torch.device) -> Any:
+    """The JAX device that shares memory with torch's ``device``."""
+    if device.type == "cpu":
+        return jax.devices("cpu")[0]
+    if device.type == "cuda":
+        try:
+            gpus = jax.devices("gpu")
+        except RuntimeError as err:
+            raise RuntimeError(f"device={device}: this jax has no GPU backend ({err}); install one with "
+                               "pip install 'jax[cuda12]', or train with device=cpu") from err
+        return gpus[device.index or 0]
+    raise ValueError(f"jaxmarl/ envs run on cpu or cuda devices, not {device}")
+
+
+class CompiledEnv:
+    """One JaxMARL env with its settings, and the functions that act on a batch of its copies,
+    jitted once: vector envs of the same settings share it, so a run's evaluation envs (another
+    ``E``) compile only for their shape, and the same settings never compile twice in a process."""
+
+    def __init__(self, env_id: str, max_steps: Optional[int], accounting: str, env_kwargs: Dict[str, Any]):
+        jax, _ = import_jax()
+        import jax.numpy as jnp
+
+        self.env_id = env_id
+        self.env = env = build_jaxmarl_env(env_id, env_kwargs)
+        if accounting not in ACCOUNTINGS:
+            raise ValueError(f"jaxmarl/{env_id}: accounting must be one of {list(ACCOUNTINGS)}, got {accounting!r}")
+        if accounting == "epymarl" and env_id not in EPYMARL_SHARED:
+            raise ValueError(f"jaxmarl/{env_id}: accounting='epymarl' is defined for {sorted(EPYMARL_SHARED)}")
+        if accounting == "epymarl" and env_id == "MPE_simple_spread_v3" and getattr(env, "local_ratio", 0.5) != 0.5:
+            raise ValueError(f"jaxmarl/{env_id}: accounting='epymarl' needs local_ratio=0.5 (envs/mpe_epymarl.py)")
+        self.accounting = accounting
+        self.names = list(env.agents)
+        agents = [AgentSpec.build(a, to_gymnasium(env.observation_space(a), f"jaxmarl/{env_id} agent {a!r} "
+                                                  "observation"),
+                                  to_gymnasium(env.action_space(a), f"jaxmarl/{env_id} agent {a!r} action"))
+                  for a in self.names]
+        self.spec = spec = TeamSpec(agents, 0)
+        env_limit = getattr(env, "max_steps", None)
+        self.max_steps = int(max_steps if max_steps is not None else (env_limit or 0))
+        if self.max_steps <= 0:
+            raise ValueError(f"jaxmarl/{env_id}: give max_steps (the env has no max_steps of its own)")
+        if max_steps is not None and env_limit is not None and max_steps > env_limit:
+            raise ValueError(f"jaxmarl/{env_id}: max_steps={max_steps} is beyond the env's own limit {env_limit}; "
+                             f"pass max_steps to the env too")
+        self._has_avail = _has_avail_actions(env)
+        obs0, _ = jax.eval_shape(env.reset, jax.random.PRNGKey(0))  # shapes only: nothing compiled
+        self._state_key = "world_state" if "world_state" in obs0 else None
+        world = obs0.get(self._state_key)
+        spec.set_state(np.zeros(int(np.prod(world.shape)), world.dtype) if world is not None else None)
+        self._build(jax, jnp)
+
+    def _build(self, jax: Any, jnp: Any) -> None:
+        env, spec, names = self.env, self.spec, self.names
+        A, O, L, S = spec.num_agents, spec.obs_dim, spec.num_logits, spec.state_dim
+        obs_dtype = jnp.uint8 if spec.obs_dtype == np.uint8 else jnp.float32
+        valid = jnp.asarray(spec.valid_logits)
+        low, high = jnp.asarray(spec.cont_low), jnp.asarray(spec.cont_high)
+        limit, state_key, has_avail = self.max_steps, self._state_key, self._has_avail
+        terminal = _terminal_rule(self.env_id, env)
+        shared = EPYMARL_SHARED.get(self.env_id) if self.accounting == "epymarl" else None
+
+        def pack_obs(obs: Dict[str, Any]) -> Any:  # -> [A, O]
+            rows = [jnp.pad(jnp.ravel(obs[n]).astype(obs_dtype), (0, O - spec.agents[k].obs_dim))
+                    for k, n in enumerate(names)]
+            return jnp.stack(rows)
+
+        def pack_state(obs: Dict[str, Any]) -> Any:  # -> [S]
+            if state_key is None:
+                return jnp.zeros((0,), jnp.float32)
+            world = jnp.ravel(obs[state_key])
+            return world.astype(jnp.uint8 if spec.state_dtype == np.uint8 else jnp.float32)
+
+        def pack_mask(state: Any) -> Any:  # -> [A, L] (the env's available actions AND the layout's)
+            if not has_avail:
+                return valid
+            avail = env.get_avail_actions(state)
+            rows = []
+            for k, n in enumerate(names):
+                row = jnp.asarray(avail[n]).astype(bool).ravel()
+                rows.append(jnp.pad(row, (0, L - row.shape[0])) if row.shape[0] < L else row[:L])
+            return jnp.stack(rows) & valid
+
+        def decode(actions: Any, mask: Any, alive: Any) -> Dict[str, Any]:  # actions [A, W] -> per agent
+            out = {}
+            for k, (n, a) in enumerate(zip(names, spec.agents)):
+                if a.nvec:
+                    if len(a.nvec) == 1:
+                        chosen = actions[k, 0].astype(jnp.int32)
+                        # a dead agent still owes the env an action: its first available one (SMAX: stop)
+                        fallback = jnp.argmax(mask[k, : a.nvec[0]]).astype(jnp.int32)
+                        out[n] = jnp.where(alive[k], chosen, fallback)
+                    else:
+                        out[n] = actions[k, : len(a.nvec)].astype(jnp.int32)
+                else:
+                    c = spec.num_components
+                    d = a.cont_dim
+                    box = (low[k, :d] + (actions[k, c : c + d] + 1.0) * 0.5 * (high[k, :d] - low[k, :d]))
+                    out[n] = jnp.clip(box, low[k, :d], high[k, :d]).reshape(a.action_space.shape)
+            return out
+
+        def episode_key(seed: Any, index: Any, episode: Any) -> Any:
+            return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), index), episode)
+
+        def start(seed: Any, index: Any, episode: Any) -> Dict[str, Any]:
+            obs, state = env.reset(episode_key(seed, index, episode))
+            alive = jnp.ones((A,), bool)
+            return {"state": state, "obs": pack_obs(obs), "world": pack_state(obs), "mask": pack_mask(state),
+                    "alive": alive, "length": jnp.zeros((), jnp.int32)}
+
+        def step_one(carry: Dict[str, Any], actions: Any, seed: Any, index: Any,
+                     episode: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+            acting = carry["alive"]
+            key = jax.random.fold_in(episode_key(seed, index, episode), carry["length"] + 1)
+            obs, state, rewards, dones, _ = env.step_env(key, carry["state"], decode(actions, carry["mask"], acting))
+            reward = jnp.stack([jnp.asarray(rewards[n], jnp.float32) for n in names])
+            if shared is not None:  # EPyMARL's shared team reward (envs/mpe_epymarl.py)
+                scale, offset = shared
+                team = scale * reward.sum() - (A if offset == "minus_n" else 0.0)
+                reward = jnp.full((A,), team, jnp.float32)
+            reward = jnp.where(acting, reward, 0.0)
+            length = carry["length"] + 1
+            agent_done = jnp.stack([jnp.asarray(dones[n], bool) for n in names])
+            all_done = jnp.asarray(dones["__all__"], bool)
+            env_done = all_done | (length >= limit)
+            ended = terminal(state, all_done, length >= limit) & env_done
+            terminated = acting & ((agent_done & ~all_done) | ended)
+            truncated = acting & env_done & ~terminated
+            final_obs = jnp.where(acting[:, None], pack_obs(obs), 0)
+            final_world = pack_state(obs)
+            alive = acting & ~agent_done
+            nxt = {"state": state, "obs": jnp.where(alive[:, None], final_obs, 0), "world": final_world,
+                   "mask": jnp.where(alive[:, None], pack_mask(state), valid), "alive": alive, "length": length}
+            fresh = start(seed, index, episode + 1)
+            carry = jax.tree.map(lambda r, s: jnp.where(env_done, r, s), fresh, nxt)
+            out = {"reward": reward, "terminated": terminated, "truncated": truncated, "final_obs": final_obs,
+                   "final_state": final_world, "env_done": env_done}
+            return carry, out
+
+        def place(state: Any, carry: Dict[str, Any]) -> Dict[str, Any]:
+            obs = env.get_obs(state)
+            return {**carry, "state": state, "obs": jnp.where(carry["alive"][:, None], pack_obs(obs), 0),
+                    "world": pack_state(obs) if state_key is None else carry["world"],
+                    "mask": jnp.where(carry["alive"][:, None], pack_mask(state), valid)}
+
+        # batched over envs: seed is shared, index [E] and episode [E] are each env's own
+        self.place = jax.jit(jax.vmap(place))
+        self.start = jax.jit(jax.vmap(start, in_axes=(None, 0, 0)))
+        self.step = jax.jit(jax.vmap(step_one, in_axes=(0, 0, None, 0, 0)))
+
+
+_COMPILED: Dict[Tuple[str, str, Optional[int], str], CompiledEnv] = {}
+
+
+def compiled_env(env_id: str, max_steps: Optional[int], accounting: str, env_kwargs: Dict[str, Any]) -> CompiledEnv:
+    key = (env_id, repr(sorted(env_kwargs.items())), max_steps, accounting)
+    if key not in _COMPILED:
+        _COMPILED[key] = CompiledEnv(env_id, max_steps, accounting, env_kwargs)
+    return _COMPILED[key]
+
+
+class JaxMarlVectorEnv:
+    """A ``mappo.protocol.VectorEnv`` over ``num_envs`` copies of one JaxMARL env, stepped together
+    in one compiled call; every field is a torch tensor on ``device`` that shares XLA's buffer."""
+
+    def __init__(self, env_id: str, num_envs: int, device: Any = "cpu", seed: int = 0,
+                 max_steps: Optional[int] = None, accounting: str = "jaxmarl", **env_kwargs: Any):
+        jax, _ = import_jax()
+        import jax.numpy as jnp
+
+        self.jax, self.jnp = jax, jnp
+        self.compiled = compiled_env(env_id, max_steps, accounting, env_kwargs)
+        self.env, self.max_steps = self.compiled.env, self.compiled.max_steps
+        self.spec = copy.deepcopy(self.compiled.spec)  # the trainer may set an image layout on its own copy
+        self.env_id, self.num_envs = env_id, int(num_envs)
+        self.device = torch.device(device)
+        self.jax_device = _jax_device(jax, self.device)
+        self._seed = jax.device_put(jnp.asarray(int(seed) % 2**32, dtype=jnp.uint32), self.jax_device)
+        self._indexes = jax.device_put(jnp.arange(self.num_envs, dtype=jnp.int32), self.jax_device)
+        self._episode = np.zeros(self.num_envs, dtype=np.int64)
+        self.arrays: Dict[str, torch.Tensor] = {}
+        self._carry = None
+        self.actions = torch.zeros(self.num_envs, self.spec.num_agents, self.spec.action_width, device=self.device)
+
+
+    # --- the protocol ------------------------------------------------------------------------
+    def _to_torch(self, array: Any) -> torch.Tensor:
+        return torch.from_dlpack(array)
+
+    def _publish(self, carry: Dict[str, Any], out: Optional[Dict[str, Any]]) -> None:
+        t = self._to_torch
+        a = self.arrays
+        a["obs"], a["state"], a["action_mask"], a["alive"] = t(carry["obs"]), t(carry["world"]), t(carry["mask"]), \
+            t(carry["alive"])
+        if out is not None:
+            for name, value in out.items():
+                a[name] = t(value)
+
+    def env_states(self) -> Any:
+        """The JaxMARL state of every env: one pytree whose arrays lead with ``E``."""
+        return self._carry["state"]
+
+    def place_states(self, states: Any) -> None:
+        """Put every env in ``states`` (a pytree like :meth:`env_states`'s) mid-episode; the
+        observations and masks are read from it.  Tests start both MPE families from one world
+        this way."""
+        with self.jax.default_device(self.jax_device):
+            self._carry = self.compiled.place(states, self._carry)
+        self._publish(self._carry, None)
+
+    def observe(self, name: str) -> torch.Tensor:
+        return self.arrays[name]  # each step makes new buffers: an observed tensor is a snapshot already
+
+    def set_actions(self, actions: torch.Tensor) -> None:
+        self.actions = actions
+
+    def episode_counts(self) -> np.ndarray:
+        return self._episode.copy()
+
+    def restart_episodes(self, counts: Any) -> None:
+        self._episode = np.asarray(counts, dtype=np.int64).copy()
+        self.reset()
+
+    def _episodes_jax(self) -> Any:
+        return self.jax.device_put(self.jnp.asarray(self._episode, dtype=self.jnp.int32), self.jax_device)
+
+    def reset(self) -> None:
+        with self.jax.default_device(self.jax_device):
+            carry = self.compiled.start(self._seed, self._indexes, self._episodes_jax())
+        self._carry = carry
+        E, A = self.num_envs, self.spec.num_agents
+        zeros = functools.partial(torch.zeros, device=self.device)
+        self.arrays = {"reward": zeros(E, A), "terminated": zeros(E, A, dtype=torch.bool),
+                       "truncated": zeros(E, A, dtype=torch.bool), "env_done": zeros(E, dtype=torch.bool)}
+        self._publish(carry, None)
+        self.arrays["final_obs"] = self.arrays["obs"]
+        self.arrays["final_state"] = self.arrays["state"]
+        self.team_return = zeros(E)
+        self.agent_returns = zeros(E, A)
+        self.length = zeros(E, dtype=torch.long)
+
+    def step(self) -> List[Dict[str, Any]]:
+        jax = self.jax
+        actions = self.actions.detach().to(self.device, torch.float32).contiguous()
+        with jax.default_device(self.jax_device):
+            carry, out = self.compiled.step(self._carry, jax.dlpack.from_dlpack(actions), self._seed, self._indexes,
+                                            self._episodes_jax())
+        self._carry = carry
+        self._publish(carry, out)
+        a = self.arrays
+        self.team_return += a["reward"].sum(-1)
+        self.agent_returns += a["reward"]
+        self.length += 1
+        done = a["env_done"]
+        if not bool(done.any()):  # the one host sync per step
+            return []
+        index = done.nonzero().squeeze(-1)
+        episodes = [{"team_return": float(r), "length": int(n), "agent_returns": g, "env": i}
+                    for i, r, n, g in zip(index.tolist(), self.team_return[index].tolist(),
+                                          self.length[index].tolist(), self.agent_returns[index].tolist())]
+        self._episode[index.cpu().numpy()] += 1
+        self.team_return[index] = 0.0
+        self.agent_returns[index] = 0.0
+        self.length[index] = 0
+        return episodes
+
+    def close(self) -> None:
+        self._carry = None
+
+
+def _has_avail_actions(env: Any) -> bool:
+    """Whether the env implements ``get_avail_actions`` (the base class raises NotImplementedError)."""
+    from jaxmarl.environments.multi_agent_env import MultiAgentEnv
+
+    method = getattr(type(env), "get_avail_actions", None)
+    return method is not None and method is not MultiAgentEnv.get_avail_actions
+
+
+def _terminal_rule(env_id: str, env: Any) -> Callable[[Any, Any, Any], Any]:
+    """``terminal(state, env_done, at_limit)``: whether an ended episode ended in the game (the
+    learner bootstraps nothing) rather than at its time limit (it bootstraps from the final
+    observation).  JaxMARL reports one ``done``; these rules split it."""
+    import jax.numpy as jnp
+
+    if env_id.startswith("MPE_"):
+        return lambda state, env_done, at_limit: jnp.zeros((), bool)  # MPE episodes only run out of time
+    if "SMAX" in env_id:
+        allies = env.num_allies
+
+        def smax(state: Any, env_done: Any, at_limit: Any) -> Any:
+            alive = getattr(state, "state", state).unit_alive  # the enemy-policy envs wrap SMAX's state
+            return ~jnp.any(alive[:allies]) | ~jnp.any(alive[allies:])  # one side is wiped out
+
+        return smax
+    # elsewhere: an env's own done before the time limit is the game's end
+    return lambda state, env_done, at_limit: env_done & ~at_limit
+
+
+class JaxMarlEnvFn:
+    """The builder behind ``make_env_fn("jaxmarl/<env id>", ...)`` (wrapped in ``mappo.Batched``)."""
+
+    def __init__(self, env_id: str, **kwargs: Any):
+        self.env_id, self.kwargs = env_id, kwargs
+
+    def __call__(self, num_envs: int = 1, device: Any = "cpu", seed: Optional[int] = 0) -> JaxMarlVectorEnv:
+        return JaxMarlVectorEnv(self.env_id, num_envs, device, 0 if seed is None else seed, **self.kwargs)
+
+    def __repr__(self) -> str:
+        return f"jaxmarl/{self.env_id}"

@@ -1,0 +1,207 @@
+"""The jaxmarl/ env family (envs/jaxmarl.py): the protocol, fidelity to mpe2, SMAX's masks and
+deaths, seeding and exact resume, errors, and training through the same Trainer API."""
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import mappo
+from envs import make_env_fn
+from mappo.protocol import make_vector_env
+from mappo.spaces import random_actions
+from tests.helpers import strip_timing
+from tests.test_conformance import E, check_conformance
+
+pytest.importorskip("jaxmarl")
+import jax  # noqa: E402  (after the skip: jax comes with the jaxmarl extra)
+
+CPU = torch.device("cpu")
+
+
+def jax_vec(name, num_envs=E, seed=0, **kwargs):
+    return make_vector_env(make_env_fn(f"jaxmarl/{name}", **kwargs), num_envs, seed, CPU)
+
+
+@pytest.mark.parametrize("name,kwargs", [
+    ("MPE_simple_spread_v3", {}),
+    ("MPE_simple_speaker_listener_v4", {}),  # two kinds of agent: observations 3 and 11 wide, 3 and 5 actions
+    ("MPE_simple_tag_v3", {}),  # adversaries and good agents
+    ("MPE_simple_spread_v3", {"action_type": "Continuous"}),
+], ids=["spread", "speaker_listener", "tag", "spread-continuous"])
+def test_jaxmarl_mpe_conformance(name, kwargs):
+    vec = jax_vec(name, max_steps=5, **kwargs)
+    check_conformance(vec, steps=12, episode_length=5)
+    if name == "MPE_simple_speaker_listener_v4":
+        assert [a.obs_dim for a in vec.spec.agents] == [3, 11] and [a.nvec for a in vec.spec.agents] == [[3], [5]]
+    if "action_type" in kwargs:
+        assert vec.spec.cont_dim == 5 and not vec.spec.component_sizes
+
+
+def test_fields_reach_torch_without_a_copy():
+    vec = jax_vec("MPE_simple_spread_v3")
+    carry_obs = vec._carry["obs"]
+    assert vec.observe("obs").data_ptr() == carry_obs.unsafe_buffer_pointer()  # DLPack: XLA's own buffer
+
+
+def _world_into_jax(vec, pz_env):
+    """A JaxMARL MPE state holding mpe2's world: positions, velocities, messages, the goal."""
+    world, env, state = pz_env.unwrapped.world, vec.env, vec.env_states()
+    p_pos, p_vel, c = np.array(state.p_pos), np.array(state.p_vel), np.array(state.c)
+    for agent in world.agents:
+        i = env.a_to_i[agent.name]
+        p_pos[0, i], p_vel[0, i], c[0, i] = agent.state.p_pos, agent.state.p_vel, agent.state.c
+    for landmark in world.landmarks:
+        p_pos[0, env.l_to_i[landmark.name]] = landmark.state.p_pos
+    fields = {"p_pos": p_pos, "p_vel": p_vel, "c": c}
+    if getattr(state, "goal", None) is not None:  # speaker-listener: the landmark the listener must reach
+        fields["goal"] = np.array([int(world.agents[0].goal_b.name[-1])])
+    return state.replace(**fields)
+
+
+@pytest.mark.parametrize("accounting", ["native", "epymarl"])
+@pytest.mark.parametrize("name,mpe2_name", [("MPE_simple_spread_v3", "mpe/simple_spread"),
+                                            ("MPE_simple_speaker_listener_v4", "mpe/simple_speaker_listener")])
+def test_jax_mpe_steps_like_mpe2_from_the_same_world(name, mpe2_name, accounting):
+    """From mpe2's world at each episode start, with the same actions, the JAX port gives the same
+    observations, rewards (either accounting), flags and 25-step episodes (atol 1e-4).  JaxMARL's
+    own MPE would run 26 steps: the adapter ends episodes at max_steps as mpe2 does."""
+    jvec = jax_vec(name, num_envs=1, accounting="jaxmarl" if accounting == "native" else "epymarl")
+    pvec = make_vector_env(make_env_fn(mpe2_name, accounting="mpe2" if accounting == "native" else "epymarl"), 1, 0,
+                           CPU, "inprocess")
+    pz_env = pvec.backend.slots[0].env
+    generator = torch.Generator().manual_seed(1)
+    jax_episodes, mpe2_episodes = [], []
+    for _ in range(2):
+        jvec.place_states(_world_into_jax(jvec, pz_env))
+        for t in range(25):
+            for field in ("obs", "action_mask", "alive"):
+                torch.testing.assert_close(jvec.observe(field), pvec.observe(field), atol=1e-4, rtol=0)
+            actions = random_actions(jvec.spec, jvec.observe("action_mask"), generator)
+            jvec.set_actions(actions), pvec.set_actions(actions)
+            jax_episodes += jvec.step()
+            mpe2_episodes += pvec.step()
+            for field in ("reward", "final_obs", "terminated", "truncated", "env_done"):
+                torch.testing.assert_close(jvec.observe(field), pvec.observe(field), atol=1e-4, rtol=0)
+    assert [e["length"] for e in jax_episodes] == [e["length"] for e in mpe2_episodes] == [25, 25]
+    np.testing.assert_allclose([e["team_return"] for e in jax_episodes], [e["team_return"] for e in mpe2_episodes],
+                               atol=1e-3)
+    pvec.close()
+
+
+def test_smax_masks_deaths_and_episode_ends():
+    """SMAX 3m against the heuristic enemy, random allies: an agent that dies terminates at that
+    step, then stays out (alive False, zero observation, only the layout's logits); a wiped-out side
+    ends the episode as terminated, the time limit as truncated; live agents' masks are SMAX's."""
+    vec = jax_vec("HeuristicEnemySMAX", num_envs=8, scenario="3m", max_steps=20)
+    spec = vec.spec
+    assert spec.names == ["ally_0", "ally_1", "ally_2"] and spec.state_dim > 0 and spec.num_logits == 8  # 5 moves, 3 targets
+    available = jax.jit(jax.vmap(vec.env.get_avail_actions))
+    generator = torch.Generator().manual_seed(0)
+    deaths = wiped = timeouts = 0
+    episodes = []
+    for _ in range(60):
+        alive, mask = vec.observe("alive"), vec.observe("action_mask")
+        env_mask = available(vec.env_states())
+        env_mask = torch.from_numpy(np.stack([np.asarray(env_mask[n]) for n in spec.names], 1).astype(bool))
+        assert torch.equal(mask[alive], env_mask[alive])
+        assert (vec.observe("obs")[~alive] == 0).all()
+        assert mask[~alive].all()  # a dead agent: only the layout's validity (it sends no action of its own)
+        vec.set_actions(random_actions(spec, mask, generator))
+        episodes += vec.step()
+        term, trunc, done = vec.observe("terminated"), vec.observe("truncated"), vec.observe("env_done")
+        assert not (term & trunc).any() and not ((term | trunc) & ~alive).any()  # only agents that acted end
+        died = term & ~done[:, None]
+        deaths += int(died.sum())
+        assert not vec.observe("alive")[died].any()  # and they stay out
+        wiped += int((done & term.any(-1)).sum())
+        timeouts += int((done & trunc.any(-1)).sum())
+    assert deaths > 0 and wiped > 0 and timeouts > 0, (deaths, wiped, timeouts)
+    assert all(e["length"] <= 20 for e in episodes) and any(e["length"] < 20 for e in episodes)
+
+
+def test_masked_actions_are_never_sent():
+    """The env gets only available actions: random play under the masks never makes a
+    marine shoot an enemy out of range (SMAX would ignore it; here the mask is checked directly)."""
+    vec = jax_vec("HeuristicEnemySMAX", num_envs=4, scenario="2s3z")
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(10):
+        mask = vec.observe("action_mask")
+        actions = random_actions(vec.spec, mask, generator)
+        chosen = actions[..., 0].long()
+        assert mask.gather(-1, chosen[..., None]).all()
+        vec.set_actions(actions)
+        vec.step()
+
+
+def test_episodes_replay_from_their_seeds():
+    """Env i's episode k depends on (seed, i, k) only: restarting at recorded episode numbers
+    replays the same observations under the same actions; another seed does not."""
+    def rollout(vec, steps, generator):
+        rows = []
+        for _ in range(steps):
+            vec.set_actions(random_actions(vec.spec, vec.observe("action_mask"), generator))
+            vec.step()
+            rows.append(vec.observe("obs").clone())
+        return rows
+
+    vec = jax_vec("HeuristicEnemySMAX", num_envs=2, scenario="3m", max_steps=20)
+    rollout(vec, 30, torch.Generator().manual_seed(0))  # some episodes done: counts now differ from 0
+    counts = vec.episode_counts()
+    assert counts.sum() >= 2
+    vec.restart_episodes(counts)
+    first = rollout(vec, 15, torch.Generator().manual_seed(5))
+    vec.restart_episodes(counts)
+    again = rollout(vec, 15, torch.Generator().manual_seed(5))
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    other = jax_vec("HeuristicEnemySMAX", num_envs=2, seed=1, scenario="3m", max_steps=20)
+    other.restart_episodes(counts)
+    assert not torch.equal(rollout(other, 1, torch.Generator().manual_seed(5))[0], first[0])
+
+
+def _tiny_jax(**kw):
+    base = dict(env="jaxmarl/MPE_simple_spread_v3", num_envs=4, rollout_length=25, total_steps=400, ppo_epochs=2,
+                num_minibatches=2, hidden_sizes=[16], progress=False, device="cpu", seed=0)
+    base.update(kw)
+    return mappo.Config(**base)
+
+
+def test_training_resumes_exactly(tmp_path):
+    cfg = _tiny_jax()
+    env_fn = make_env_fn(cfg.env)
+    with mappo.Trainer(env_fn, cfg) as trainer:
+        straight = trainer.train()
+    run_dir = str(tmp_path / "run")
+    with mappo.Trainer(env_fn, cfg.replace(run_dir=run_dir)) as trainer:
+        first = trainer.train(total_steps=200)
+    with mappo.Trainer.load(os.path.join(run_dir, "ckpt.pt"), env_fn) as resumed:
+        second = resumed.train()
+    assert len(straight) == 4 and strip_timing(first + second) == strip_timing(straight)
+
+
+def test_smax_trains_and_evaluates_with_groups_of_both_sides(tmp_path):
+    """Self-play SMAX: allies and enemies as two groups, each its own actor and critic, the world
+    state for both critics; evaluation pits the trained enemies against random allies."""
+    cfg = _tiny_jax(env="jaxmarl/SMAX", env_kwargs={"scenario": "3m", "max_steps": 20}, rollout_length=20,
+                    total_steps=160, groups={"allies": ["ally_*"], "enemies": ["enemy_*"]})
+    with mappo.Trainer(make_env_fn(cfg.env, **cfg.env_kwargs), cfg) as trainer:
+        history = trainer.train()
+        stats = trainer.evaluate(episodes=4, policies={"allies": "random"})
+    assert "allies/team_return" in history[-1] and "enemies/team_return" in history[-1]
+    assert stats["episodes"] == 4 and stats["policies"] == {"allies": "random", "enemies": "trained"}
+
+
+def test_a_wrong_id_or_map_gets_did_you_mean():
+    with pytest.raises(ValueError, match="did you mean 'MPE_simple_spread_v3'"):
+        make_env_fn("jaxmarl/MPE_simple_sprad_v3")
+    with pytest.raises(ValueError, match="did you mean '2s3z'"):
+        jax_vec("HeuristicEnemySMAX", scenario="2s3y")
+    with pytest.raises(ValueError, match="accounting="):
+        jax_vec("MPE_simple_tag_v3", accounting="epymarl")
+
+
+def test_without_the_extra_the_error_names_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "jaxmarl", None)  # import jaxmarl now raises ImportError
+    with pytest.raises(ImportError, match=r"\.\[jax\]"):
+        make_env_fn("jaxmarl/MPE_simple_spread_v3")
