@@ -45,6 +45,10 @@ from mappo.spaces import AgentSpec, TeamSpec
 
 EXTRA_HINT = "pip install -e '.[jax]' (brings jaxmarl and jax[cpu]; for a GPU also pip install 'jax[cuda12]')"
 ACCOUNTINGS = ("jaxmarl", "epymarl")
+NO_LIMIT = 2**31 - 1  # the step count of an env that only ends on its own
+# ids whose API departs from JaxMARL's MultiAgentEnv conventions the adapter relies on
+UNSUPPORTED = {name: "its observations are not keyed by agent (STORM batches them under 'observations')"
+               for name in ("storm", "storm_2p", "storm_np")}
 # per-suite reward rule for accounting="epymarl" (envs/mpe_epymarl.py): shared = scale * sum_i r_i + offset
 EPYMARL_SHARED = {"MPE_simple_spread_v3": (2.0, "minus_n"), "MPE_simple_speaker_listener_v4": (1.0, None)}
 
@@ -89,6 +93,8 @@ def build_jaxmarl_env(env_id: str, kwargs: Dict[str, Any]) -> Any:
     """``jaxmarl.make(env_id, **kwargs)``, with a SMAX ``scenario`` given by map name ("2s3z")."""
     _, jaxmarl = import_jax()
     check_env_id(env_id)
+    if env_id in UNSUPPORTED:
+        raise ValueError(f"jaxmarl/{env_id} is not supported: {UNSUPPORTED[env_id]}")
     kwargs = dict(kwargs)
     if "SMAX" in env_id and isinstance(kwargs.get("scenario"), str):
         from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, map_name_to_scenario
@@ -109,6 +115,11 @@ def to_gymnasium(space: Any, where: str) -> Any:
     from gymnasium import spaces
 
     kind = type(space).__name__
+    if isinstance(space, dict) or kind == "Dict":  # STORM gives a plain dict of spaces
+        inner = space if isinstance(space, dict) else space.spaces
+        return spaces.Dict({k: to_gymnasium(v, f"{where}[{k!r}]") for k, v in inner.items()})
+    if kind == "Tuple":
+        return spaces.Tuple([to_gymnasium(v, f"{where}[{i}]") for i, v in enumerate(space.spaces)])
     if kind == "Discrete":
         return spaces.Discrete(int(space.n))
     if kind == "MultiDiscrete":
@@ -116,13 +127,38 @@ def to_gymnasium(space: Any, where: str) -> Any:
     if kind == "Box":
         dtype = np.dtype(space.dtype) if space.dtype is not None else np.dtype(np.float32)
         dtype = np.uint8 if dtype == np.uint8 else np.float32
-        shape = tuple(int(n) for n in np.atleast_1d(space.shape)) if space.shape != () else (1,)
+        shape = tuple(int(n) for n in np.atleast_1d(np.asarray(space.shape))) or (1,)
         low = np.broadcast_to(np.asarray(space.low, dtype=np.float64), shape)
         high = np.broadcast_to(np.asarray(space.high, dtype=np.float64), shape)
         if dtype == np.uint8:
             low, high = np.clip(low, 0, 255), np.clip(high, 0, 255)
         return spaces.Box(low.astype(dtype), high.astype(dtype), shape, dtype=dtype)
-    raise TypeError(f"{where}: unsupported JaxMARL space {space!r}; supported: Discrete, MultiDiscrete, Box")
+    raise TypeError(f"{where}: unsupported JaxMARL space {space!r}; supported: Discrete, MultiDiscrete, Box, "
+                    "and Dict or Tuple of them")
+
+
+def flattener(space: Any) -> Callable[[Any], Any]:
+    """``x -> 1-D jnp array``, the jnp twin of ``gymnasium.spaces.flatten(space, x)`` (one-hot for
+    Discrete and MultiDiscrete, Dict leaves in the space's key order), so the compiled step packs
+    observations exactly as ``TeamSpec`` lays them out for PettingZoo envs."""
+    import jax.numpy as jnp
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Box):
+        return lambda x: jnp.ravel(jnp.asarray(x))
+    if isinstance(space, spaces.Discrete):
+        return lambda x: jnp.zeros((int(space.n),)).at[jnp.asarray(x, jnp.int32) - int(space.start)].set(1.0)
+    if isinstance(space, spaces.MultiDiscrete):
+        sizes = [int(n) for n in np.ravel(space.nvec)]
+        return lambda x: jnp.concatenate([jnp.zeros((n,)).at[jnp.ravel(jnp.asarray(x, jnp.int32))[i]].set(1.0)
+                                          for i, n in enumerate(sizes)])
+    if isinstance(space, spaces.Dict):
+        parts = {k: flattener(v) for k, v in space.spaces.items()}
+        return lambda x: jnp.concatenate([f(x[k]).astype(jnp.float32) for k, f in parts.items()])
+    if isinstance(space, spaces.Tuple):
+        parts = [flattener(v) for v in space.spaces]
+        return lambda x: jnp.concatenate([f(v).astype(jnp.float32) for f, v in zip(parts, x)])
+    raise TypeError(f"cannot flatten {space!r}")
 
 
 def _jax_device(jax: Any, device: torch.device) -> Any:
@@ -163,10 +199,14 @@ class CompiledEnv:
                                   to_gymnasium(env.action_space(a), f"jaxmarl/{env_id} agent {a!r} action"))
                   for a in self.names]
         self.spec = spec = TeamSpec(agents, 0)
-        env_limit = getattr(env, "max_steps", None)
-        self.max_steps = int(max_steps if max_steps is not None else (env_limit or 0))
+        env_limit = getattr(env, "max_steps", None) or getattr(env, "episode_length", None)  # MaBrax: episode_length
+        if env_limit is None and hasattr(env, "num_inner_steps"):  # the coin game, STORM: inner games x outer rounds
+            env_limit = int(env.num_inner_steps) * int(getattr(env, "num_outer_steps", 1))
+        # the adapter's time limit: the env's own, unless max_steps shortens it; an env without one
+        # (Hanabi) ends its games itself
+        self.max_steps = int(max_steps if max_steps is not None else (env_limit or NO_LIMIT))
         if self.max_steps <= 0:
-            raise ValueError(f"jaxmarl/{env_id}: give max_steps (the env has no max_steps of its own)")
+            raise ValueError(f"jaxmarl/{env_id}: max_steps must be positive, got {max_steps}")
         if max_steps is not None and env_limit is not None and max_steps > env_limit:
             raise ValueError(f"jaxmarl/{env_id}: max_steps={max_steps} is beyond the env's own limit {env_limit}; "
                              f"pass max_steps to the env too")
@@ -187,8 +227,10 @@ class CompiledEnv:
         terminal = _terminal_rule(self.env_id, env)
         shared = EPYMARL_SHARED.get(self.env_id) if self.accounting == "epymarl" else None
 
+        flat = [flattener(a.obs_space) for a in spec.agents]
+
         def pack_obs(obs: Dict[str, Any]) -> Any:  # -> [A, O]
-            rows = [jnp.pad(jnp.ravel(obs[n]).astype(obs_dtype), (0, O - spec.agents[k].obs_dim))
+            rows = [jnp.pad(flat[k](obs[n]).astype(obs_dtype), (0, O - spec.agents[k].obs_dim))
                     for k, n in enumerate(names)]
             return jnp.stack(rows)
 

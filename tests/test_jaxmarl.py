@@ -9,7 +9,7 @@ import torch
 
 import mappo
 from envs import make_env_fn
-from mappo.protocol import make_vector_env
+from mappo.protocol import field_shapes, make_vector_env, torch_dtype
 from mappo.spaces import random_actions
 from tests.helpers import strip_timing
 from tests.test_conformance import E, check_conformance
@@ -45,6 +45,51 @@ def test_jaxmarl_mpe_conformance(name, kwargs):
         assert [a.obs_dim for a in vec.spec.agents] == [3, 11] and [a.nvec for a in vec.spec.agents] == [[3], [5]]
     if "action_type" in kwargs:
         assert vec.spec.cont_dim == 5 and not vec.spec.component_sizes
+
+
+def check_fields(vec, steps, limit):
+    """The protocol's fields, shapes, dtypes and device every step, for envs whose episodes end
+    on their own (``check_conformance`` wants fixed-length episodes that end together)."""
+    spec, expected = vec.spec, field_shapes(vec.spec, vec.num_envs)
+    generator = torch.Generator().manual_seed(0)
+    episodes = []
+    for _ in range(steps):
+        mask = vec.observe("action_mask")
+        assert (mask.numpy() & ~spec.valid_logits).sum() == 0
+        assert spec.num_logits == 0 or mask.any(-1).all()  # always something to do
+        vec.set_actions(random_actions(spec, mask, generator))
+        episodes += vec.step()
+        for name, (shape, dtype) in expected.items():
+            value = vec.observe(name)
+            assert value.device == vec.device and tuple(value.shape) == shape and value.dtype == torch_dtype(dtype), name
+        assert torch.isfinite(vec.observe("obs").float()).all()
+        done = vec.observe("env_done")
+        assert vec.observe("alive")[done].all()  # a new episode: every agent back
+        assert ((vec.observe("terminated") | vec.observe("truncated")).any(-1) | ~done).all()  # an ended env says how
+    assert episodes and all(1 <= e["length"] <= limit for e in episodes)
+    return episodes
+
+
+@pytest.mark.parametrize("name,kwargs,steps", [
+    ("hanabi", {}, 40),  # turn-based: the player not on turn may only pass (its mask); games end on their own
+    ("overcooked", {"max_steps": 6}, 8),  # 26-channel grid images
+    ("coin_game", {"max_steps": 6}, 8),
+    ("switch_riddle", {}, 10),  # MultiDiscrete observations, one-hot as gymnasium flattens them
+])
+def test_the_other_suites_follow_the_protocol(name, kwargs, steps):
+    vec = jax_vec(name, **kwargs)
+    episodes = check_fields(vec, steps, vec.max_steps if vec.max_steps < 10**6 else 10**6)
+    if name == "hanabi":
+        assert vec.spec.num_logits == 21 and any(e["length"] < 40 for e in episodes)
+    if name == "switch_riddle":
+        assert vec.spec.obs_dim == 4  # MultiDiscrete([2, 2]) one-hot
+
+
+def test_mabrax_continuous_control_follows_the_protocol():
+    pytest.importorskip("brax")
+    vec = jax_vec("walker2d_2x3", max_steps=5)
+    assert vec.spec.cont_dim == 3 and vec.spec.names == ["agent_0", "agent_1"]
+    check_fields(vec, 8, 5)
 
 
 def test_fields_reach_torch_without_a_copy():
