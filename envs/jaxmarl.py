@@ -35,6 +35,7 @@ import copy
 import difflib
 import functools
 import io
+import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -55,6 +56,8 @@ EPYMARL_SHARED = {"MPE_simple_spread_v3": (2.0, "minus_n"), "MPE_simple_speaker_
 
 def import_jax() -> Tuple[Any, Any]:
     """``(jax, jaxmarl)``, or an ImportError that names the extra."""
+    # XLA would otherwise take 75% of a GPU's memory at its first use, leaving torch little
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     streams = sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__
     try:
         import jax
@@ -476,3 +479,35 @@ class JaxMarlEnvFn:
 
     def __repr__(self) -> str:
         return f"jaxmarl/{self.env_id}"
+
+
+def raw_step_rate(env_id: str, num_envs: int, seconds: float, seed: int = 0, **env_kwargs: Any) -> float:
+    """Env steps per second of JaxMARL's own ``jax.jit(jax.vmap(env.step))`` (its auto-reset
+    included) under uniform random actions drawn in JAX, waiting for each step as a learner must:
+    the ceiling the adapter and the trainer are measured against (``scripts/bench_throughput.py``)."""
+    import time
+
+    jax, _ = import_jax()
+    env_kwargs.pop("accounting", None)
+    env_kwargs.pop("max_steps", None)
+    env = build_jaxmarl_env(env_id, env_kwargs)
+
+    def step(keys: Any, states: Any) -> Any:
+        def one(key: Any, state: Any) -> Any:
+            key, act_key, step_key = jax.random.split(key, 3)
+            act_keys = jax.random.split(act_key, len(env.agents))
+            actions = {a: env.action_space(a).sample(k) for a, k in zip(env.agents, act_keys)}
+            _, state, _, _, _ = env.step(step_key, state, actions)
+            return key, state
+
+        return jax.vmap(one)(keys, states)
+
+    keys = jax.random.split(jax.random.PRNGKey(seed), num_envs)
+    _, states = jax.jit(jax.vmap(env.reset))(keys)
+    step = jax.jit(step)
+    keys, states = jax.block_until_ready(step(keys, states))  # compile
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        keys, states = jax.block_until_ready(step(keys, states))
+        steps += num_envs
+    return steps / (time.perf_counter() - start)

@@ -1,6 +1,7 @@
-"""The JaxMARL row of docs/PERFORMANCE.md: JaxMARL's own rMAPPO baseline (``baselines/MAPPO/mappo_rnn_mpe.py``,
-its shipped ``mappo_homogenous_rnn_mpe.yaml``) on its JAX port of MPE simple_spread, timed on
-this machine beside ``scripts/bench_run.py``'s mappo figures.
+"""The JaxMARL rows of docs/PERFORMANCE.md: JaxMARL's own rMAPPO baselines (``baselines/MAPPO/mappo_rnn_mpe.py``
+with its shipped ``mappo_homogenous_rnn_mpe.yaml`` on MPE simple_spread; ``--suite smax``:
+``mappo_rnn_smax.py`` on SMAX 2s3z), timed on this machine beside ``scripts/bench_run.py``'s
+mappo figures.
 
 It runs in a venv of its own, never mappo's (JaxMARL's baselines are not a package; point
 ``--jaxmarl`` at a checkout of https://github.com/FLAIROx/JaxMARL):
@@ -27,16 +28,23 @@ import yaml
 from omegaconf import OmegaConf
 
 
+BASELINES = {"mpe": ("mappo_rnn_mpe.py", "mappo_homogenous_rnn_mpe.yaml"),
+             "smax": ("mappo_rnn_smax.py", "mappo_homogenous_rnn_smax.yaml")}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jaxmarl", required=True, help="a JaxMARL checkout (holds baselines/MAPPO)")
+    parser.add_argument("--suite", choices=sorted(BASELINES), default="mpe",
+                        help="which baseline: mpe (mappo_rnn_mpe.py) or smax (mappo_rnn_smax.py, with its win rate)")
     parser.add_argument("overrides", nargs="*", help="KEY=value overrides of the baseline's config")
     args = parser.parse_args()
     folder = os.path.join(args.jaxmarl, "baselines", "MAPPO")
-    script = os.path.join(folder, "mappo_rnn_mpe.py")
+    script_name, config_name = BASELINES[args.suite]
+    script = os.path.join(folder, script_name)
     if not os.path.isfile(script):
-        raise SystemExit(f"--jaxmarl {args.jaxmarl!r}: no baselines/MAPPO/mappo_rnn_mpe.py there")
-    config = OmegaConf.to_container(OmegaConf.load(os.path.join(folder, "config", "mappo_homogenous_rnn_mpe.yaml")))
+        raise SystemExit(f"--jaxmarl {args.jaxmarl!r}: no baselines/MAPPO/{script_name} there")
+    config = OmegaConf.to_container(OmegaConf.load(os.path.join(folder, "config", config_name)))
     for item in args.overrides:
         key, sep, value = item.partition("=")
         if not sep or key not in config:
@@ -44,7 +52,7 @@ def main() -> None:
         config[key] = yaml.safe_load(value)
     config["TOTAL_TIMESTEPS"] = int(float(config["TOTAL_TIMESTEPS"]))
 
-    spec = importlib.util.spec_from_file_location("jaxmarl_mappo_rnn_mpe", script)
+    spec = importlib.util.spec_from_file_location(f"jaxmarl_{script_name[:-3]}", script)
     baseline = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(baseline)
     logged = []  # the baseline logs each update's metrics through wandb.log: keep them instead
@@ -66,7 +74,9 @@ def main() -> None:
           f"GRU {config['GRU_HIDDEN_DIM']}, {config['UPDATE_EPOCHS']}x{config['NUM_MINIBATCHES']}, jax {jax.__version__}, "
           f"{jax.devices()[0].platform}): {steps} env steps; compile {compile_s:.1f} s, run {run_s:.1f} s = "
           f"{steps / run_s:,.0f} steps/s ({steps / (compile_s + run_s):,.0f} with compilation); "
-          f"last update's return {logged[-1]['returns']:.1f} over {len(logged)} updates")
+          f"last update's return {logged[-1]['returns']:.2f}"
+          + (f", win rate {logged[-1]['win_rate']:.2f}" if "win_rate" in logged[-1] else "")
+          + f" over {len(logged)} updates")
 
 
 if __name__ == "__main__":

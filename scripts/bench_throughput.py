@@ -52,6 +52,8 @@ def main() -> None:
     if cfg.critic_input in ("concat_obs", "local") and not isinstance(raw_fn, mappo.Batched):
         spec.set_state(None)
     vec = make_vector_env(raw_fn, E, cfg.seed, device, cfg.vector_mode, cfg.num_workers, spec=spec)
+    vec.set_actions(random_actions(vec.spec, vec.observe("action_mask")))
+    vec.step()  # warm-up: a compiled simulator (JAX) compiles its step here
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < args.seconds / 2:
         vec.set_actions(random_actions(vec.spec, vec.observe("action_mask")))
@@ -61,6 +63,11 @@ def main() -> None:
         torch.cuda.synchronize()
     raw_sps = steps / (time.perf_counter() - start)
     vec.close()
+    jax_sps = None
+    if cfg.env.startswith("jaxmarl/"):  # JaxMARL's own compiled stepping, with no torch and no hand-over
+        from envs.jaxmarl import raw_step_rate
+
+        jax_sps = raw_step_rate(cfg.env.partition("/")[2], E, args.seconds / 2, cfg.seed, **cfg.env_kwargs)
 
     # 2. collection (policy in the loop) and 3. full training, on one trainer (which joins the
     # process group under torchrun)
@@ -91,6 +98,9 @@ def main() -> None:
     print(f"config: {args.config} {' '.join(args.overrides)}")
     print(f"device: {trainer.device}  ranks: {ranks}  envs per rank: {E}  vector_mode: {cfg.vector_mode}  "
           f"torch threads: {torch.get_num_threads()}  cpus: {os.cpu_count()}")
+    if jax_sps is not None:
+        print(f"JaxMARL's own step/s   {jax_sps:12.0f}   {jax_sps / raw_sps:.2f} x raw  (jit(vmap(env.step)), random "
+              f"actions in JAX, no hand-over)")
     print(f"raw env steps/s        {raw_sps:12.0f}   1.00")
     print(f"collection steps/s     {collect_sps:12.0f}   {collect_sps / raw_sps:.2f} x raw")
     print(f"training steps/s       {train_sps:12.0f}   {train_sps / raw_sps:.2f} x raw")
