@@ -222,7 +222,7 @@ class CompiledEnv:
 
     def _build(self, jax: Any, jnp: Any) -> None:
         env, spec, names = self.env, self.spec, self.names
-        A, O, L, S = spec.num_agents, spec.obs_dim, spec.num_logits, spec.state_dim
+        A, O, L = spec.num_agents, spec.obs_dim, spec.num_logits
         obs_dtype = jnp.uint8 if spec.obs_dtype == np.uint8 else jnp.float32
         valid = jnp.asarray(spec.valid_logits)
         low, high = jnp.asarray(spec.cont_low), jnp.asarray(spec.cont_high)

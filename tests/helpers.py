@@ -17,6 +17,20 @@ def strip_timing(history):
     return [{k: v for k, v in row.items() if k != "sps"} for row in history]
 
 
+def straight_and_resumed(env_fn, cfg, run_dir, first_steps):
+    """Histories of one straight run of ``cfg``, and of a run stopped after ``first_steps`` env steps
+    (a checkpoint in ``run_dir``) and resumed from it, both without wall-clock fields."""
+    import os
+
+    with mappo.Trainer(env_fn, cfg) as trainer:
+        straight = trainer.train()
+    with mappo.Trainer(env_fn, cfg.replace(run_dir=run_dir)) as trainer:
+        first = trainer.train(total_steps=first_steps)
+    with mappo.Trainer.load(os.path.join(run_dir, "ckpt.pt"), env_fn) as resumed:
+        second = resumed.train()
+    return strip_timing(straight), strip_timing(first + second)
+
+
 def write_config(path, **fields):
     """A YAML config for a `mappo train` subprocess: CoordinationEnv, 2 subprocess workers, tiny networks."""
     base = {"env": "tests.toy_envs:CoordinationEnv", "num_envs": 2, "rollout_length": 20, "ppo_epochs": 1,

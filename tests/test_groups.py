@@ -6,13 +6,12 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import torch
 
 import mappo
 from mappo.groups import resolve_groups
-from tests.helpers import strip_timing, tiny
+from tests.helpers import straight_and_resumed, tiny
 from tests.toy_envs import EarlyExitEnv, TwoKindsEnv, TwoTeamEnv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,14 +188,9 @@ def test_each_group_keeps_its_own_value_normaliser_and_kl_beta():
 def test_resume_with_groups_is_exact(tmp_path):
     cfg = tiny(groups={"scouts": ["scout"], "agents": ["agent_*"]}, objective="clip_kl", popart=True, value_norm=False,
                recurrent=True, chunk_length=5)
-    with mappo.Trainer(EarlyExitEnv, cfg) as trainer:
-        straight = trainer.train()
     run_dir = str(tmp_path / "run")
-    with mappo.Trainer(EarlyExitEnv, cfg.replace(run_dir=run_dir)) as trainer:
-        first = trainer.train(total_steps=80)
-    with mappo.Trainer.load(os.path.join(run_dir, "ckpt.pt"), EarlyExitEnv) as resumed:
-        second = resumed.train()
-    assert strip_timing(first + second) == strip_timing(straight)
+    straight, resumed = straight_and_resumed(EarlyExitEnv, cfg, run_dir, first_steps=80)
+    assert resumed == straight
     assert "scouts/team_return" in straight[-1]
     with pytest.raises(ValueError, match="groups="):
         mappo.Trainer.load(os.path.join(run_dir, "ckpt.pt"), EarlyExitEnv, groups={})

@@ -11,7 +11,7 @@ import mappo
 from envs import make_env_fn
 from mappo.protocol import field_shapes, make_vector_env, torch_dtype
 from mappo.spaces import random_actions
-from tests.helpers import strip_timing
+from tests.helpers import straight_and_resumed
 from tests.test_conformance import E, check_conformance
 
 # XLA's lowest optimisation level halves the compile time of the dozen small programs compiled
@@ -210,15 +210,8 @@ def _tiny_jax(**kw):
 
 def test_training_resumes_exactly(tmp_path):
     cfg = _tiny_jax()
-    env_fn = make_env_fn(cfg.env)
-    with mappo.Trainer(env_fn, cfg) as trainer:
-        straight = trainer.train()
-    run_dir = str(tmp_path / "run")
-    with mappo.Trainer(env_fn, cfg.replace(run_dir=run_dir)) as trainer:
-        first = trainer.train(total_steps=200)
-    with mappo.Trainer.load(os.path.join(run_dir, "ckpt.pt"), env_fn) as resumed:
-        second = resumed.train()
-    assert len(straight) == 4 and strip_timing(first + second) == strip_timing(straight)
+    straight, resumed = straight_and_resumed(make_env_fn(cfg.env), cfg, str(tmp_path / "run"), first_steps=200)
+    assert len(straight) == 4 and resumed == straight
 
 
 def test_mixed_mpe_trains_with_a_group_per_side_and_plays_across(tmp_path):
