@@ -42,7 +42,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-from mappo.spaces import AgentSpec, TeamSpec
+from mappo.spaces import AgentSpec, TeamSpec, to_bounds
 
 EXTRA_HINT = "pip install -e '.[jax]' (brings jaxmarl and jax[cpu]; for a GPU also pip install 'jax[cuda12]')"
 ACCOUNTINGS = ("jaxmarl", "epymarl")
@@ -50,8 +50,9 @@ NO_LIMIT = 2**31 - 1  # the step count of an env that only ends on its own
 # ids whose API departs from JaxMARL's MultiAgentEnv conventions the adapter relies on
 UNSUPPORTED = {name: "its observations are not keyed by agent (STORM batches them under 'observations')"
                for name in ("storm", "storm_2p", "storm_np")}
-# per-suite reward rule for accounting="epymarl" (envs/mpe_epymarl.py): shared = scale * sum_i r_i + offset
-EPYMARL_SHARED = {"MPE_simple_spread_v3": (2.0, "minus_n"), "MPE_simple_speaker_listener_v4": (1.0, None)}
+# accounting="epymarl" (envs/mpe_epymarl.py): num_agents -> (scale, offset), shared = scale * sum_i r_i + offset
+EPYMARL_SHARED = {"MPE_simple_spread_v3": lambda n: (2.0, -float(n)),
+                  "MPE_simple_speaker_listener_v4": lambda n: (1.0, 0.0)}
 
 
 def import_jax() -> Tuple[Any, Any]:
@@ -228,7 +229,7 @@ class CompiledEnv:
         low, high = jnp.asarray(spec.cont_low), jnp.asarray(spec.cont_high)
         limit, state_key, has_avail = self.max_steps, self._state_key, self._has_avail
         terminal = _terminal_rule(self.env_id, env)
-        shared = EPYMARL_SHARED.get(self.env_id) if self.accounting == "epymarl" else None
+        shared = EPYMARL_SHARED[self.env_id](A) if self.accounting == "epymarl" else None
 
         flat = [flattener(a.obs_space) for a in spec.agents]
 
@@ -265,10 +266,9 @@ class CompiledEnv:
                     else:
                         out[n] = actions[k, : len(a.nvec)].astype(jnp.int32)
                 else:
-                    c = spec.num_components
-                    d = a.cont_dim
-                    box = (low[k, :d] + (actions[k, c : c + d] + 1.0) * 0.5 * (high[k, :d] - low[k, :d]))
-                    out[n] = jnp.clip(box, low[k, :d], high[k, :d]).reshape(a.action_space.shape)
+                    c, d = spec.num_components, a.cont_dim
+                    box = to_bounds(actions[k, c : c + d], low[k, :d], high[k, :d])  # jnp arrays clip too
+                    out[n] = box.reshape(a.action_space.shape)
             return out
 
         def episode_key(seed: Any, index: Any, episode: Any) -> Any:
@@ -288,8 +288,7 @@ class CompiledEnv:
             reward = jnp.stack([jnp.asarray(rewards[n], jnp.float32) for n in names])
             if shared is not None:  # EPyMARL's shared team reward (envs/mpe_epymarl.py)
                 scale, offset = shared
-                team = scale * reward.sum() - (A if offset == "minus_n" else 0.0)
-                reward = jnp.full((A,), team, jnp.float32)
+                reward = jnp.full((A,), scale * reward.sum() + offset, jnp.float32)
             reward = jnp.where(acting, reward, 0.0)
             length = carry["length"] + 1
             agent_done = jnp.stack([jnp.asarray(dones[n], bool) for n in names])
