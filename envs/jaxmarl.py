@@ -46,6 +46,8 @@ from mappo.spaces import AgentSpec, TeamSpec, to_bounds
 
 EXTRA_HINT = "pip install -e '.[jax]' (brings jaxmarl and jax[cpu]; for a GPU also pip install 'jax[cuda12]')"
 ACCOUNTINGS = ("jaxmarl", "epymarl")
+# (field name, which packed array, offset, shape, strides) per field handed to torch: see pack_fields
+Layout = List[Tuple[str, int, int, Tuple[int, ...], Tuple[int, ...]]]
 NO_LIMIT = 2**31 - 1  # the step count of an env that only ends on its own
 # ids whose API departs from JaxMARL's MultiAgentEnv conventions the adapter relies on
 UNSUPPORTED = {name: "its observations are not keyed by agent (STORM batches them under 'observations')"
@@ -277,12 +279,14 @@ class CompiledEnv:
         def start(seed: Any, index: Any, episode: Any) -> Dict[str, Any]:
             obs, state = env.reset(episode_key(seed, index, episode))
             alive = jnp.ones((A,), bool)
+            # episode number, step count and each agent's return so far live here too, so that a
+            # step needs nothing from the host
             return {"state": state, "obs": pack_obs(obs), "world": pack_state(obs), "mask": pack_mask(state),
-                    "alive": alive, "length": jnp.zeros((), jnp.int32)}
+                    "alive": alive, "length": jnp.zeros((), jnp.int32), "episode": jnp.asarray(episode, jnp.int32),
+                    "returns": jnp.zeros((A,), jnp.float32)}
 
-        def step_one(carry: Dict[str, Any], actions: Any, seed: Any, index: Any,
-                     episode: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
-            acting = carry["alive"]
+        def step_one(carry: Dict[str, Any], actions: Any, seed: Any, index: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+            acting, episode = carry["alive"], carry["episode"]
             key = jax.random.fold_in(episode_key(seed, index, episode), carry["length"] + 1)
             obs, state, rewards, dones, _ = env.step_env(key, carry["state"], decode(actions, carry["mask"], acting))
             reward = jnp.stack([jnp.asarray(rewards[n], jnp.float32) for n in names])
@@ -300,12 +304,15 @@ class CompiledEnv:
             final_obs = jnp.where(acting[:, None], pack_obs(obs), 0)
             final_world = pack_state(obs)
             alive = acting & ~agent_done
+            returns = carry["returns"] + reward
             nxt = {"state": state, "obs": jnp.where(alive[:, None], final_obs, 0), "world": final_world,
-                   "mask": jnp.where(alive[:, None], pack_mask(state), valid), "alive": alive, "length": length}
+                   "mask": jnp.where(alive[:, None], pack_mask(state), valid), "alive": alive, "length": length,
+                   "episode": episode, "returns": returns}
             fresh = start(seed, index, episode + 1)
             carry = jax.tree.map(lambda r, s: jnp.where(env_done, r, s), fresh, nxt)
             out = {"reward": reward, "terminated": terminated, "truncated": truncated, "final_obs": final_obs,
-                   "final_state": final_world, "env_done": env_done}
+                   "final_state": final_world, "env_done": env_done,
+                   "episode_return": returns, "episode_length": length}  # read where env_done
             return carry, out
 
         def place(state: Any, carry: Dict[str, Any]) -> Dict[str, Any]:
@@ -314,10 +321,78 @@ class CompiledEnv:
                     "world": pack_state(obs) if state_key is None else carry["world"],
                     "mask": jnp.where(carry["alive"][:, None], pack_mask(state), valid)}
 
-        # batched over envs: seed is shared, index [E] and episode [E] are each env's own
-        self.place = jax.jit(jax.vmap(place))
-        self.start = jax.jit(jax.vmap(start, in_axes=(None, 0, 0)))
-        self.step = jax.jit(jax.vmap(step_one, in_axes=(0, 0, None, 0, 0)))
+        def published(carry: Dict[str, Any], out: Dict[str, Any]) -> Dict[str, Any]:
+            return {"obs": carry["obs"], "state": carry["world"], "action_mask": carry["mask"],
+                    "alive": carry["alive"], **out}
+
+        # batched over envs: seed is shared, index [E] and episode [E] are each env's own.  Each
+        # returns the new carry and the fields torch reads, packed into one flat array per dtype
+        # (see pack_fields): a handful of DLPack hand-overs per step instead of one per field
+        place_all, start_all = jax.vmap(place), jax.vmap(start, in_axes=(None, 0, 0))
+        step_all = jax.vmap(step_one, in_axes=(0, 0, None, 0))
+
+        def start_packed(seed: Any, index: Any, episode: Any) -> Tuple[Dict[str, Any], Tuple[Any, ...]]:
+            carry = start_all(seed, index, episode)
+            return carry, pack_fields(published(carry, {}))
+
+        def place_packed(states: Any, carry: Dict[str, Any]) -> Tuple[Dict[str, Any], Tuple[Any, ...]]:
+            carry = place_all(states, carry)
+            return carry, pack_fields(published(carry, {}))
+
+        def step_packed(carry: Dict[str, Any], actions: Any, seed: Any, index: Any) -> Tuple[Dict[str, Any], Tuple[Any, ...]]:
+            carry, out = step_all(carry, actions, seed, index)
+            return carry, pack_fields(published(carry, out))
+
+        self.start, self.place, self.step = jax.jit(start_packed), jax.jit(place_packed), jax.jit(step_packed)
+
+        self._start_fn, self._step_fn, self._published = start_all, step_all, published
+        self.layouts: Dict[int, Tuple[Layout, Layout]] = {}
+
+    def layouts_for(self, num_envs: int) -> Tuple[Layout, Layout]:
+        """``(layout of a start or place, layout of a step)`` for ``num_envs`` envs (see
+        :func:`field_layout`), from shapes alone."""
+        if num_envs not in self.layouts:
+            jax, _ = import_jax()
+            import jax.numpy as jnp
+
+            index = jax.ShapeDtypeStruct((num_envs,), jnp.int32)
+            seed = jax.ShapeDtypeStruct((), jnp.uint32)
+            carry = jax.eval_shape(self._start_fn, seed, index, index)
+            actions = jax.ShapeDtypeStruct((num_envs, self.spec.num_agents, self.spec.action_width), jnp.float32)
+            stepped = jax.eval_shape(self._step_fn, carry, actions, seed, index)
+            self.layouts[num_envs] = (field_layout(self._published(carry, {})), field_layout(self._published(*stepped)))
+        return self.layouts[num_envs]
+
+
+def _dtype_order(fields: Dict[str, Any]) -> List[Any]:
+    """The dtypes of ``fields`` in first-seen order: one packed array each."""
+    order: List[Any] = []
+    for value in fields.values():
+        if value.dtype not in order:
+            order.append(value.dtype)
+    return order
+
+
+def pack_fields(fields: Dict[str, Any]) -> Tuple[Any, ...]:
+    """``fields`` (JAX arrays, in their dict order) raveled and joined into one flat array per
+    dtype; :func:`field_layout` says where each one lies."""
+    import jax.numpy as jnp
+
+    return tuple(jnp.concatenate([v.ravel() for v in fields.values() if v.dtype == dtype])
+                 for dtype in _dtype_order(fields))
+
+
+def field_layout(fields: Dict[str, Any]) -> Layout:
+    """``(name, which packed array, offset, shape, strides)`` per field of :func:`pack_fields`,
+    strides those of a contiguous array of that shape."""
+    order, offsets, layout = _dtype_order(fields), {}, []
+    for name, value in fields.items():
+        k = order.index(value.dtype)
+        shape = tuple(int(n) for n in value.shape)
+        strides = tuple(int(np.prod(shape[i + 1:])) for i in range(len(shape)))
+        layout.append((name, k, offsets.get(k, 0), shape, strides))
+        offsets[k] = offsets.get(k, 0) + int(np.prod(shape))
+    return layout
 
 
 _COMPILED: Dict[Tuple[str, str, Optional[int], str], CompiledEnv] = {}
@@ -348,24 +423,19 @@ class JaxMarlVectorEnv:
         self.jax_device = _jax_device(jax, self.device)
         self._seed = jax.device_put(jnp.asarray(int(seed) % 2**32, dtype=jnp.uint32), self.jax_device)
         self._indexes = jax.device_put(jnp.arange(self.num_envs, dtype=jnp.int32), self.jax_device)
-        self._episode = np.zeros(self.num_envs, dtype=np.int64)
+        self._start_layout, self._step_layout = self.compiled.layouts_for(self.num_envs)
+        self._start_episodes = np.zeros(self.num_envs, dtype=np.int64)  # what reset() starts from
         self.arrays: Dict[str, torch.Tensor] = {}
         self._carry = None
         self.actions = torch.zeros(self.num_envs, self.spec.num_agents, self.spec.action_width, device=self.device)
 
-
     # --- the protocol ------------------------------------------------------------------------
-    def _to_torch(self, array: Any) -> torch.Tensor:
-        return torch.from_dlpack(array)
-
-    def _publish(self, carry: Dict[str, Any], out: Optional[Dict[str, Any]]) -> None:
-        t = self._to_torch
-        a = self.arrays
-        a["obs"], a["state"], a["action_mask"], a["alive"] = t(carry["obs"]), t(carry["world"]), t(carry["mask"]), \
-            t(carry["alive"])
-        if out is not None:
-            for name, value in out.items():
-                a[name] = t(value)
+    def _publish(self, packed: Tuple[Any, ...], layout: Layout) -> None:
+        """Torch views of each field in ``packed`` (:func:`pack_fields`), zero-copy."""
+        self.packed = packed
+        flat = [torch.from_dlpack(x) for x in packed]
+        for name, k, offset, shape, strides in layout:  # as_strided: one cheap op per field
+            self.arrays[name] = flat[k].as_strided(shape, strides, flat[k].storage_offset() + offset)
 
     def env_states(self) -> Any:
         """The JaxMARL state of every env: one pytree whose arrays lead with ``E``."""
@@ -376,8 +446,8 @@ class JaxMarlVectorEnv:
         observations and masks are read from it.  Tests start both MPE families from one world
         this way."""
         with self.jax.default_device(self.jax_device):
-            self._carry = self.compiled.place(states, self._carry)
-        self._publish(self._carry, None)
+            self._carry, packed = self.compiled.place(states, self._carry)
+        self._publish(packed, self._start_layout)
 
     def observe(self, name: str) -> torch.Tensor:
         return self.arrays[name]  # each step makes new buffers: an observed tensor is a snapshot already
@@ -386,54 +456,44 @@ class JaxMarlVectorEnv:
         self.actions = actions
 
     def episode_counts(self) -> np.ndarray:
-        return self._episode.copy()
+        if self._carry is None:
+            return self._start_episodes.copy()
+        return np.asarray(self._carry["episode"]).astype(np.int64)
 
     def restart_episodes(self, counts: Any) -> None:
-        self._episode = np.asarray(counts, dtype=np.int64).copy()
+        self._start_episodes = np.asarray(counts, dtype=np.int64).copy()
+        self._carry = None
         self.reset()
 
-    def _episodes_jax(self) -> Any:
-        return self.jax.device_put(self.jnp.asarray(self._episode, dtype=self.jnp.int32), self.jax_device)
-
     def reset(self) -> None:
-        with self.jax.default_device(self.jax_device):
-            carry = self.compiled.start(self._seed, self._indexes, self._episodes_jax())
-        self._carry = carry
+        """Every env starts its current episode afresh (from its seed)."""
+        jax, jnp = self.jax, self.jnp
+        episodes = jax.device_put(jnp.asarray(self.episode_counts(), dtype=jnp.int32), self.jax_device)
+        with jax.default_device(self.jax_device):
+            self._carry, packed = self.compiled.start(self._seed, self._indexes, episodes)
         E, A = self.num_envs, self.spec.num_agents
         zeros = functools.partial(torch.zeros, device=self.device)
         self.arrays = {"reward": zeros(E, A), "terminated": zeros(E, A, dtype=torch.bool),
                        "truncated": zeros(E, A, dtype=torch.bool), "env_done": zeros(E, dtype=torch.bool)}
-        self._publish(carry, None)
+        self._publish(packed, self._start_layout)
         self.arrays["final_obs"] = self.arrays["obs"]
         self.arrays["final_state"] = self.arrays["state"]
-        self.team_return = zeros(E)
-        self.agent_returns = zeros(E, A)
-        self.length = zeros(E, dtype=torch.long)
 
     def step(self) -> List[Dict[str, Any]]:
         jax = self.jax
         actions = self.actions.detach().to(self.device, torch.float32).contiguous()
         with jax.default_device(self.jax_device):
-            carry, out = self.compiled.step(self._carry, jax.dlpack.from_dlpack(actions), self._seed, self._indexes,
-                                            self._episodes_jax())
-        self._carry = carry
-        self._publish(carry, out)
-        a = self.arrays
-        self.team_return += a["reward"].sum(-1)
-        self.agent_returns += a["reward"]
-        self.length += 1
-        done = a["env_done"]
+            self._carry, packed = self.compiled.step(self._carry, jax.dlpack.from_dlpack(actions), self._seed,
+                                                     self._indexes)
+        self._publish(packed, self._step_layout)
+        done = self.arrays["env_done"]
         if not bool(done.any()):  # the one host sync per step
             return []
         index = done.nonzero().squeeze(-1)
-        episodes = [{"team_return": float(r), "length": int(n), "agent_returns": g, "env": i}
-                    for i, r, n, g in zip(index.tolist(), self.team_return[index].tolist(),
-                                          self.length[index].tolist(), self.agent_returns[index].tolist())]
-        self._episode[index.cpu().numpy()] += 1
-        self.team_return[index] = 0.0
-        self.agent_returns[index] = 0.0
-        self.length[index] = 0
-        return episodes
+        returns = self.arrays["episode_return"][index].tolist()
+        lengths = self.arrays["episode_length"][index].tolist()
+        return [{"team_return": float(sum(g)), "length": int(n), "agent_returns": g, "env": i}
+                for i, n, g in zip(index.tolist(), lengths, returns)]
 
     def close(self) -> None:
         self._carry = None

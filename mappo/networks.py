@@ -165,6 +165,11 @@ class GroupedGRUCell(nn.Module):
         """One weight set: torch's own GRU kernel (cuDNN on a GPU) can run whole segments."""
         return self.x2h.groups == 1
 
+    def fused_step(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """One step ``x [N, in]``, ``h [N, H]`` -> ``[N, H]`` through ``torch.gru_cell``: one call,
+        and bit-identical to a step of :meth:`sequence` (the update's kernel)."""
+        return torch.gru_cell(x, h, self.x2h.weight[0].t(), self.h2h.weight[0].t(), self.x2h.bias[0], self.h2h.bias[0])
+
     def sequence(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """Outputs ``[L, N, H]`` of steps without resets from ``x [L, N, in]`` and ``h [N, H]``,
         through ``torch.gru`` (the kernel behind ``nn.GRU``: same equations and gate order)."""
@@ -184,11 +189,16 @@ def run_gru(cell: GroupedGRUCell, x: torch.Tensor, h: torch.Tensor, resets: torc
 
     Speed: with one weight set the sequence is cut at the steps where any row
     restarts (few: episodes start together or at chunk edges) and each segment runs through
-    torch's fused GRU (cuDNN on a GPU).  With several sets the input projection ``x2h`` is made
+    torch's fused GRU (cuDNN on a GPU); one step (acting) is one ``torch.gru_cell`` call, which
+    gives the same numbers as the fused GRU, so acting's log-probs are the update's.  With several sets the input projection ``x2h`` is made
     for all steps in one matmul and only ``h2h`` runs per step.
     """
     L = x.shape[0]
-    if cell.fused and L > 1:  # (one step, as in acting and in exported actors, is the plain cell)
+    if cell.fused and L == 1 and not torch.jit.is_tracing():  # acting: one step (an exported actor: the plain cell)
+        H = h.shape[-1]
+        out = cell.fused_step(x[0].reshape(-1, x.shape[-1]), restart(h, resets[0]).reshape(-1, H)).view(h.shape)
+        return out.unsqueeze(0), h.unsqueeze(0), out
+    if cell.fused and L > 1:
         rows, H = x.shape[1:-1], h.shape[-1]
         out = _gru_segments(cell, x.reshape(L, -1, x.shape[-1]), h.reshape(-1, H), resets.reshape(L, -1))
         out = out.reshape(L, *rows, H)

@@ -94,8 +94,13 @@ def test_mabrax_continuous_control_follows_the_protocol():
 
 def test_fields_reach_torch_without_a_copy():
     vec = jax_vec("MPE_simple_spread_v3")
-    carry_obs = vec._carry["obs"]
-    assert vec.observe("obs").data_ptr() == carry_obs.unsafe_buffer_pointer()  # DLPack: XLA's own buffer
+    vec.step()
+    # every field is a view of one of the step's packed XLA buffers (DLPack), none a copy
+    buffers = {x.unsafe_buffer_pointer() for x in vec.packed}
+    for name in ("obs", "state", "action_mask", "alive", "reward", "terminated", "truncated", "final_obs",
+                 "final_state", "env_done"):
+        assert vec.observe(name).untyped_storage().data_ptr() in buffers, name
+    assert len(vec.packed) == 3  # float32, bool, int32 (episode lengths)
 
 
 def _world_into_jax(vec, pz_env):
