@@ -285,7 +285,8 @@ class CompiledEnv:
                     "alive": alive, "length": jnp.zeros((), jnp.int32), "episode": jnp.asarray(episode, jnp.int32),
                     "returns": jnp.zeros((A,), jnp.float32)}
 
-        def step_one(carry: Dict[str, Any], actions: Any, seed: Any, index: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+        def advance(carry: Dict[str, Any], actions: Any, seed: Any, index: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+            """One step without the auto-reset: the carry after it, and the step's outputs."""
             acting, episode = carry["alive"], carry["episode"]
             key = jax.random.fold_in(episode_key(seed, index, episode), carry["length"] + 1)
             obs, state, rewards, dones, _ = env.step_env(key, carry["state"], decode(actions, carry["mask"], acting))
@@ -308,12 +309,15 @@ class CompiledEnv:
             nxt = {"state": state, "obs": jnp.where(alive[:, None], final_obs, 0), "world": final_world,
                    "mask": jnp.where(alive[:, None], pack_mask(state), valid), "alive": alive, "length": length,
                    "episode": episode, "returns": returns}
-            fresh = start(seed, index, episode + 1)
-            carry = jax.tree.map(lambda r, s: jnp.where(env_done, r, s), fresh, nxt)
             out = {"reward": reward, "terminated": terminated, "truncated": truncated, "final_obs": final_obs,
                    "final_state": final_world, "env_done": env_done,
                    "episode_return": returns, "episode_length": length}  # read where env_done
-            return carry, out
+            return nxt, out
+
+        def step_one(carry: Dict[str, Any], actions: Any, seed: Any, index: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+            nxt, out = advance(carry, actions, seed, index)
+            fresh = start(seed, index, carry["episode"] + 1)
+            return jax.tree.map(lambda r, s: jnp.where(out["env_done"], r, s), fresh, nxt), out
 
         def place(state: Any, carry: Dict[str, Any]) -> Dict[str, Any]:
             obs = env.get_obs(state)
@@ -330,6 +334,7 @@ class CompiledEnv:
         # (see pack_fields): a handful of DLPack hand-overs per step instead of one per field
         place_all, start_all = jax.vmap(place), jax.vmap(start, in_axes=(None, 0, 0))
         step_all = jax.vmap(step_one, in_axes=(0, 0, None, 0))
+        advance_all = jax.vmap(advance, in_axes=(0, 0, None, 0))
 
         def start_packed(seed: Any, index: Any, episode: Any) -> Tuple[Dict[str, Any], Tuple[Any, ...]]:
             carry = start_all(seed, index, episode)
@@ -343,7 +348,12 @@ class CompiledEnv:
             carry, out = step_all(carry, actions, seed, index)
             return carry, pack_fields(published(carry, out))
 
+        def advance_packed(carry: Dict[str, Any], actions: Any, seed: Any, index: Any) -> Tuple[Dict[str, Any], Tuple[Any, ...]]:
+            carry, out = advance_all(carry, actions, seed, index)
+            return carry, pack_fields(published(carry, out))
+
         self.start, self.place, self.step = jax.jit(start_packed), jax.jit(place_packed), jax.jit(step_packed)
+        self.advance = jax.jit(advance_packed)  # a step that leaves ended episodes as they ended (videos)
 
         self._start_fn, self._step_fn, self._published = start_all, step_all, published
         self.layouts: Dict[int, Tuple[Layout, Layout]] = {}
@@ -495,8 +505,56 @@ class JaxMarlVectorEnv:
         return [{"team_return": float(sum(g)), "length": int(n), "agent_returns": g, "env": i}
                 for i, n, g in zip(index.tolist(), lengths, returns)]
 
+    def record_episode(self, policy: Any, max_steps: int = 10_000) -> List[np.ndarray]:
+        """Frames ``[H, W, 3] uint8`` of env 0's current episode from its start, with ``policy``
+        (``mappo.Policy``) acting deterministically, drawn by JaxMARL's own MPE visualiser.  Only
+        the MPE scenarios render: the other suites' visualisers replay internal states (SMAX's
+        sub-steps) that the adapter does not keep."""
+        if not self.env_id.startswith("MPE_"):
+            raise ValueError(f"jaxmarl/{self.env_id}: videos are drawn for JaxMARL's MPE scenarios only")
+        jax = self.jax
+        self.reset()
+        first = lambda tree: jax.tree.map(lambda x: np.asarray(x[0]), tree)  # noqa: E731  (env 0)
+        states = [first(self._carry["state"])]
+        hidden, starts = None, torch.ones(self.num_envs, dtype=torch.bool, device=self.device)
+        for _ in range(max_steps):
+            alive = self.arrays["alive"]
+            resets = starts.unsqueeze(-1) | ~alive
+            actions, _, hidden = policy.act_batch(self.arrays["obs"], self.arrays["action_mask"], True, hidden, resets)
+            starts = torch.zeros_like(starts)
+            actions = actions.to(self.device, torch.float32).contiguous()
+            with jax.default_device(self.jax_device):
+                self._carry, packed = self.compiled.advance(self._carry, jax.dlpack.from_dlpack(actions), self._seed,
+                                                            self._indexes)
+            self._publish(packed, self._step_layout)
+            states.append(first(self._carry["state"]))
+            if bool(self.arrays["env_done"][0]):
+                break
+        self.reset()  # the envs go on from fresh episodes, as after any ended one
+        return mpe_frames(self.env, states)
+
     def close(self) -> None:
         self._carry = None
+
+
+def mpe_frames(env: Any, states: List[Any]) -> List[np.ndarray]:
+    """One RGB frame ``[H, W, 3] uint8`` per MPE state, drawn by JaxMARL's ``MPEVisualizer``."""
+    import contextlib
+
+    import matplotlib.pyplot as plt
+    from jaxmarl.environments.mpe.mpe_visualizer import MPEVisualizer
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its communication settings
+        viz = MPEVisualizer(env, states)
+    frames = []
+    try:
+        for k in range(len(states)):
+            viz.update(k)
+            viz.fig.canvas.draw()
+            frames.append(np.asarray(viz.fig.canvas.buffer_rgba())[..., :3].copy())
+    finally:
+        plt.close(viz.fig)
+    return frames
 
 
 def _has_avail_actions(env: Any) -> bool:

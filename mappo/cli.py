@@ -18,7 +18,7 @@ from typing import List, Optional
 
 from . import distributed as D
 from .config import Config, help_text
-from .protocol import Batched, EnvError
+from .protocol import EnvError
 from .runfolder import RunFolderInUse
 
 
@@ -159,11 +159,9 @@ def eval_main(argv: List[str]) -> int:
         stats = trainer.evaluate(episodes=args.episodes, deterministic=not args.stochastic, policies=policies)
         print(json.dumps(_finite(stats), indent=2, allow_nan=False))  # valid JSON: a non-finite number is null
         if args.video:
-            if isinstance(trainer.env_fn, Batched):
-                raise ValueError("--video renders PettingZoo envs; batched (VMAS) envs are not supported")
-            from .video import record_episode, render_env_fn, write_video
+            from .video import record, write_video
 
-            frames = record_episode(trainer.policy, render_env_fn(trainer.env_fn), seed=trainer.eval_seed)
+            frames = record(trainer.policy, trainer.env_fn, seed=trainer.eval_seed)
             path = write_video(frames, args.video, args.fps)
             print(f"wrote {path} ({len(frames)} frames)", file=sys.stderr)
     return 0

@@ -304,10 +304,10 @@ class Trainer:
 
     def _log_video(self, logger: RunLogger, run_dir: str) -> None:
         """A deterministic episode rendered to ``<run_dir>/eval.mp4`` and handed to the loggers."""
-        from .video import record_episode, render_env_fn, write_video
+        from .video import record, write_video
 
         try:
-            frames = record_episode(self.policy, render_env_fn(self.env_fn), seed=self.eval_seed)
+            frames = record(self.policy, self.env_fn, seed=self.eval_seed)
             logger.log_file("video", write_video(frames, os.path.join(run_dir, "eval.mp4")), self.env_steps)
         except Exception as err:  # no renderer: say so, keep the run
             print(f"warning: no eval video logged: {err}", file=sys.stderr)

@@ -24,6 +24,25 @@ def render_env_fn(env_fn: Callable[..., Any]) -> Callable[[], Any]:
     return make
 
 
+def record(policy: Any, env_fn: Any, seed: int = 0, max_steps: int = 10_000) -> List[np.ndarray]:
+    """Frames ``[H, W, 3] uint8`` of one deterministic episode on an env from the trainer's
+    ``env_fn``: a PettingZoo factory through :func:`record_episode`; a batched builder
+    (``mappo.Batched``) through its vector env's ``record_episode(policy, max_steps)``, where the
+    family has one (``envs/jaxmarl.py``: the MPE scenarios)."""
+    from .protocol import Batched
+
+    if not isinstance(env_fn, Batched):
+        return record_episode(policy, render_env_fn(env_fn), seed, max_steps)
+    vec = env_fn(num_envs=1, device=policy.device, seed=seed)
+    try:
+        recorder = getattr(vec, "record_episode", None)
+        if recorder is None:
+            raise ValueError(f"{env_fn!r} does not render videos (its vector env has no record_episode)")
+        return recorder(policy, max_steps)
+    finally:
+        vec.close()
+
+
 def record_episode(policy: Any, env_fn: Callable[[], Any], seed: int = 0, max_steps: int = 10_000) -> List[np.ndarray]:
     """Frames ``[H, W, 3] uint8`` of one episode with the policy acting deterministically."""
     from .vector import make_parallel

@@ -231,6 +231,23 @@ def test_mixed_mpe_trains_with_a_group_per_side_and_plays_across(tmp_path):
     assert set(stats["group_return_mean"]) == {"adversaries", "agents"}
 
 
+def test_video_of_an_mpe_episode(tmp_path):
+    """A trained (recurrent) policy's episode drawn by JaxMARL's MPE visualiser: the reset frame
+    and one per step up to the episode's end, with the agents moving; SMAX says it cannot."""
+    from mappo.video import record, write_video
+
+    cfg = _tiny_jax(env_kwargs={"max_steps": 6}, recurrent=True, total_steps=48, rollout_length=6, chunk_length=3)
+    with mappo.Trainer(make_env_fn(cfg.env, **cfg.env_kwargs), cfg) as trainer:
+        trainer.train()
+        frames = record(trainer.policy, trainer.env_fn, seed=trainer.eval_seed)
+    assert len(frames) == 7 and all(f.dtype == np.uint8 and f.ndim == 3 and f.shape[-1] == 3 for f in frames)
+    assert len({f.shape for f in frames}) == 1 and not np.array_equal(frames[0], frames[-1])
+    assert write_video(frames, str(tmp_path / "spread.gif")).endswith(".gif")
+    smax = make_env_fn(f"jaxmarl/{SMAX_3M[0]}", **SMAX_3M_KWARGS)
+    with pytest.raises(ValueError, match="MPE scenarios only"):
+        record(trainer.policy, smax)
+
+
 def test_a_wrong_id_or_map_gets_did_you_mean():
     with pytest.raises(ValueError, match="did you mean 'MPE_simple_spread_v3'"):
         make_env_fn("jaxmarl/MPE_simple_sprad_v3")
