@@ -187,11 +187,11 @@ def run_gru(cell: GroupedGRUCell, x: torch.Tensor, h: torch.Tensor, resets: torc
     rollout buffer stores: replaying from them, with the same resets, gives the same outputs)
     and the final hidden state ``[..., A, H]``.
 
-    Speed: with one weight set the sequence is cut at the steps where any row
-    restarts (few: episodes start together or at chunk edges) and each segment runs through
-    torch's fused GRU (cuDNN on a GPU); one step (acting) is one ``torch.gru_cell`` call, which
-    gives the same numbers as the fused GRU, so acting's log-probs are the update's.  With several sets the input projection ``x2h`` is made
-    for all steps in one matmul and only ``h2h`` runs per step.
+    Speed: with one weight set the sequence is cut at the steps where any row restarts (few:
+    episodes start together or at chunk edges) and each segment runs through torch's fused GRU
+    (cuDNN on a GPU); one step (acting) is one ``torch.gru_cell`` call, which gives the same
+    numbers as the fused GRU, so acting's log-probs are the update's.  With several sets the
+    input projection ``x2h`` is made for all steps in one matmul and only ``h2h`` runs per step.
     """
     L = x.shape[0]
     if cell.fused and L == 1 and not torch.jit.is_tracing():  # acting: one step (an exported actor: the plain cell)
