@@ -85,6 +85,17 @@ def test_the_other_suites_follow_the_protocol(name, kwargs, steps):
         assert vec.spec.obs_dim == 4  # MultiDiscrete([2, 2]) one-hot
 
 
+def test_smacv2_style_scenarios_build():
+    """A SMACv2-style scenario (units drawn per episode) gets its team layout from shapes alone:
+    five allies with action masks and a world state.  Stepping it compiles a second SMAX program
+    (minutes on a 2-core CI machine), so the protocol checks run on SMAX_3M only."""
+    from envs.jaxmarl import JaxMarlVectorEnv
+
+    vec = JaxMarlVectorEnv("HeuristicEnemySMAX", 2, scenario="smacv2_5_units")
+    assert vec.spec.num_agents == 5 and vec.spec.state_dim > 0 and vec.spec.num_logits > 6
+    assert {name for name, *_ in vec.compiled.layouts_for(2)[1]} >= {"obs", "state", "action_mask", "alive"}
+
+
 def test_mabrax_continuous_control_follows_the_protocol():
     pytest.importorskip("brax")
     vec = jax_vec("walker2d_2x3", max_steps=5)
