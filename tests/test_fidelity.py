@@ -271,11 +271,15 @@ def test_recurrent_and_agent_specific_learn_above_random(case, variant):
     # agent_specific critic each fall into it on one seed in six). So a coordination case must
     # learn on 2 of 3 seeds rather than on one.
     seeds = (0, 1, 2) if case == "coordination" else (0,)
+    needed = max(1, len(seeds) - 1)
     results = []
     for seed in seeds:
         with mappo.Trainer(env_cls, mappo.Config(**{**settings, "seed": seed})) as trainer:
             trainer.train()
             results.append(trainer.evaluate(episodes=30)["team_return_mean"])
+        passed = sum(r >= threshold for r in results)
+        if passed >= needed or len(results) - passed > len(seeds) - needed:
+            break  # the verdict is settled: the remaining seeds cannot change it
     print(f"{case}/{variant}: random {random_return:.2f}, trained {results}, threshold {threshold:.2f}")
     assert all(math.isfinite(r) for r in results)
-    assert sum(r >= threshold for r in results) >= max(1, len(seeds) - 1)
+    assert sum(r >= threshold for r in results) >= needed
