@@ -276,8 +276,14 @@ class CompiledEnv:
         def episode_key(seed: Any, index: Any, episode: Any) -> Any:
             return jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), index), episode)
 
+        def strong(state: Any) -> Any:
+            # a reset may hold weakly typed leaves (SMAX: an int32 from a Python int) that its step
+            # makes strong: the step would then compile a second time, for the second carry's types
+            return jax.tree.map(lambda x: jax.lax.convert_element_type(x, jnp.asarray(x).dtype), state)
+
         def start(seed: Any, index: Any, episode: Any) -> Dict[str, Any]:
             obs, state = env.reset(episode_key(seed, index, episode))
+            state = strong(state)
             alive = jnp.ones((A,), bool)
             # episode number, step count and each agent's return so far live here too, so that a
             # step needs nothing from the host
@@ -320,6 +326,7 @@ class CompiledEnv:
             return jax.tree.map(lambda r, s: jnp.where(out["env_done"], r, s), fresh, nxt), out
 
         def place(state: Any, carry: Dict[str, Any]) -> Dict[str, Any]:
+            state = strong(state)
             obs = env.get_obs(state)
             return {**carry, "state": state, "obs": jnp.where(carry["alive"][:, None], pack_obs(obs), 0),
                     "world": pack_state(obs) if state_key is None else carry["world"],
