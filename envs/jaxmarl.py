@@ -343,24 +343,17 @@ class CompiledEnv:
         step_all = jax.vmap(step_one, in_axes=(0, 0, None, 0))
         advance_all = jax.vmap(advance, in_axes=(0, 0, None, 0))
 
-        def start_packed(seed: Any, index: Any, episode: Any) -> Tuple[Dict[str, Any], Tuple[Any, ...]]:
-            carry = start_all(seed, index, episode)
-            return carry, pack_fields(published(carry, {}))
+        def packing(fn: Callable[..., Tuple[Dict[str, Any], Dict[str, Any]]]) -> Callable[..., Any]:
+            """``fn`` (-> carry, outputs) jitted to return the carry and its published fields, packed."""
+            def run(*args: Any) -> Tuple[Dict[str, Any], Tuple[Any, ...]]:
+                carry, out = fn(*args)
+                return carry, pack_fields(published(carry, out))
+            return jax.jit(run)
 
-        def place_packed(states: Any, carry: Dict[str, Any]) -> Tuple[Dict[str, Any], Tuple[Any, ...]]:
-            carry = place_all(states, carry)
-            return carry, pack_fields(published(carry, {}))
-
-        def step_packed(carry: Dict[str, Any], actions: Any, seed: Any, index: Any) -> Tuple[Dict[str, Any], Tuple[Any, ...]]:
-            carry, out = step_all(carry, actions, seed, index)
-            return carry, pack_fields(published(carry, out))
-
-        def advance_packed(carry: Dict[str, Any], actions: Any, seed: Any, index: Any) -> Tuple[Dict[str, Any], Tuple[Any, ...]]:
-            carry, out = advance_all(carry, actions, seed, index)
-            return carry, pack_fields(published(carry, out))
-
-        self.start, self.place, self.step = jax.jit(start_packed), jax.jit(place_packed), jax.jit(step_packed)
-        self.advance = jax.jit(advance_packed)  # a step that leaves ended episodes as they ended (videos)
+        self.start = packing(lambda seed, index, episode: (start_all(seed, index, episode), {}))
+        self.place = packing(lambda states, carry: (place_all(states, carry), {}))
+        self.step = packing(step_all)
+        self.advance = packing(advance_all)  # a step that leaves ended episodes as they ended (videos)
 
         self._start_fn, self._step_fn, self._published = start_all, step_all, published
         self.layouts: Dict[int, Tuple[Layout, Layout]] = {}
@@ -496,13 +489,18 @@ class JaxMarlVectorEnv:
         self.arrays["final_obs"] = self.arrays["obs"]
         self.arrays["final_state"] = self.arrays["state"]
 
-    def step(self) -> List[Dict[str, Any]]:
+    def _apply(self, compiled_step: Callable[..., Any], actions: torch.Tensor) -> None:
+        """One compiled step (``CompiledEnv.step`` or ``.advance``) of ``actions [E, A, W]``, handed to
+        JAX through DLPack, and its fields published."""
         jax = self.jax
-        actions = self.actions.detach().to(self.device, torch.float32).contiguous()
+        actions = actions.detach().to(self.device, torch.float32).contiguous()
         with jax.default_device(self.jax_device):
-            self._carry, packed = self.compiled.step(self._carry, jax.dlpack.from_dlpack(actions), self._seed,
-                                                     self._indexes)
+            self._carry, packed = compiled_step(self._carry, jax.dlpack.from_dlpack(actions), self._seed,
+                                                self._indexes)
         self._publish(packed, self._step_layout)
+
+    def step(self) -> List[Dict[str, Any]]:
+        self._apply(self.compiled.step, self.actions)
         done = self.arrays["env_done"]
         if not bool(done.any()):  # the one host sync per step
             return []
@@ -529,11 +527,7 @@ class JaxMarlVectorEnv:
             resets = starts.unsqueeze(-1) | ~alive
             actions, _, hidden = policy.act_batch(self.arrays["obs"], self.arrays["action_mask"], True, hidden, resets)
             starts = torch.zeros_like(starts)
-            actions = actions.to(self.device, torch.float32).contiguous()
-            with jax.default_device(self.jax_device):
-                self._carry, packed = self.compiled.advance(self._carry, jax.dlpack.from_dlpack(actions), self._seed,
-                                                            self._indexes)
-            self._publish(packed, self._step_layout)
+            self._apply(self.compiled.advance, actions)
             states.append(first(self._carry["state"]))
             if bool(self.arrays["env_done"][0]):
                 break
