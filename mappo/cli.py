@@ -18,6 +18,7 @@ from typing import List, Optional
 
 from . import distributed as D
 from .config import Config, help_text
+from .files import written_atomically
 from .protocol import EnvError
 from .runfolder import RunFolderInUse
 
@@ -129,6 +130,8 @@ def eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("run", help="run folder (holding ckpt.pt) or a checkpoint file")
     parser.add_argument("--episodes", type=int, default=20, help="episodes to evaluate (default: 20)")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
+    parser.add_argument("--out", metavar="FILE.json",
+                        help="also write the result with each episode's returns and length (per_episode) to FILE")
     parser.add_argument("--video", metavar="PATH", help="render a deterministic episode to PATH (.mp4 or .gif)")
     parser.add_argument("--fps", type=int, default=10, help="frames per second of the video (default: 10)")
     parser.add_argument("--env", help="build this env (a registry name or module:callable) instead of the checkpoint's")
@@ -156,8 +159,12 @@ def eval_main(argv: List[str]) -> int:
         overrides["device"] = "cpu"  # a GPU run evaluates on a CPU-only machine
     trainer = _load(args.run, args.trust_env_code, **overrides)
     with trainer:
-        stats = trainer.evaluate(episodes=args.episodes, deterministic=not args.stochastic, policies=policies)
-        print(json.dumps(_finite(stats), indent=2, allow_nan=False))  # valid JSON: a non-finite number is null
+        stats = _finite(trainer.evaluate(episodes=args.episodes, deterministic=not args.stochastic, policies=policies))
+        if args.out:
+            with written_atomically(args.out) as tmp, open(tmp, "w") as f:
+                json.dump(stats, f, allow_nan=False)
+        # valid JSON: a non-finite number is null; the episodes' own numbers only in --out
+        print(json.dumps({k: v for k, v in stats.items() if k != "per_episode"}, indent=2, allow_nan=False))
         if args.video:
             from .video import record, write_video
 

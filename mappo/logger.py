@@ -20,18 +20,24 @@ BACKENDS = {
 }
 
 
+# each evaluation's episodes, one line per evaluation: {"iteration", "env_steps", "team_return": [E],
+# "agent_return": [E], "episode_length": [E]} (mappo.rollout.evaluate's per_episode); the benchmark
+# report's statistics and its marl-eval JSON read it
+EVALUATIONS = "evaluations.jsonl"
+
+
 def make_backend(name: str, cfg: Any, run_dir: Optional[str]) -> Any:
     module, _, cls = BACKENDS[name].partition(":")
     return getattr(importlib.import_module(module), cls)(cfg, run_dir)
 
 
 def truncate_metrics(path: str, iteration: int) -> None:
-    """Keep the rows of ``metrics.jsonl`` up to ``iteration`` (all when it is 0 and the file is new)."""
+    """Keep the rows of a run's ``metrics.jsonl`` (or ``evaluations.jsonl``) up to ``iteration``."""
     if not os.path.isfile(path):
         return
     from .plot import read_metrics
 
-    rows = read_metrics(os.path.dirname(path))
+    rows = read_metrics(os.path.dirname(path), os.path.basename(path))
     keep = [r for r in rows if r.get("iteration", 0) <= iteration]
     if len(keep) != len(rows):
         tmp = path + ".tmp"
@@ -73,7 +79,8 @@ class RunLogger:
             names = ["jsonl"] + names
             # rows past the iteration the run (re)starts from were logged after its last checkpoint
             # by a run that then crashed: drop them, so no iteration appears twice
-            truncate_metrics(os.path.join(run_dir, "metrics.jsonl"), start_iteration)
+            for name in ("metrics.jsonl", EVALUATIONS):
+                truncate_metrics(os.path.join(run_dir, name), start_iteration)
         else:
             names = [n for n in names if n == "wandb"]  # the file writers need a folder
         self.backends: List[Any] = []
@@ -109,6 +116,15 @@ class RunLogger:
                   f"entropy {_fmt(row.get('entropy'), '.3f')}  kl {_fmt(row.get('approx_kl'), '.4f')}{evals}",
                   flush=True)
         self.last_steps = row["env_steps"]
+
+    def log_evaluation(self, iteration: int, env_steps: int, evaluation: Dict[str, Any]) -> None:
+        """Append one evaluation's per-episode numbers to ``<run_dir>/evaluations.jsonl``."""
+        if self.run_dir is None:
+            return
+        line = {"iteration": iteration, "env_steps": env_steps,
+                **{k: [_clean(v) for v in values] for k, values in evaluation["per_episode"].items()}}
+        with open(os.path.join(self.run_dir, EVALUATIONS), "a") as f:
+            f.write(json.dumps(line) + "\n")
 
     def log_file(self, kind: str, path: str, step: int) -> None:
         """Hand a file the run produced ("checkpoint", "video") to the backends that keep files."""

@@ -14,11 +14,12 @@ import numpy as np
 from .files import written_atomically
 
 
-def read_metrics(run_dir: str) -> List[Dict]:
-    """Rows of ``<run_dir>/metrics.jsonl``; a line cut short by a crash is skipped."""
-    path = os.path.join(run_dir, "metrics.jsonl")
+def read_metrics(run_dir: str, name: str = "metrics.jsonl") -> List[Dict]:
+    """Rows of ``<run_dir>/metrics.jsonl`` (or of ``evaluations.jsonl``, each evaluation's episodes);
+    a line cut short by a crash is skipped."""
+    path = os.path.join(run_dir, name)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"no metrics.jsonl in {run_dir!r}: is it a mappo run folder?")
+        raise FileNotFoundError(f"no {name} in {run_dir!r}: is it a mappo run folder?")
     rows = []
     with open(path) as f:
         for line in f:

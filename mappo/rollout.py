@@ -90,7 +90,8 @@ def collect(policy: Policy, learner: Any, vec: VectorEnv, buf: RolloutBuffer, ca
 @torch.no_grad()
 def evaluate(policy: Policy, env_fn: Any, spec: TeamSpec, episodes: int, deterministic: bool, seed: int,
              device: torch.device, max_steps: int = 10_000) -> Dict[str, Any]:
-    """Run ``episodes`` full episodes on envs of their own; returns mean returns and lengths.
+    """Run ``episodes`` full episodes on envs of their own; returns mean returns and lengths, and
+    under ``per_episode`` each episode's team return, agent return (the mean over agents) and length.
 
     ``team_return_mean`` sums rewards over agents; ``return_mean`` is per agent.  A PettingZoo
     env plays the episodes one after another in one in-process env.  A batched env (VMAS) plays
@@ -151,6 +152,9 @@ def evaluate(policy: Policy, env_fn: Any, spec: TeamSpec, episodes: int, determi
         "episode_length_mean": float(np.mean([e["length"] for e in done])),
         "episodes": len(team),
         "episodes_cut": cut,
+        # each episode's numbers, for statistics over episodes (the marl-eval layout keeps them)
+        "per_episode": {"team_return": team.tolist(), "agent_return": per_agent.mean(axis=1).tolist(),
+                        "episode_length": [int(e["length"]) for e in done]},
     }
 
 

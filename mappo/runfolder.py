@@ -15,7 +15,8 @@ from typing import List, Optional
 
 CHECKPOINTS = ("ckpt.pt", "best.pt")
 # what a run leaves in its folder; a fresh run (or `overwrite=true`) removes these before it starts
-RUN_FILES = ("config.yaml", "metrics.jsonl", "metrics.csv", "curves.png", "eval.mp4", "error.log") + CHECKPOINTS
+RUN_FILES = ("config.yaml", "metrics.jsonl", "evaluations.jsonl", "metrics.csv", "curves.png", "eval.mp4",
+             "error.log") + CHECKPOINTS
 RUN_DIRS = ("tensorboard", "wandb")
 
 

@@ -245,11 +245,12 @@ class Trainer:
             with StopOnSignal() as stop:
                 if cfg.eval_every and cfg.eval_at_start and self.iteration == 0:
                     # the untrained policy's evaluation: EPyMARL's averages over evaluations include it
-                    row0 = {"iteration": 0, "env_steps": self.env_steps,
-                            **rollout.eval_row(self.evaluate(cfg.eval_episodes, cfg.eval_deterministic))}
+                    evaluation = self.evaluate(cfg.eval_episodes, cfg.eval_deterministic)
+                    row0 = {"iteration": 0, "env_steps": self.env_steps, **rollout.eval_row(evaluation)}
                     history.append(row0)
                     self.history.append(row0)
                     logger.log(row0)
+                    logger.log_evaluation(0, self.env_steps, evaluation)
                 while self.env_steps < total and self._agreed_stop(stop.signum) is None:
                     start = time.perf_counter()
                     frac = linear_schedule(self.env_steps, cfg.total_steps) if cfg.lr_schedule == "linear" else 1.0
@@ -272,6 +273,8 @@ class Trainer:
                     history.append(row)
                     self.history.append(row)
                     logger.log(row)
+                    if "eval/team_return_mean" in row:
+                        logger.log_evaluation(self.iteration, self.env_steps, evaluation)
                     if run_dir is not None and improved:
                         self.save(os.path.join(run_dir, "best.pt"))
                     if ckpt and cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
