@@ -230,7 +230,7 @@ class CompiledEnv:
         valid = jnp.asarray(spec.valid_logits)
         low, high = jnp.asarray(spec.cont_low), jnp.asarray(spec.cont_high)
         limit, state_key, has_avail = self.max_steps, self._state_key, self._has_avail
-        terminal = _terminal_rule(self.env_id, env)
+        terminal, won_rule = _terminal_rule(self.env_id, env), _won_rule(self.env_id, env)
         shared = EPYMARL_SHARED[self.env_id](A) if self.accounting == "epymarl" else None
 
         flat = [flattener(a.obs_space) for a in spec.agents]
@@ -318,6 +318,8 @@ class CompiledEnv:
             out = {"reward": reward, "terminated": terminated, "truncated": truncated, "final_obs": final_obs,
                    "final_state": final_world, "env_done": env_done,
                    "episode_return": returns, "episode_length": length}  # read where env_done
+            if won_rule is not None:
+                out["episode_won"] = won_rule(state)  # read where env_done
             return nxt, out
 
         def step_one(carry: Dict[str, Any], actions: Any, seed: Any, index: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -507,8 +509,12 @@ class JaxMarlVectorEnv:
         index = done.nonzero().squeeze(-1)
         returns = self.arrays["episode_return"][index].tolist()
         lengths = self.arrays["episode_length"][index].tolist()
-        return [{"team_return": float(sum(g)), "length": int(n), "agent_returns": g, "env": i}
-                for i, n, g in zip(index.tolist(), lengths, returns)]
+        episodes = [{"team_return": float(sum(g)), "length": int(n), "agent_returns": g, "env": i}
+                    for i, n, g in zip(index.tolist(), lengths, returns)]
+        if "episode_won" in self.arrays:  # SMAX: the battle's outcome
+            for episode, won in zip(episodes, self.arrays["episode_won"][index].tolist()):
+                episode["won"] = float(won)
+        return episodes
 
     def record_episode(self, policy: Any, max_steps: int = 10_000) -> List[np.ndarray]:
         """Frames ``[H, W, 3] uint8`` of env 0's current episode from its start, with ``policy``
@@ -584,6 +590,22 @@ def _terminal_rule(env_id: str, env: Any) -> Callable[[Any, Any, Any], Any]:
         return smax
     # elsewhere: an env's own done before the time limit is the game's end
     return lambda state, env_done, at_limit: env_done & ~at_limit
+
+
+def _won_rule(env_id: str, env: Any) -> Optional[Callable[[Any], Any]]:
+    """``won(state)`` after an episode's last step, for the games with a winner (SMAX: every
+    enemy dead and an ally alive, SMAX's own ``won_battle & ~lost_battle``); None elsewhere."""
+    import jax.numpy as jnp
+
+    if "SMAX" not in env_id:
+        return None
+    allies = env.num_allies
+
+    def won(state: Any) -> Any:
+        alive = getattr(state, "state", state).unit_alive
+        return jnp.any(alive[:allies]) & ~jnp.any(alive[allies:])
+
+    return won
 
 
 class JaxMarlEnvFn:

@@ -57,6 +57,20 @@ class Task:
     metric: str = "eval/team_return_mean"
     overrides: List[str] = field(default_factory=list)
     published: Dict[str, Any] = field(default_factory=dict)
+    # where the runs go in the marl-eval layout (env -> task -> algorithm): by default the env
+    # family of the config's env id, the task's name, and mappo (ippo when the critic is local)
+    env_name: Optional[str] = None
+    task_name: Optional[str] = None
+    algorithm: Optional[str] = None
+
+    def labels(self) -> tuple[str, str, str]:
+        """``(env, task, algorithm)`` of this task's runs in the marl-eval layout."""
+        from .config import Config
+
+        cfg = Config.from_yaml(self.config, self.overrides)
+        env = self.env_name or (cfg.env.split("/")[0] if "/" in cfg.env else cfg.env)
+        algorithm = self.algorithm or ("ippo" if cfg.critic_input == "local" else "mappo")
+        return env, self.task_name or self.name, algorithm
 
 
 @dataclass
@@ -79,7 +93,8 @@ def load_suite(path: str) -> Suite:
     for i, t in enumerate(raw.get("tasks") or []):
         if not isinstance(t, dict) or "name" not in t or "config" not in t:
             raise ValueError(f"suite {path!r}: task {i} needs 'name' and 'config', got {t!r}")
-        unknown = set(t) - {"name", "config", "metric", "overrides", "published"}
+        unknown = set(t) - {"name", "config", "metric", "overrides", "published", "env_name", "task_name",
+                            "algorithm"}
         if unknown:
             raise ValueError(f"suite {path!r}: task {t['name']!r} has unknown key(s) {sorted(unknown)}")
         published = t.get("published") or {}
@@ -94,6 +109,11 @@ def load_suite(path: str) -> Suite:
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ValueError(f"suite {path!r}: task names must be unique, got {names}")
+    labels = [t.labels() for t in tasks]
+    twice = sorted({"/".join(x) for x in labels if labels.count(x) > 1})
+    if twice:
+        raise ValueError(f"suite {path!r}: two tasks would write the same env/task/algorithm runs {twice}: "
+                         "give them different env_name, task_name or algorithm")
     return Suite(seeds=list(seeds), tasks=tasks)
 
 
@@ -255,6 +275,52 @@ def run_suite(suite: Suite, out: str, jobs: int, poll_s: float = 1.0) -> Dict[st
 # reporting
 
 
+def absolute_metrics(task: Task, seed: int, out: str) -> Optional[str]:
+    """Re-evaluate a finished run's best checkpoint on 10x its evaluation episodes (marl-eval's
+    absolute metric) into ``<run>/absolute_metrics.json``, once; its path, or None when the run
+    has no best.pt (it never evaluated)."""
+    from . import marl_eval
+    from .config import Config
+
+    run_dir = run_dir_of(out, task, seed)
+    path = os.path.join(run_dir, marl_eval.ABSOLUTE)
+    best = os.path.join(run_dir, "best.pt")
+    if os.path.isfile(path):
+        return path
+    if not os.path.isfile(best):
+        return None
+    cfg = Config.from_yaml(os.path.join(run_dir, "config.yaml"))
+    command = [sys.executable, "-m", "mappo", "eval", best, "--episodes", str(10 * cfg.eval_episodes),
+               "--out", path] + ([] if cfg.eval_deterministic else ["--stochastic"])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    with open(run_dir + ".log", "a") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(command)}\n")
+        log.flush()
+        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if done.returncode != 0:
+        print(f"mappo benchmark: the absolute metrics of {run_dir} failed (see {run_dir}.log)", file=sys.stderr)
+        return None
+    return path
+
+
+def marl_eval_data(suite: Suite, out: str) -> Dict[str, Any]:
+    """The suite's finished runs in marl-eval's layout (:mod:`mappo.marl_eval`), their absolute
+    metrics computed first where missing."""
+    from . import marl_eval
+
+    data: Dict[str, Any] = {}
+    for task in suite.tasks:
+        env, task_name, algorithm = task.labels()
+        for seed in suite.seeds:
+            if not _read_record(_record_path(out, task, seed)).get("done"):
+                continue
+            absolute_metrics(task, seed, out)
+            run = marl_eval.run_layout(run_dir_of(out, task, seed), task.metric)
+            if run:
+                data.setdefault(env, {}).setdefault(task_name, {}).setdefault(algorithm, {})[f"run_{seed}"] = run
+    return data
+
+
 def eval_curves(run_dirs: List[str], metric: str) -> tuple[np.ndarray, np.ndarray, List[str]]:
     """``(env_steps [K], returns [S, K], used_dirs)``: the evaluations every run has (their common
     env steps), so that seeds are compared at the same points."""
@@ -286,8 +352,11 @@ def _digits(values: List[float]) -> int:
     return 3 if scale < 2 else 2 if scale < 100 else 1
 
 
-def report(suite: Suite, out: str) -> str:
-    """The markdown table of every task with finished evaluations; also writes results.md and results.png."""
+def report(suite: Suite, out: str, compare: List[str] = (), reps: int = 50_000) -> str:
+    """The markdown table of every task with finished evaluations, then the field's statistics
+    (:func:`statistics_section`) over the finished runs and the marl-eval files in ``compare``
+    (other frameworks' runs of the same tasks).  Writes results.md, results.png, marl_eval.json
+    (the suite's runs alone) and profiles.png."""
     from .config import Config
 
     lines = ["| task | metric | published MAPPO max (IPPO) | ours: max | ours: average | at env steps | seeds "
@@ -323,11 +392,102 @@ def report(suite: Suite, out: str) -> str:
         panels.append((task, steps, returns))
     table = "\n".join(lines)
     os.makedirs(out, exist_ok=True)
-    with written_atomically(os.path.join(out, "results.md")) as tmp, open(tmp, "w") as f:
-        f.write(table + "\n")
     if panels:
         _plot(panels, os.path.join(out, "results.png"))
+    from . import marl_eval
+
+    ours = marl_eval_data(suite, out)
+    if ours:
+        with written_atomically(os.path.join(out, "marl_eval.json")) as tmp, open(tmp, "w") as f:
+            json.dump(ours, f)
+    data = marl_eval.merge(ours, *(marl_eval.read(path) for path in compare))
+    if data:
+        try:
+            table += "\n\n" + statistics_section(data, out, reps)
+        except ImportError as err:  # rliable is an extra; the table above stands without it
+            table += f"\n\n(no aggregate statistics: {err})"
+    with written_atomically(os.path.join(out, "results.md")) as tmp, open(tmp, "w") as f:
+        f.write(table + "\n")
     return table
+
+
+def _interval(est: Dict[str, np.ndarray], digits: int) -> str:
+    point, low, high = (float(np.ravel(est[k])[0]) for k in ("point", "low", "high"))
+    return f"{point:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def statistics_section(data: Dict[str, Any], out: str, reps: int = 50_000) -> str:
+    """Markdown of the field's statistics over ``data`` (marl-eval layout): per task and algorithm
+    the IQM of the runs' scores with its 95% bootstrap interval; with two algorithms or more on
+    the same tasks, the IQM of task-normalised scores over all tasks (stratified bootstrap), the
+    probability of improvement of each pair, and performance profiles (``OUT/profiles.png``)."""
+    from . import marl_eval, stats
+
+    metrics = ["return"] + (["won"] if "\"won\"" in json.dumps(data) else [])
+    lines = ["Scores: each run's best checkpoint re-evaluated on 10x the evaluation episodes (its last "
+             "evaluation where it has none); IQM over runs with its 95% bootstrap interval "
+             f"({reps:,} resamples; rliable).", "",
+             "| env/task | algorithm | runs | " + " | ".join(f"IQM {m} [95% CI]" for m in metrics) + " |",
+             "|---|---|---|" + "---|" * len(metrics)]
+    for env, tasks in sorted(data.items()):
+        for task, algorithms in sorted(tasks.items()):
+            for algorithm, runs in sorted(algorithms.items()):
+                cells = []
+                for m in metrics:
+                    scores = [s for s in (marl_eval.final_score(r, m) for r in runs.values()) if s is not None]
+                    if not scores:
+                        cells.append("-")
+                        continue
+                    x = np.array(scores)[:, None]
+                    cells.append(_interval(stats.interval_estimates({algorithm: x}, reps=reps)[algorithm],
+                                           _digits(scores)))
+                lines.append(f"| {env}/{task} | {algorithm} | {len(runs)} | " + " | ".join(cells) + " |")
+    profiles = {}
+    for m in metrics:
+        tasks, matrices = marl_eval.score_matrices(data, m)
+        if len(matrices) < 2:
+            continue
+        normalised = matrices if m == "won" else stats.normalise_per_task(matrices)
+        scale = "win rate" if m == "won" else "return, min-max normalised per task over all runs"
+        lines += ["", f"Over {len(tasks)} task(s) ({', '.join(tasks)}), {scale}: IQM with its 95% "
+                  "stratified-bootstrap interval", "", "| algorithm | runs per task | IQM [95% CI] |", "|---|---|---|"]
+        estimates = stats.interval_estimates(normalised, reps=reps)
+        lines += [f"| {a} | {normalised[a].shape[0]} | {_interval(estimates[a], 3)} |" for a in sorted(normalised)]
+        lines += ["", "| X | Y | P(X > Y) [95% CI] |", "|---|---|---|"]
+        names = sorted(normalised)
+        for i, x in enumerate(names):
+            for y in names[i + 1:]:
+                poi = stats.probability_of_improvement_ci(normalised[x], normalised[y], reps=min(reps, 2_000))
+                lines.append(f"| {x} | {y} | {poi['point']:.2f} [{poi['low']:.2f}, {poi['high']:.2f}] |")
+        taus = np.linspace(0.0, 1.0, 41)
+        profiles[m] = (taus, stats.interval_estimates(
+            normalised, statistic=lambda s: stats.performance_profile(s, taus), reps=min(reps, 2_000)))
+    if profiles:
+        _plot_profiles(profiles, os.path.join(out, "profiles.png"))
+        lines += ["", "Performance profiles: profiles.png"]
+    return "\n".join(lines)
+
+
+def _plot_profiles(profiles: Dict[str, Any], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(profiles), figsize=(4.8 * len(profiles), 3.6), squeeze=False)
+    for ax, (metric, (taus, estimates)) in zip(axes.ravel(), profiles.items()):
+        for name, est in sorted(estimates.items()):
+            ax.plot(taus, est["point"], label=name)
+            ax.fill_between(taus, est["low"], est["high"], alpha=0.2)
+        ax.set_xlabel(("win rate" if metric == "won" else "normalised return") + r" $\tau$")
+        ax.set_ylabel(r"fraction of runs with score > $\tau$")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    try:
+        with written_atomically(path) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
 
 
 def _plot(panels, path: str) -> None:
@@ -369,6 +529,10 @@ def benchmark_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", help="comma-separated task names (default: all)")
     parser.add_argument("--seeds", help="comma-separated seeds (default: the suite's)")
     parser.add_argument("--report", action="store_true", help="only write the table and plot from runs on disk")
+    parser.add_argument("--compare", action="append", default=[], metavar="FILE.json",
+                        help="set another framework's runs (a marl-eval JSON file) beside ours in the statistics; "
+                             "repeatable")
+    parser.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples of the statistics")
     return parser
 
 
@@ -378,6 +542,10 @@ def benchmark_main(argv: List[str]) -> int:
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
     suite = select(load_suite(args.suite), args.tasks, args.seeds)
+    from . import marl_eval
+
+    for path in args.compare:  # a bad file fails now, not after hours of runs
+        marl_eval.read(path)
     failed = {}
     if not args.report:
         try:
@@ -385,8 +553,8 @@ def benchmark_main(argv: List[str]) -> int:
         except KeyboardInterrupt as stop:
             print(f"mappo benchmark: {stop}", file=sys.stderr)
             return 130
-    print(report(suite, args.out))
-    print(f"\nwrote {os.path.join(args.out, 'results.md')} and results.png", file=sys.stderr)
+    print(report(suite, args.out, args.compare, args.reps))
+    print(f"\nwrote {os.path.join(args.out, 'results.md')}, results.png and marl_eval.json", file=sys.stderr)
     if failed:
         print(f"mappo benchmark: failed runs (see their seed<S>.log): {failed}", file=sys.stderr)
         return 1

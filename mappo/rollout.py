@@ -154,19 +154,25 @@ def evaluate(policy: Policy, env_fn: Any, spec: TeamSpec, episodes: int, determi
         "episodes_cut": cut,
         # each episode's numbers, for statistics over episodes (the marl-eval layout keeps them)
         "per_episode": {"team_return": team.tolist(), "agent_return": per_agent.mean(axis=1).tolist(),
-                        "episode_length": [int(e["length"]) for e in done]},
+                        "episode_length": [int(e["length"]) for e in done],
+                        # the games with a winner (SMAX): 1.0 for a won episode (one cut short is lost)
+                        **({"won": [float(e.get("won", 0.0)) for e in done]}
+                           if any("won" in e for e in done) else {})},
     }
 
 
 def eval_row(evaluation: Dict[str, Any]) -> Dict[str, float]:
     """:func:`evaluate`'s result as flat log keys: ``eval/team_return_mean`` (summed over agents),
     ``eval/agent_return_mean`` (averaged over agents: one agent's copy when the reward is
-    shared), ``eval/return_mean/<agent>``, ``eval/episode_length_mean``."""
+    shared), ``eval/return_mean/<agent>``, ``eval/episode_length_mean``, and ``eval/won_mean`` (the
+    fraction of episodes won) where the env reports an outcome."""
     per_agent = list(evaluation["return_mean"].values())
     row = {"eval/team_return_mean": evaluation["team_return_mean"],
            "eval/agent_return_mean": float(np.mean(per_agent)),
            "eval/episode_length_mean": evaluation["episode_length_mean"]}
     row.update({f"eval/return_mean/{name}": v for name, v in evaluation["return_mean"].items()})
+    if "won" in evaluation.get("per_episode", {}):
+        row["eval/won_mean"] = float(np.mean(evaluation["per_episode"]["won"]))
     groups = evaluation.get("group_return_mean", {})
     if len(groups) > 1:  # agent groups: each group's return (its agents' returns summed)
         row.update({f"eval/{g}/team_return_mean": v for g, v in groups.items()})

@@ -323,18 +323,21 @@ class Trainer:
     def _episode_stats(self, episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
         """Mean team return and length of the episodes that ended this iteration, on all ranks;
         with several agent groups also each group's return, ``<group>/team_return`` (its agents'
-        rewards summed)."""
+        rewards summed); ``won``, the fraction of episodes won, where the env reports it (SMAX)."""
         groups = self.learner.groups
         several = groups.count > 1
         per_group = [sum(sum(e["agent_returns"][k] for k in groups.members(g)) for e in episodes)
                      for g in range(groups.count)] if several else []
         totals = self.sync.sum(torch.tensor([sum(e["team_return"] for e in episodes),
-                                             sum(e["length"] for e in episodes), len(episodes), *per_group],
-                                            dtype=torch.float64, device=self.device))
-        ret, length, count, *group_ret = totals.tolist()
+                                             sum(e["length"] for e in episodes), len(episodes),
+                                             sum(e.get("won", 0.0) for e in episodes), sum("won" in e for e in episodes),
+                                             *per_group], dtype=torch.float64, device=self.device))
+        ret, length, count, won, with_outcome, *group_ret = totals.tolist()
         if not count:
             return {}
         row = {"team_return": ret / count, "episode_length": length / count, "episodes": int(count)}
+        if with_outcome:
+            row["won"] = won / with_outcome
         row.update({f"{g}/team_return": r / count for g, r in zip(groups.names, group_ret)})
         return row
 

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from mappo import marl_eval
 from mappo.benchmark import eval_curves, load_suite, report, run_command, run_suite, select
 from mappo.stats import curve_ci95, max_and_average, mean_ci95
 
@@ -129,6 +130,18 @@ def test_runner_runs_resumes_and_reports(tmp_path):
     line = [row for row in table.splitlines() if row.startswith("| climb")][0]
     assert "175.0 ± 0.0 (175.0)" in line and "| 2 |" in line and "2,500" in line
     assert os.path.isfile(os.path.join(out, "results.md")) and os.path.isfile(os.path.join(out, "results.png"))
+    # the marl-eval layout: every evaluation once (the resumed run's too), with each episode's return,
+    # and the best checkpoint re-evaluated on 10x the episodes
+    data = json.load(open(os.path.join(out, "marl_eval.json")))
+    marl_eval.check_layout(data)
+    runs = data["matrix"]["climb"]["mappo"]
+    assert sorted(runs) == ["run_0", "run_1"]
+    for run in runs.values():
+        assert [run[f"step_{k}"]["step_count"] for k in range(6)] == [0, 500, 1000, 1500, 2000, 2500]
+        assert len(run) == 7 and all(len(run[f"step_{k}"]["return"]) == 4 for k in range(6))
+        assert len(run["absolute_metrics"]["return"]) == 40  # eval_episodes=4
+        assert all(-25 * 30 <= v <= 25 * 11 for v in run["absolute_metrics"]["return"])  # the payoffs' range
+    assert "IQM return [95% CI]" in table and "| matrix/climb | mappo | 2 |" in table
     # the command line's --report reads the same runs
     cli = subprocess.run([sys.executable, "-m", "mappo", "benchmark", _suite(tmp_path), "--out", out, "--report"],
                          capture_output=True, text=True, env=env)
@@ -197,3 +210,97 @@ def test_a_stopped_run_is_not_continued_under_changed_settings(tmp_path):
         run_suite(changed, out, jobs=1)
     # a larger budget alone is no change of settings: the run goes on to it
     assert "--resume" in run_command(suite.tasks[0], 0, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# the field's statistics (rliable) and the marl-eval layout, against hand-computed values
+
+
+def test_iqm_by_hand():
+    from mappo.stats import iqm
+
+    assert iqm(np.arange(1.0, 9.0)[:, None]) == pytest.approx(4.5)  # mean of 3, 4, 5, 6
+    # over all runs x tasks: sorted 1 2 3 4 10 20 30 40, the middle half 3 4 10 20
+    assert iqm(np.array([[1.0, 10.0], [2.0, 20.0], [3.0, 30.0], [4.0, 40.0]])) == pytest.approx(9.25)
+
+
+def test_probability_of_improvement_by_hand():
+    from mappo.stats import probability_of_improvement
+
+    # task 1: pairs (3,1) win, (3,3) tie, (4,1) win, (4,3) win -> 3.5/4; task 2: X always loses -> 0
+    x, y = np.array([[3.0, 0.0], [4.0, 0.0]]), np.array([[1.0, 1.0], [3.0, 1.0]])
+    assert probability_of_improvement(x, y) == pytest.approx((0.875 + 0.0) / 2)
+    assert probability_of_improvement(y, x) == pytest.approx((0.125 + 1.0) / 2)
+    assert probability_of_improvement(x, x) == pytest.approx(0.5)
+
+
+def test_stratified_bootstrap_intervals_by_hand():
+    from mappo.stats import interval_estimates, probability_of_improvement_ci
+
+    mean = lambda s: np.array([s.mean()])  # noqa: E731
+    # two runs 0 and 1: resampled means 0, 0.5, 1 with chances 1/4, 1/2, 1/4 -> the 95% interval [0, 1]
+    est = interval_estimates({"a": np.array([[0.0], [1.0]])}, mean, reps=4000)["a"]
+    assert est["point"][0] == 0.5 and est["low"][0] == 0.0 and est["high"][0] == 1.0
+    # stratified: runs are resampled within each task, so task 2 always gives 10 and the mean over
+    # all scores is (task 1's resampled mean + 10) / 2, in [5, 5.5]; an unstratified bootstrap could
+    # draw both scores of one task and reach 0.5 or 10
+    est = interval_estimates({"a": np.array([[0.0, 10.0], [1.0, 10.0]])}, mean, reps=4000)["a"]
+    assert est["low"][0] == 5.0 and est["high"][0] == 5.5
+    # the same seed gives the same interval; equal runs give a point
+    again = interval_estimates({"a": np.array([[0.0, 10.0], [1.0, 10.0]])}, mean, reps=4000)["a"]
+    assert again["low"][0] == est["low"][0] and again["high"][0] == est["high"][0]
+    flat = interval_estimates({"a": np.full((5, 2), 3.0)}, reps=1000)["a"]  # the IQM
+    assert flat["point"][0] == flat["low"][0] == flat["high"][0] == 3.0
+    poi = probability_of_improvement_ci(np.array([[1.0], [1.0]]), np.array([[0.0], [0.0]]), reps=500)
+    assert poi == {"point": 1.0, "low": 1.0, "high": 1.0}
+
+
+def test_performance_profile_and_normalisation_by_hand():
+    from mappo.stats import normalise_per_task, performance_profile
+
+    scores = np.arange(1.0, 9.0)[:, None]
+    assert performance_profile(scores, [0.0, 2.5, 7.5, 8.0]).tolist() == [1.0, 0.75, 0.125, 0.0]
+    a, b = np.array([[0.0, 10.0], [2.0, 20.0]]), np.array([[4.0, 30.0], [1.0, 10.0]])
+    n = normalise_per_task({"a": a, "b": b})  # task 1 spans 0..4, task 2 spans 10..30
+    assert n["a"].tolist() == [[0.0, 0.0], [0.5, 0.5]] and n["b"].tolist() == [[1.0, 1.0], [0.25, 0.0]]
+    with pytest.raises(ValueError, match="same tasks"):
+        normalise_per_task({"a": a, "b": b[:, :1]})
+    with pytest.raises(ValueError, match="non-finite"):
+        normalise_per_task({"a": np.array([[np.nan]])})
+
+
+def _marl_eval_run(returns, absolute=None):
+    run = {f"step_{k}": {"step_count": 100 * k, "return": list(r)} for k, r in enumerate(returns)}
+    if absolute is not None:
+        run["absolute_metrics"] = {"return": list(absolute)}
+    return run
+
+
+def test_marl_eval_layout_and_scores_by_hand(tmp_path):
+    data = {"smax": {"2s3z": {
+        "mappo": {"run_0": _marl_eval_run([[0.0, 1.0], [2.0, 4.0]], absolute=[5.0, 7.0]),
+                  "run_1": _marl_eval_run([[0.0], [1.0]])},
+        "other": {"run_0": _marl_eval_run([[1.0], [3.0]]), "run_1": _marl_eval_run([[2.0], [2.0]]),
+                  "run_2": _marl_eval_run([[9.0], [9.0]])}}}}
+    marl_eval.check_layout(data)
+    # a run's score: its absolute metric's mean, else its last evaluation's mean
+    assert marl_eval.final_score(data["smax"]["2s3z"]["mappo"]["run_0"]) == 6.0
+    assert marl_eval.final_score(data["smax"]["2s3z"]["mappo"]["run_1"]) == 1.0
+    tasks, matrices = marl_eval.score_matrices(data)
+    assert tasks == ["smax/2s3z"] and matrices["mappo"].tolist() == [[6.0], [1.0]]
+    assert matrices["other"].tolist() == [[3.0], [2.0], [9.0]]
+    from mappo.benchmark import statistics_section
+
+    text = statistics_section(data, str(tmp_path), reps=500)
+    # P(mappo > other): pairs (6,3) (6,2) win, (6,9) (1,3) (1,2) (1,9) lose -> 2/6
+    assert "| mappo | other | 0.33 [" in text and "| smax/2s3z | other | 3 |" in text
+    assert os.path.isfile(tmp_path / "profiles.png")
+    bad = json.loads(json.dumps(data))
+    del bad["smax"]["2s3z"]["mappo"]["run_1"]["step_1"]["step_count"]
+    with pytest.raises(ValueError, match=r"smax/2s3z/mappo/run_1/step_1: needs an int step_count"):
+        marl_eval.check_layout(bad, "x.json")
+    bad = {"smax": {"2s3z": {"mappo": {"run_0": {"step_0": {"step_count": 0, "return": 3.0}}}}}}
+    with pytest.raises(ValueError, match="step_0/return: expected a non-empty list"):
+        marl_eval.check_layout(bad)
+    with pytest.raises(ValueError, match=r"runs \['run_0'\] are given twice"):
+        marl_eval.merge(data, {"smax": {"2s3z": {"other": {"run_0": {}}}}})

@@ -19,6 +19,7 @@ from tests.test_conformance import E, check_conformance
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 pytest.importorskip("jaxmarl")
 import jax  # noqa: E402  (after the skip: jax comes with the jaxmarl extra)
+import jax.numpy as jnp  # noqa: E402
 
 CPU = torch.device("cpu")
 
@@ -192,6 +193,22 @@ def test_smax_masks_deaths_and_episode_ends():
         timeouts += int((done & trunc.any(-1)).sum())
     assert deaths > 0 and wiped > 0 and timeouts > 0, (deaths, wiped, timeouts)
     assert all(e["length"] <= 15 for e in episodes) and any(e["length"] < 15 for e in episodes)
+    assert all(e["won"] in (0.0, 1.0) for e in episodes)  # the battle's outcome comes with each episode
+
+
+def test_smax_win_is_the_enemy_wiped_out_with_an_ally_standing():
+    from types import SimpleNamespace
+
+    from envs.jaxmarl import _won_rule
+
+    vec = jax_vec(*SMAX_3M, **SMAX_3M_KWARGS)
+    won = _won_rule("HeuristicEnemySMAX", vec.env)
+    assert _won_rule("MPE_simple_spread_v3", None) is None
+    state = lambda alive: SimpleNamespace(state=SimpleNamespace(unit_alive=jnp.array(alive)))  # noqa: E731
+    # 3 allies, then 3 enemies
+    assert bool(won(state([True, False, False, False, False, False])))
+    assert not bool(won(state([True, True, True, False, False, True])))  # an enemy stands
+    assert not bool(won(state([False, False, False, False, False, False])))  # both wiped out: not a win
 
 
 def test_episodes_replay_from_their_seeds():
