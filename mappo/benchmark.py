@@ -424,9 +424,9 @@ def statistics_section(data: Dict[str, Any], out: str, reps: int = 50_000) -> st
     from . import marl_eval, stats
 
     metrics = ["return"] + (["won"] if "\"won\"" in json.dumps(data) else [])
-    lines = ["Scores: each run's best checkpoint re-evaluated on 10x the evaluation episodes (its last "
-             "evaluation where it has none); IQM over runs with its 95% bootstrap interval "
-             f"({reps:,} resamples; rliable).", "",
+    lines = ["Scores: each run's best checkpoint re-evaluated on 10x the evaluation episodes (\"best\"), where "
+             "every run of the task has it, else each run's last evaluation (\"last\"); IQM over runs with its "
+             f"95% bootstrap interval ({reps:,} resamples; rliable).", "",
              "| env/task | algorithm | runs | " + " | ".join(f"IQM {m} [95% CI]" for m in metrics) + " |",
              "|---|---|---|" + "---|" * len(metrics)]
     for env, tasks in sorted(data.items()):
@@ -434,13 +434,15 @@ def statistics_section(data: Dict[str, Any], out: str, reps: int = 50_000) -> st
             for algorithm, runs in sorted(algorithms.items()):
                 cells = []
                 for m in metrics:
-                    scores = [s for s in (marl_eval.final_score(r, m) for r in runs.values()) if s is not None]
+                    absolute = marl_eval.all_absolute(algorithms, m)
+                    scores = [s for s in (marl_eval.final_score(r, m, absolute) for r in runs.values())
+                              if s is not None]
                     if not scores:
                         cells.append("-")
                         continue
                     x = np.array(scores)[:, None]
                     cells.append(_interval(stats.interval_estimates({algorithm: x}, reps=reps)[algorithm],
-                                           _digits(scores)))
+                                           _digits(scores)) + (" best" if absolute else " last"))
                 lines.append(f"| {env}/{task} | {algorithm} | {len(runs)} | " + " | ".join(cells) + " |")
     profiles = {}
     for m in metrics:

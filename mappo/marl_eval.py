@@ -110,10 +110,10 @@ def merge(*datasets: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def final_score(run: Dict[str, Any], metric: str = "return") -> Optional[float]:
-    """A run's score: the mean of its absolute metric (the best checkpoint on 10x the episodes),
-    else of its last evaluation; None when it has neither."""
-    if metric in run.get("absolute_metrics", {}):
+def final_score(run: Dict[str, Any], metric: str = "return", absolute: bool = True) -> Optional[float]:
+    """A run's score: the mean of its absolute metric (the best checkpoint on 10x the episodes)
+    when ``absolute`` and it has one, else of its last evaluation; None when it has neither."""
+    if absolute and metric in run.get("absolute_metrics", {}):
         return float(np.mean(run["absolute_metrics"][metric]))
     steps = [s for k, s in run.items() if k.startswith("step_") and metric in s]
     if not steps:
@@ -121,15 +121,23 @@ def final_score(run: Dict[str, Any], metric: str = "return") -> Optional[float]:
     return float(np.mean(max(steps, key=lambda s: s["step_count"])[metric]))
 
 
+def all_absolute(algorithms: Dict[str, Any], metric: str = "return") -> bool:
+    """Whether every run of every algorithm on a task has the absolute metric: only then are runs
+    scored by it, so that no algorithm's best checkpoint is set against another's last evaluation."""
+    return all(metric in r.get("absolute_metrics", {}) for runs in algorithms.values() for r in runs.values())
+
+
 def score_matrices(data: Dict[str, Any], metric: str = "return") -> tuple[List[str], Dict[str, np.ndarray]]:
     """``(tasks, {algorithm: [R, T]})`` for the statistics: the tasks ("env/task") every algorithm
-    ran, and each algorithm's final scores there, R the fewest runs that algorithm has on any of
-    those tasks (its first R runs in key order on the others)."""
+    ran, and each algorithm's final scores there (:func:`final_score`, absolute where
+    :func:`all_absolute`), R the fewest runs that algorithm has on any of those tasks (its first
+    R runs in key order on the others)."""
     per: Dict[str, Dict[str, List[float]]] = {}
     for env, tasks in data.items():
         for task, algorithms in tasks.items():
+            absolute = all_absolute(algorithms, metric)
             for algorithm, runs in algorithms.items():
-                scores = [final_score(r, metric) for _, r in sorted(runs.items())]
+                scores = [final_score(r, metric, absolute) for _, r in sorted(runs.items())]
                 per.setdefault(algorithm, {})[f"{env}/{task}"] = [s for s in scores if s is not None]
     common = sorted(set.intersection(*(set(t for t, s in tasks.items() if s) for tasks in per.values())))
     if not common:

@@ -287,13 +287,18 @@ def test_marl_eval_layout_and_scores_by_hand(tmp_path):
     assert marl_eval.final_score(data["smax"]["2s3z"]["mappo"]["run_0"]) == 6.0
     assert marl_eval.final_score(data["smax"]["2s3z"]["mappo"]["run_1"]) == 1.0
     tasks, matrices = marl_eval.score_matrices(data)
-    assert tasks == ["smax/2s3z"] and matrices["mappo"].tolist() == [[6.0], [1.0]]
+    # not every run has an absolute metric: all are scored by their last evaluation
+    assert tasks == ["smax/2s3z"] and matrices["mappo"].tolist() == [[3.0], [1.0]]
     assert matrices["other"].tolist() == [[3.0], [2.0], [9.0]]
+    for run in data["smax"]["2s3z"]["other"].values():
+        run["absolute_metrics"] = {"return": [4.0]}
+    data["smax"]["2s3z"]["mappo"]["run_1"]["absolute_metrics"] = {"return": [1.0, 1.0]}
+    assert marl_eval.score_matrices(data)[1]["mappo"].tolist() == [[6.0], [1.0]]  # now all are
     from mappo.benchmark import statistics_section
 
     text = statistics_section(data, str(tmp_path), reps=500)
-    # P(mappo > other): pairs (6,3) (6,2) win, (6,9) (1,3) (1,2) (1,9) lose -> 2/6
-    assert "| mappo | other | 0.33 [" in text and "| smax/2s3z | other | 3 |" in text
+    # P(mappo > other) on the absolute metrics 6, 1 against 4, 4, 4: (6,4) wins 3 pairs, (1,4) loses 3 -> 0.5
+    assert "| mappo | other | 0.50 [" in text and "| smax/2s3z | other | 3 |" in text
     assert os.path.isfile(tmp_path / "profiles.png")
     bad = json.loads(json.dumps(data))
     del bad["smax"]["2s3z"]["mappo"]["run_1"]["step_1"]["step_count"]
