@@ -27,7 +27,18 @@ runs to finish on their own; a new runner then refuses their folders while they 
 The report reads the evaluations in the ``metrics.jsonl`` of each finished run (of the runs in
 progress while none has finished) and writes ``OUT/results.md`` (mean
 +- 95% CI over seeds of the maximum and average returns, :mod:`mappo.stats`) and
-``OUT/results.png`` (mean +- CI against env steps, one panel per task).
+``OUT/results.png`` (mean +- CI against env steps, one panel per task).  It also writes the
+finished runs in marl-eval's JSON layout (``OUT/marl_eval.json``, :mod:`mappo.marl_eval`), each
+run's best checkpoint first re-evaluated on 10x its evaluation episodes (``absolute_metrics``),
+and adds the field's statistics to results.md: the IQM of each task's runs with its bootstrap
+interval and, where two algorithms ran the same tasks, the IQM over tasks, the probability of
+improvement and performance profiles (``OUT/profiles.png``).  ``--compare FILE.json`` sets
+another framework's runs in the same layout beside ours::
+
+    mappo benchmark configs/benchmarks/smax.yaml --out runs/smax --report --compare runs/smax/jaxmarl.json
+
+A task may name where its runs go in that layout (``env_name``, ``task_name``, ``algorithm``;
+by default the env family, the task's name, and mappo or ippo).
 """
 from __future__ import annotations
 
