@@ -237,3 +237,25 @@ def test_family_names_are_registry_names_not_code(tmp_path):
         trainer.train(run_dir=str(tmp_path / "run"))
     assert main(["eval", str(tmp_path / "run"), "--episodes", "1"]) == 0
     assert main(["train", "--resume", str(tmp_path / "run"), "total_steps=40"]) == 0
+
+
+def test_lbf_food_rule_epymarl_draws_food_levels_as_lbforaging_1():
+    """lbforaging 2.0 draws a food's level up to the sum of the three players' levels, inclusive;
+    1.x (EPyMARL's paper) excluded the sum, so with three players a food needing all three is rare."""
+    def foods(rule):
+        env = make_env_fn("lbf/Foraging-10x10-3p-3f-v3", food_rule=rule)()
+        out = []
+        for seed in range(200):
+            env.reset(seed=seed)
+            levels = sorted(p.level for p in env.env.players)
+            out += [(int(level), sum(levels), levels[1] + levels[2]) for level in env.env.field[env.env.field > 0]]
+        return out
+
+    new, old = foods("lbforaging2"), foods("epymarl")
+    assert len(new) == len(old) == 600
+    assert all(1 <= f <= total for f, total, _ in new) and sum(f == total for f, total, _ in new) > 100
+    assert all(1 <= f < total for f, total, _ in old)  # never the sum itself
+    need_all = lambda fs: sum(f > two for f, _, two in fs) / len(fs)  # noqa: E731  more than the best pair
+    assert need_all(new) > 0.2 and need_all(old) < 0.08, (need_all(new), need_all(old))
+    with pytest.raises(ValueError, match="food_rule must be one of"):
+        make_env_fn("lbf/Foraging-10x10-3p-3f-v3", food_rule="v1")()
