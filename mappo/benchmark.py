@@ -487,6 +487,8 @@ def _plot_profiles(profiles: Dict[str, Any], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plot import save_figure
+
     fig, axes = plt.subplots(1, len(profiles), figsize=(4.8 * len(profiles), 3.6), squeeze=False)
     for ax, (metric, (taus, estimates)) in zip(axes.ravel(), profiles.items()):
         for name, est in sorted(estimates.items()):
@@ -495,12 +497,7 @@ def _plot_profiles(profiles: Dict[str, Any], path: str) -> None:
         ax.set_xlabel(("win rate" if metric == "won" else "normalised return") + r" $\tau$")
         ax.set_ylabel(r"fraction of runs with score > $\tau$")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    try:
-        with written_atomically(path) as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _plot(panels, path: str) -> None:
@@ -508,6 +505,8 @@ def _plot(panels, path: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from .plot import save_figure
 
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
@@ -525,12 +524,7 @@ def _plot(panels, path: str) -> None:
         ax.legend(fontsize=7)
     for ax in axes.ravel()[len(panels):]:
         ax.axis("off")
-    fig.tight_layout()
-    try:
-        with written_atomically(path) as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def benchmark_parser() -> argparse.ArgumentParser:

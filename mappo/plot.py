@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -107,10 +107,17 @@ def plot_groups(groups: Dict[str, List[str]], out: str, key: str = "team_return"
     ax.grid(alpha=0.3)
     if groups:
         ax.legend(loc="lower right")
+    save_figure(fig, out)
+
+
+def save_figure(fig: Any, path: str, dpi: Optional[int] = None) -> None:
+    """Write ``fig`` to ``path`` whole (a viewer never sees half a file), then close it."""
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-        with written_atomically(out) as tmp:  # a viewer never sees half a file
-            fig.savefig(tmp)
+        with written_atomically(path) as tmp:
+            fig.savefig(tmp, dpi=dpi)
     finally:
+        import matplotlib.pyplot as plt
+
         plt.close(fig)
