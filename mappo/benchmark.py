@@ -561,7 +561,9 @@ def benchmark_main(argv: List[str]) -> int:
             print(f"mappo benchmark: {stop}", file=sys.stderr)
             return 130
     print(report(suite, args.out, args.compare, args.reps))
-    print(f"\nwrote {os.path.join(args.out, 'results.md')}, results.png and marl_eval.json", file=sys.stderr)
+    written = [n for n in ("results.md", "results.png", "marl_eval.json", "profiles.png")
+               if os.path.isfile(os.path.join(args.out, n))]
+    print(f"\nwrote {', '.join(written)} in {args.out}", file=sys.stderr)
     if failed:
         print(f"mappo benchmark: failed runs (see their seed<S>.log): {failed}", file=sys.stderr)
         return 1
