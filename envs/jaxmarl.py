@@ -96,12 +96,19 @@ def check_env_id(env_id: str) -> None:
 
 
 def build_jaxmarl_env(env_id: str, kwargs: Dict[str, Any]) -> Any:
-    """``jaxmarl.make(env_id, **kwargs)``, with a SMAX ``scenario`` given by map name ("2s3z")."""
-    _, jaxmarl = import_jax()
+    """``jaxmarl.make(env_id, **kwargs)``, with a SMAX ``scenario`` given by map name ("2s3z") and
+    MPE's ``dynamics`` ("mpe2" or "original", envs/mpe_epymarl.py)."""
+    jax, jaxmarl = import_jax()
     check_env_id(env_id)
     if env_id in UNSUPPORTED:
         raise ValueError(f"jaxmarl/{env_id} is not supported: {UNSUPPORTED[env_id]}")
     kwargs = dict(kwargs)
+    dynamics = kwargs.pop("dynamics", "mpe2")
+    if dynamics not in ("mpe2", "original") or (dynamics == "original" and not env_id.startswith("MPE_")):
+        raise ValueError(f"jaxmarl/{env_id}: dynamics must be 'mpe2'" + (" or 'original' (MPE only)"
+                                                                         if env_id.startswith("MPE_") else
+                                                                         " (dynamics='original' is for MPE)")
+                         + f", got {dynamics!r}")
     if "SMAX" in env_id and isinstance(kwargs.get("scenario"), str):
         from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, map_name_to_scenario
 
@@ -111,9 +118,26 @@ def build_jaxmarl_env(env_id: str, kwargs: Dict[str, Any]) -> Any:
                              f"{_did_you_mean(name, list(MAP_NAME_TO_SCENARIO))}maps: {sorted(MAP_NAME_TO_SCENARIO)}")
         kwargs["scenario"] = map_name_to_scenario(name)
     try:
-        return jaxmarl.make(env_id, **kwargs)
+        env = jaxmarl.make(env_id, **kwargs)
     except TypeError as err:  # an unknown keyword: say whose
         raise ValueError(f"jaxmarl/{env_id}: bad env_kwargs {sorted(kwargs)}: {err}") from err
+    if dynamics == "original":  # mapped over entities, as JaxMARL's own method is
+        env._integrate_state = jax.vmap(functools.partial(_integrate_as_original, env))
+    return env
+
+
+def _integrate_as_original(env: Any, p_force: Any, p_pos: Any, p_vel: Any, mass: Any, moveable: Any,
+                           max_speed: Any) -> Tuple[Any, Any]:
+    """One entity's step of JaxMARL's ``SimpleMPE._integrate_state`` in the original MPE's order:
+    the new velocity first, then the move with it (envs/mpe_epymarl.py); ``p_vel [2]``."""
+    import jax
+    import jax.numpy as jnp
+
+    p_vel = p_vel * (1 - env.damping) + (p_force / mass) * env.dt * moveable
+    speed = jnp.sqrt(jnp.square(p_vel[0]) + jnp.square(p_vel[1]))
+    over_max = p_vel / jnp.sqrt(jnp.square(p_vel[0]) + jnp.square(p_vel[1])) * max_speed
+    p_vel = jax.lax.select((speed > max_speed) & (max_speed >= 0), over_max, p_vel)
+    return p_pos + p_vel * env.dt, p_vel
 
 
 def to_gymnasium(space: Any, where: str) -> Any:

@@ -49,14 +49,19 @@ def register_family(prefix: str, factory: EnvFactory, batched: bool = False) -> 
 
 
 def _mpe(module: str, defaults: Dict[str, Any]) -> EnvFactory:
-    def factory(accounting: str = "mpe2", **kwargs: Any) -> Any:
-        """``accounting``: "mpe2" (its own rewards) or "epymarl" (envs/mpe_epymarl.py)."""
-        from .mpe_epymarl import ACCOUNTINGS, epymarl_accounting
+    def factory(accounting: str = "mpe2", dynamics: str = "mpe2", **kwargs: Any) -> Any:
+        """``accounting``: "mpe2" (its own rewards) or "epymarl"; ``dynamics``: "mpe2" or "original"
+        (the original MPE's integration order); see envs/mpe_epymarl.py."""
+        from .mpe_epymarl import ACCOUNTINGS, DYNAMICS, epymarl_accounting, integrate_as_original
 
         if accounting not in ACCOUNTINGS:
             raise ValueError(f"mpe: accounting must be one of {list(ACCOUNTINGS)}, got {accounting!r}")
+        if dynamics not in DYNAMICS:
+            raise ValueError(f"mpe: dynamics must be one of {list(DYNAMICS)}, got {dynamics!r}")
         mod = importlib.import_module(f"mpe2.{module}")
         env = mod.parallel_env(**{**defaults, **kwargs})
+        if dynamics == "original":
+            integrate_as_original(env.unwrapped.world)
         return epymarl_accounting(module, env, kwargs) if accounting == "epymarl" else env
 
     return factory

@@ -259,3 +259,19 @@ def test_lbf_food_rule_epymarl_draws_food_levels_as_lbforaging_1():
     assert need_all(new) > 0.2 and need_all(old) < 0.08, (need_all(new), need_all(old))
     with pytest.raises(ValueError, match="food_rule must be one of"):
         make_env_fn("lbf/Foraging-10x10-3p-3f-v3", food_rule="v1")()
+
+
+@pytest.mark.parametrize("dynamics,moved", [("mpe2", 0.0), ("original", 0.05)])
+def test_mpe_dynamics_original_moves_with_the_new_velocity(dynamics, moved):
+    """A listener at rest pushing once: the original MPE damps, adds the force (5 x 0.1 s: speed
+    0.5) and moves with it (0.5 x 0.1 s = 0.05); mpe2 moves with the old velocity (0) first."""
+    env = make_env_fn("mpe/simple_speaker_listener", dynamics=dynamics)()
+    env.reset(seed=0)
+    listener = env.unwrapped.world.agents[1]
+    before = listener.state.p_pos.copy()
+    assert not listener.state.p_vel.any()
+    env.step({"speaker_0": 0, "listener_0": 1})
+    assert np.linalg.norm(listener.state.p_pos - before) == pytest.approx(moved, abs=1e-9)
+    assert np.linalg.norm(listener.state.p_vel) == pytest.approx(0.5, abs=1e-9)
+    with pytest.raises(ValueError, match="dynamics must be one of"):
+        make_env_fn("mpe/simple_spread", dynamics="paper")()

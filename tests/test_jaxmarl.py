@@ -130,16 +130,17 @@ def _world_into_jax(vec, pz_env):
     return state.replace(**fields)
 
 
-@pytest.mark.parametrize("accounting", ["native", "epymarl"])
+@pytest.mark.parametrize("accounting,dynamics", [("native", "mpe2"), ("epymarl", "mpe2"), ("epymarl", "original")])
 @pytest.mark.parametrize("name,mpe2_name", [("MPE_simple_spread_v3", "mpe/simple_spread"),
                                             ("MPE_simple_speaker_listener_v4", "mpe/simple_speaker_listener")])
-def test_jax_mpe_steps_like_mpe2_from_the_same_world(name, mpe2_name, accounting):
+def test_jax_mpe_steps_like_mpe2_from_the_same_world(name, mpe2_name, accounting, dynamics):
     """From mpe2's world at each episode start, with the same actions, the JAX port gives the same
-    observations, rewards (either accounting), flags and 25-step episodes (atol 1e-4).  JaxMARL's
-    own MPE would run 26 steps: the adapter ends episodes at max_steps as mpe2 does."""
-    jvec = jax_vec(name, num_envs=1, accounting="jaxmarl" if accounting == "native" else "epymarl")
-    pvec = make_vector_env(make_env_fn(mpe2_name, accounting="mpe2" if accounting == "native" else "epymarl"), 1, 0,
-                           CPU, "inprocess")
+    observations, rewards (either accounting, either integration order), flags and 25-step
+    episodes (atol 1e-4).  JaxMARL's own MPE would run 26 steps: the adapter ends episodes at
+    max_steps as mpe2 does."""
+    jvec = jax_vec(name, num_envs=1, accounting="jaxmarl" if accounting == "native" else "epymarl", dynamics=dynamics)
+    pvec = make_vector_env(make_env_fn(mpe2_name, accounting="mpe2" if accounting == "native" else "epymarl",
+                                       dynamics=dynamics), 1, 0, CPU, "inprocess")
     pz_env = pvec.backend.slots[0].env
     generator = torch.Generator().manual_seed(1)
     jax_episodes, mpe2_episodes = [], []
