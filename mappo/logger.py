@@ -78,9 +78,11 @@ class RunLogger:
             cfg.to_yaml(os.path.join(run_dir, "config.yaml"))
             names = ["jsonl"] + names
             # rows past the iteration the run (re)starts from were logged after its last checkpoint
-            # by a run that then crashed: drop them, so no iteration appears twice
+            # by a run that then crashed: drop them, so no iteration appears twice.  A run that
+            # (re)starts at iteration 0 redoes its start evaluation (the same numbers: same weights,
+            # same evaluation seed), so it keeps no row at all
             for name in ("metrics.jsonl", EVALUATIONS):
-                truncate_metrics(os.path.join(run_dir, name), start_iteration)
+                truncate_metrics(os.path.join(run_dir, name), start_iteration if start_iteration > 0 else -1)
         else:
             names = [n for n in names if n == "wandb"]  # the file writers need a folder
         self.backends: List[Any] = []

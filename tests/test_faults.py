@@ -227,6 +227,26 @@ def test_resume_after_a_crash_drops_rows_logged_after_the_checkpoint(tmp_path):
     assert (run_dir / "metrics.csv").read_text().count("\n") == 5  # header + the same 4 rows
 
 
+def test_a_run_stopped_during_its_start_evaluation_logs_it_once(tmp_path):
+    """Stopped before its first iteration (checkpoint at iteration 0), a run resumes at 0 and
+    evaluates the untrained policy again: the first evaluation's rows must not stay beside it."""
+    import json
+
+    import mappo
+    from tests.helpers import tiny
+    from tests.toy_envs import CoordinationEnv
+
+    run_dir = tmp_path / "run"
+    cfg = tiny(total_steps=80, eval_every=1, eval_at_start=True, eval_episodes=2)
+    with mappo.Trainer(CoordinationEnv, cfg) as trainer:
+        trainer.train(total_steps=0, run_dir=str(run_dir))  # the start evaluation and a checkpoint at iteration 0
+    with mappo.Trainer.load(str(run_dir / "ckpt.pt"), CoordinationEnv) as trainer:
+        trainer.train(run_dir=str(run_dir))
+    for name in ("metrics.jsonl", "evaluations.jsonl"):
+        rows = [json.loads(line) for line in open(run_dir / name)]
+        assert [r["iteration"] for r in rows] == [0, 1, 2], name
+
+
 def test_a_checkpoint_cannot_run_code_without_consent(tmp_path):
     """A checkpoint is plain data, but `env: module:callable` in its config would import and call
     anything: subprocess:run with args=["touch", marker] ran the command before."""
