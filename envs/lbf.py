@@ -13,8 +13,8 @@ holds lbforaging's valid actions; the env itself turns an invalid action into NO
 ``food_rule`` sets how a food's level is drawn.  ``"lbforaging2"`` (the default) is lbforaging
 2.0's: uniform from 1 to the sum of the three lowest player levels, both ends included.
 ``"epymarl"`` is lbforaging 1.x's, which the EPyMARL benchmark paper ran: the top end excluded
-(numpy's ``randint(low, high)``; lbforaging commit 01ddb39 made it inclusive).  With three
-players the difference is large: on Foraging-10x10-3p-3f, 2.0's rule makes about a quarter of the
+(numpy's ``randint(low, high)``; 2.0's ``spawn_food`` draws ``integers(low, high + 1)``).
+With three players the difference is large: on Foraging-10x10-3p-3f, 2.0's rule makes about a quarter of the
 foods need all three players loading together (about 37% of an episode's reward), 1.x's rule
 about 2% (only when every player has level 2).  ``force_coop`` ids are the same under both.
 """
