@@ -14,9 +14,9 @@ holds lbforaging's valid actions; the env itself turns an invalid action into NO
 2.0's: uniform from 1 to the sum of the three lowest player levels, both ends included.
 ``"epymarl"`` is lbforaging 1.x's, which the EPyMARL benchmark paper ran: the top end excluded
 (numpy's ``randint(low, high)``; 2.0's ``spawn_food`` draws ``integers(low, high + 1)``).
-With three players the difference is large: on Foraging-10x10-3p-3f, 2.0's rule makes about a quarter of the
-foods need all three players loading together (about 37% of an episode's reward), 1.x's rule
-about 2% (only when every player has level 2).  ``force_coop`` ids are the same under both.
+With three players the difference is large: on Foraging-10x10-3p-3f, 2.0's rule makes about a
+quarter of the foods need all three players loading together (about 37% of an episode's reward),
+1.x's rule about 3% (only when every player has level 2).  ``force_coop`` ids are the same under both.
 """
 from __future__ import annotations
 
