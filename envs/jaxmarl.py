@@ -103,12 +103,13 @@ def build_jaxmarl_env(env_id: str, kwargs: Dict[str, Any]) -> Any:
     if env_id in UNSUPPORTED:
         raise ValueError(f"jaxmarl/{env_id} is not supported: {UNSUPPORTED[env_id]}")
     kwargs = dict(kwargs)
+    from .mpe_epymarl import DYNAMICS
+
     dynamics = kwargs.pop("dynamics", "mpe2")
-    if dynamics not in ("mpe2", "original") or (dynamics == "original" and not env_id.startswith("MPE_")):
-        raise ValueError(f"jaxmarl/{env_id}: dynamics must be 'mpe2'" + (" or 'original' (MPE only)"
-                                                                         if env_id.startswith("MPE_") else
-                                                                         " (dynamics='original' is for MPE)")
-                         + f", got {dynamics!r}")
+    if dynamics not in DYNAMICS:
+        raise ValueError(f"jaxmarl/{env_id}: dynamics must be one of {list(DYNAMICS)}, got {dynamics!r}")
+    if dynamics == "original" and not env_id.startswith("MPE_"):
+        raise ValueError(f"jaxmarl/{env_id}: dynamics='original' is defined for the MPE envs only")
     if "SMAX" in env_id and isinstance(kwargs.get("scenario"), str):
         from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, map_name_to_scenario
 

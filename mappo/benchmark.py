@@ -434,7 +434,7 @@ def statistics_section(data: Dict[str, Any], out: str, reps: int = 50_000) -> st
     probability of improvement of each pair, and performance profiles (``OUT/profiles.png``)."""
     from . import marl_eval, stats
 
-    metrics = ["return"] + (["won"] if "\"won\"" in json.dumps(data) else [])
+    metrics = ["return"] + (["won"] if "won" in marl_eval.metric_names(data) else [])
     lines = ["Scores: each run's best checkpoint re-evaluated on 10x the evaluation episodes (\"best\"), where "
              "every run of the task has it, else each run's last evaluation (\"last\"); IQM over runs with its "
              f"95% bootstrap interval ({reps:,} resamples; rliable).", "",

@@ -110,6 +110,12 @@ def merge(*datasets: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def metric_names(data: Dict[str, Any]) -> set:
+    """Every metric any step or absolute metric of ``data`` holds (``step_count`` aside)."""
+    return {name for tasks in data.values() for algorithms in tasks.values() for runs in algorithms.values()
+            for run in runs.values() for step in run.values() for name in step if name != "step_count"}
+
+
 def final_score(run: Dict[str, Any], metric: str = "return", absolute: bool = True) -> Optional[float]:
     """A run's score: the mean of its absolute metric (the best checkpoint on 10x the episodes)
     when ``absolute`` and it has one, else of its last evaluation; None when it has neither."""
