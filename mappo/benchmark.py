@@ -50,6 +50,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -286,6 +287,24 @@ def run_suite(suite: Suite, out: str, jobs: int, poll_s: float = 1.0) -> Dict[st
 # reporting
 
 
+def run_child(command: List[str], log: Any, env: Dict[str, str]) -> int:
+    """Run ``command`` to its end, output to ``log``; its exit code.  A SIGTERM or Ctrl-C to this
+    process stops the child too (and then raises KeyboardInterrupt): no orphan is left working."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    old = signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() else None
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+
+
 def absolute_metrics(task: Task, seed: int, out: str) -> Optional[str]:
     """Re-evaluate a finished run's best checkpoint on 10x its evaluation episodes (marl-eval's
     absolute metric) into ``<run>/absolute_metrics.json``, once; its path, or None when the run
@@ -307,8 +326,8 @@ def absolute_metrics(task: Task, seed: int, out: str) -> Optional[str]:
     with open(run_dir + ".log", "a") as log:
         log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(command)}\n")
         log.flush()
-        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if done.returncode != 0:
+        returncode = run_child(command, log, env)
+    if returncode != 0:
         print(f"mappo benchmark: the absolute metrics of {run_dir} failed (see {run_dir}.log)", file=sys.stderr)
         return None
     return path

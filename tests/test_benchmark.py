@@ -309,3 +309,35 @@ def test_marl_eval_layout_and_scores_by_hand(tmp_path):
         marl_eval.check_layout(bad)
     with pytest.raises(ValueError, match=r"runs \['run_0'\] are given twice"):
         marl_eval.merge(data, {"smax": {"2s3z": {"other": {"run_0": {}}}}})
+
+
+def test_a_sigterm_during_a_child_run_stops_the_child_too(tmp_path):
+    # the report's absolute-metric evaluations run as children: a SIGTERM to the runner must not
+    # leave one working on alone
+    import signal
+    import threading
+    import time
+
+    from mappo.benchmark import run_child
+
+    pid_file = tmp_path / "child.pid"
+    child = [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"]
+
+    def send_sigterm():
+        for _ in range(200):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=send_sigterm, daemon=True).start()
+    with open(tmp_path / "log", "w") as log, pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        run_child(child, log, dict(os.environ))
+    child_pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # gone, and reaped
+        os.kill(child_pid, 0)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+    with open(tmp_path / "log", "a") as log:  # an ordinary child: its exit code
+        assert run_child([sys.executable, "-c", "raise SystemExit(3)"], log, dict(os.environ)) == 3
