@@ -25,6 +25,8 @@ import numpy as np
 
 # the suite's metric -> the per-episode list of evaluations.jsonl that holds it
 PER_EPISODE = {"eval/team_return_mean": "team_return", "eval/agent_return_mean": "agent_return"}
+# per-episode outcomes an env may report (SMAX's win), carried under their own names
+OUTCOMES = ("won",)
 ABSOLUTE = "absolute_metrics.json"  # in a run folder: `mappo eval best.pt --out` on 10x the episodes
 
 
@@ -40,14 +42,19 @@ def run_layout(run_dir: str, metric: str) -> Dict[str, Any]:
     run: Dict[str, Any] = {}
     rows = read_metrics(run_dir, EVALUATIONS) if os.path.isfile(os.path.join(run_dir, EVALUATIONS)) else []
     for k, row in enumerate(sorted(rows, key=lambda r: r["env_steps"])):
-        run[f"step_{k}"] = {"step_count": int(row["env_steps"]), "return": row[key],
-                            "episode_length": row["episode_length"]}
+        run[f"step_{k}"] = {"step_count": int(row["env_steps"]), **_metrics(row, key)}
     path = os.path.join(run_dir, ABSOLUTE)
     if os.path.isfile(path):
         with open(path) as f:
-            episodes = json.load(f)["per_episode"]
-        run["absolute_metrics"] = {"return": episodes[key], "episode_length": episodes["episode_length"]}
+            run["absolute_metrics"] = _metrics(json.load(f)["per_episode"], key)
     return run
+
+
+def _metrics(episodes: Dict[str, Any], key: str) -> Dict[str, List[float]]:
+    """One evaluation's per-episode lists under marl-eval's names: ``return`` (the suite's metric),
+    ``episode_length`` and the outcomes the env reported."""
+    return {"return": episodes[key], "episode_length": episodes["episode_length"],
+            **{name: episodes[name] for name in OUTCOMES if name in episodes}}
 
 
 def check_layout(data: Any, source: str = "marl-eval data") -> None:

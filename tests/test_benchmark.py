@@ -311,6 +311,24 @@ def test_marl_eval_layout_and_scores_by_hand(tmp_path):
         marl_eval.merge(data, {"smax": {"2s3z": {"other": {"run_0": {}}}}})
 
 
+def test_marl_eval_run_layout_carries_each_episode_and_the_win_outcome(tmp_path):
+    run_dir = tmp_path / "seed0"
+    run_dir.mkdir()
+    rows = [{"iteration": 4, "env_steps": 800, "team_return": [2.0, 4.0], "agent_return": [1.0, 2.0],
+             "episode_length": [30, 40], "won": [0.0, 1.0]},
+            {"iteration": 0, "env_steps": 0, "team_return": [0.0], "agent_return": [0.0], "episode_length": [50]}]
+    (run_dir / "evaluations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run_dir / marl_eval.ABSOLUTE).write_text(json.dumps({"per_episode": {
+        "team_return": [6.0], "agent_return": [3.0], "episode_length": [20], "won": [1.0]}}))
+    run = marl_eval.run_layout(str(run_dir), "eval/agent_return_mean")
+    assert run == {"step_0": {"step_count": 0, "return": [0.0], "episode_length": [50]},
+                   "step_1": {"step_count": 800, "return": [1.0, 2.0], "episode_length": [30, 40], "won": [0.0, 1.0]},
+                   "absolute_metrics": {"return": [3.0], "episode_length": [20], "won": [1.0]}}
+    assert marl_eval.run_layout(str(run_dir), "eval/team_return_mean")["step_1"]["return"] == [2.0, 4.0]
+    with pytest.raises(ValueError, match="metric must be one of"):
+        marl_eval.run_layout(str(run_dir), "eval/won_mean")
+
+
 def test_a_sigterm_during_a_child_run_stops_the_child_too(tmp_path):
     # the report's absolute-metric evaluations run as children: a SIGTERM to the runner must not
     # leave one working on alone
