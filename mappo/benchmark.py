@@ -32,8 +32,9 @@ finished runs in marl-eval's JSON layout (``OUT/marl_eval.json``, :mod:`mappo.ma
 run's best checkpoint first re-evaluated on 10x its evaluation episodes (``absolute_metrics``),
 and adds the field's statistics to results.md: the IQM of each task's runs with its bootstrap
 interval and, where two algorithms ran the same tasks, the IQM over tasks, the probability of
-improvement and performance profiles (``OUT/profiles.png``).  ``--compare FILE.json`` sets
-another framework's runs in the same layout beside ours::
+improvement, performance profiles (``OUT/profiles.png``) and each algorithm's curves
+(``OUT/comparison.png``).  ``--compare FILE.json`` sets another framework's runs in the same
+layout beside ours::
 
     mappo benchmark configs/benchmarks/smax.yaml --out runs/smax --report --compare runs/smax/jaxmarl.json
 
@@ -496,8 +497,46 @@ def statistics_section(data: Dict[str, Any], out: str, reps: int = 50_000) -> st
             normalised, statistic=lambda s: stats.performance_profile(s, taus), reps=min(reps, 2_000)))
     if profiles:
         _plot_profiles(profiles, os.path.join(out, "profiles.png"))
-        lines += ["", "Performance profiles: profiles.png"]
+        _plot_marl_eval_curves(data, metrics, os.path.join(out, "comparison.png"))
+        lines += ["", "Performance profiles: profiles.png; each algorithm's curves: comparison.png"]
     return "\n".join(lines)
+
+
+def _plot_marl_eval_curves(data: Dict[str, Any], metrics: List[str], path: str) -> None:
+    """One panel per task and metric: each algorithm's mean over runs of the per-step mean (the
+    runs interpolated onto the steps of the first one, up to the last step every run reached),
+    shaded between its lowest and highest run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plot import save_figure
+
+    tasks = [(env, task, algorithms) for env, ts in sorted(data.items()) for task, algorithms in sorted(ts.items())]
+    fig, axes = plt.subplots(len(tasks), len(metrics), figsize=(4.8 * len(metrics), 3.2 * len(tasks)), squeeze=False)
+    for row, (env, task, algorithms) in enumerate(tasks):
+        for col, metric in enumerate(metrics):
+            ax = axes[row, col]
+            for algorithm, runs in sorted(algorithms.items()):
+                curves = []
+                for run in runs.values():
+                    points = sorted((p["step_count"], float(np.mean(p[metric])))
+                                    for k, p in run.items() if k.startswith("step_") and metric in p)
+                    if points:
+                        curves.append(np.array(points))
+                if not curves:
+                    continue
+                end = min(c[-1, 0] for c in curves)
+                steps = curves[0][curves[0][:, 0] <= end, 0]
+                ys = np.stack([np.interp(steps, c[:, 0], c[:, 1]) for c in curves])
+                line, = ax.plot(steps, ys.mean(0), label=f"{algorithm} ({len(curves)} runs)")
+                ax.fill_between(steps, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2)
+            ax.set_title(f"{env}/{task}", fontsize=9)
+            ax.set_xlabel("env steps")
+            ax.set_ylabel("win rate" if metric == "won" else metric)
+            ax.legend(fontsize=7)
+    save_figure(fig, path, dpi=110)
 
 
 def _plot_profiles(profiles: Dict[str, Any], path: str) -> None:
@@ -580,7 +619,7 @@ def benchmark_main(argv: List[str]) -> int:
             print(f"mappo benchmark: {stop}", file=sys.stderr)
             return 130
     print(report(suite, args.out, args.compare, args.reps))
-    written = [n for n in ("results.md", "results.png", "marl_eval.json", "profiles.png")
+    written = [n for n in ("results.md", "results.png", "marl_eval.json", "profiles.png", "comparison.png")
                if os.path.isfile(os.path.join(args.out, n))]
     print(f"\nwrote {', '.join(written)} in {args.out}", file=sys.stderr)
     if failed:

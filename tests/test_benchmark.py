@@ -299,7 +299,7 @@ def test_marl_eval_layout_and_scores_by_hand(tmp_path):
     text = statistics_section(data, str(tmp_path), reps=500)
     # P(mappo > other) on the absolute metrics 6, 1 against 4, 4, 4: (6,4) wins 3 pairs, (1,4) loses 3 -> 0.5
     assert "| mappo | other | 0.50 [" in text and "| smax/2s3z | other | 3 |" in text
-    assert os.path.isfile(tmp_path / "profiles.png")
+    assert os.path.isfile(tmp_path / "profiles.png") and os.path.isfile(tmp_path / "comparison.png")
     bad = json.loads(json.dumps(data))
     del bad["smax"]["2s3z"]["mappo"]["run_1"]["step_1"]["step_count"]
     with pytest.raises(ValueError, match=r"smax/2s3z/mappo/run_1/step_1: needs an int step_count"):
