@@ -22,6 +22,7 @@ _CHOICES = {
     "parameter_sharing": ("shared", "separate"),
     "critic_input": ("state", "concat_obs", "local", "agent_specific"),
     "critic_pass": ("step", "agent"),
+    "dead_agents": ("leave", "team"),
     "lr_schedule": ("constant", "linear"),
     "vector_mode": ("subprocess", "inprocess"),
     "wandb_mode": ("online", "offline", "disabled"),
@@ -67,6 +68,7 @@ class Config:
     value_clip: bool = True  # clip the value update around the old value (by clip_eps)
     huber_delta: float = 10.0  # Huber loss delta for the value loss; 0 means squared error
     normalize_advantages: bool = True  # standardise advantages over the whole rollout (as on-policy does), before minibatching
+    dead_agents: str = "leave"  # an agent that leaves the episode early (dies): "leave" ends its return there | "team" runs it on, with its group's reward, to the episode's end (MAPPO's SMAC convention: returns.team_streams); its rows after leaving stay out of the losses either way
     # --- model -------------------------------------------------------------------------
     hidden_sizes: List[int] = field(default_factory=lambda: [64, 64])  # MLP hidden layers
     activation: str = "tanh"  # "tanh" | "relu"

@@ -12,7 +12,7 @@ registration in :data:`LEARNERS`; the trainer only calls that surface.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -23,7 +23,7 @@ from .distributed import Sync
 from .groups import resolve_groups
 from .networks import Actor, Critic, EncoderSettings
 from .normalize import RunningMeanStd, popart_rescale
-from .returns import gae
+from .returns import gae, team_streams
 from .spaces import TeamSpec
 
 # the buffer fields one PPO minibatch needs (network inputs are added per update)
@@ -155,13 +155,23 @@ class PPOLearner:
                                              next_resets))
         following = torch.cat([buf.values[1:], last_v.unsqueeze(0)], dim=0)
         # time limit: bootstrap from V(final observation), which continues the ended episode
-        ts, es = torch.nonzero(buf.truncated.any(-1), as_tuple=True)
+        truncated = self.streams(buf)[2]
+        ts, es = torch.nonzero(truncated.any(-1), as_tuple=True)
         if len(ts):
             x = critic.inputs(buf.final_obs[ts, es], buf.final_state[ts, es], buf.alive[ts, es])
             final_v = self.raw(critic.next_values(x, out.feats[ts, es]))
-            following[ts, es] = torch.where(buf.truncated[ts, es], final_v, following[ts, es])
+            following[ts, es] = torch.where(truncated[ts, es], final_v, following[ts, es])
         buf.next_values.copy_(following)
         return critic_h
+
+    def streams(self, buf: RolloutBuffer) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(reward, terminated, truncated, alive)`` ``[T, E, A]`` as :func:`gae` reads them: the
+        env's own, or with ``dead_agents="team"`` each slot's return running on to the episode's
+        end (:func:`team_streams`), its steps after death counted (alive all true)."""
+        if self.cfg.dead_agents == "leave":
+            return buf.reward, buf.terminated, buf.truncated, buf.alive
+        streams = team_streams(buf.reward, buf.terminated, buf.truncated, buf.alive, buf.env_done, self.group_mask)
+        return (*streams, torch.ones_like(buf.alive))
 
     @torch.no_grad()
     def targets(self, buf: RolloutBuffer) -> float:
@@ -170,8 +180,8 @@ class PPOLearner:
         variance of the values before the update."""
         cfg = self.cfg
         alive = buf.alive
-        adv, ret = gae(buf.reward, buf.values, buf.next_values, buf.terminated, buf.truncated, alive,
-                       cfg.gamma, cfg.gae_lambda)
+        reward, terminated, truncated, counted = self.streams(buf)
+        adv, ret = gae(reward, buf.values, buf.next_values, terminated, truncated, counted, cfg.gamma, cfg.gae_lambda)
         explained_var = L.explained_variance(buf.values, ret, alive)
         groups = range(self.groups.count)
         if cfg.normalize_advantages:  # per group: one team's reward scale never rescales another's advantages

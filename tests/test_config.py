@@ -22,6 +22,7 @@ def test_defaults_are_valid_and_contract_fields_exist():
     ("objective", "trpo", r"'objective'.*\['clip', 'kl', 'clip_kl'\]"),
     ("critic_input", "global", r"'critic_input'.*\['state', 'concat_obs', 'local', 'agent_specific'\]"),
     ("lr_schedule", "cosine", r"'lr_schedule'.*\['constant', 'linear'\]"),
+    ("dead_agents", "respawn", r"'dead_agents'.*\['leave', 'team'\]"),
     ("chunk_length", 0, r"'chunk_length'"),
     ("device", "tpu", r"'device'"),
     ("clip_eps", 0.0, r"'clip_eps'"),

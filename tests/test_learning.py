@@ -3,8 +3,9 @@ under both parameter-sharing modes.  Thresholds sit between random and optimal p
 import pytest
 
 import mappo
+from tests.helpers import tiny
 from tests.toy_envs import (CoordinationEnv, ContinuousEnv, EarlyExitEnv, HeterogeneousEnv, MaskedEnv,
-                            random_team_return)
+                            SacrificeEnv, random_team_return)
 
 # env, training steps, optimal team return, config changes; the test requires closing `FRACTION` of the gap.
 # The coordination game rewards only the joint right answer, so a policy that commits early to a
@@ -53,3 +54,14 @@ def test_learns_above_random(case, sharing):
     threshold = random_return + FRACTION * (optimum - random_return)
     print(f"{case}/{sharing}: random {random_return:.2f}, trained {result:.2f}, threshold {threshold:.2f}")
     assert result >= threshold
+
+
+@pytest.mark.parametrize("dead_agents,low,high", [("leave", 3.9, 4.1), ("team", 9.3, 9.5)])
+def test_a_sacrifice_pays_only_when_the_return_runs_on_with_the_team(dead_agents, low, high):
+    """SacrificeEnv: a random hero sacrifices early (team return 7.7).  With its own return the
+    hero learns to stay (4.0); with the team's return after it leaves, to sacrifice at once (9.4)."""
+    for seed in (0, 1):
+        with mappo.Trainer(SacrificeEnv, tiny(total_steps=6000, dead_agents=dead_agents, seed=seed)) as trainer:
+            trainer.train()
+            result = trainer.evaluate(episodes=20)
+        assert low <= result["team_return_mean"] <= high, (dead_agents, seed, result)

@@ -698,3 +698,31 @@ class StateGoneAtEndEnv(ScaledRewardEnv):
         if self.t >= self.max_steps:
             raise AttributeError("'NoneType' object has no attribute 'position'")
         return super().state()
+
+
+class SacrificeEnv(_Toy):
+    """A hero and an ally share every reward.  While both play, each earns 0.2 per step.  The
+    hero's action 0 is a sacrifice: it leaves the episode (terminates, with that step's 0.2), and
+    from then on the ally earns 1.0 per step; actions 1-3 keep it in.  The ally's action does
+    nothing.  A sacrifice at the first step gives the team 0.4 + 9 = 9.4 over the 10 steps; never
+    sacrificing gives 4.0.  The hero's own return is 0.2 for the sacrifice and 2.0 for staying,
+    so only a return that runs on with the team's reward after it leaves makes it worth it."""
+
+    possible_agents = ["hero", "ally"]
+    obs_spaces = {a: spaces.Box(0.0, 1.0, (2,), np.float32) for a in possible_agents}
+    act_spaces = {a: spaces.Discrete(4) for a in possible_agents}
+
+    def _new_round(self):
+        pass
+
+    def _obs(self):
+        return {a: np.array([float("hero" in self.agents), self.t / self.max_steps], np.float32) for a in self.agents}
+
+    def state(self):
+        return np.array([float("hero" in self.agents), self.t / self.max_steps], np.float32)
+
+    def step(self, actions):
+        self._check(actions)
+        reward = 0.2 if "hero" in self.agents else 1.0
+        leaving = ("hero",) if "hero" in self.agents and int(actions["hero"]) == 0 else ()
+        return self._finish({a: reward for a in self.agents}, leaving)
