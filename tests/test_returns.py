@@ -85,23 +85,19 @@ def test_gae_matches_slow_reference_with_deaths_and_batch_dims():
     assert torch.all(adv[~alive] == 0)
 
 
-def _flags(rows):
-    return torch.tensor(rows, dtype=torch.bool)
-
-
 def test_team_streams_pay_the_departed_the_team_reward_until_the_episode_ends():
     # T=3, one env, 3 agents in one group; agent 2 dies at t=0 (it acted, so alive then) and the
     # env zeroes its later rewards; the episode ends at t=2 by termination
     reward = _t([[[1.0, 1.0, 1.0]], [[2.0, 4.0, 0.0]], [[3.0, 3.0, 0.0]]])
-    alive = _flags([[[1, 1, 1]], [[1, 1, 0]], [[1, 1, 0]]])
-    terminated = _flags([[[0, 0, 1]], [[0, 0, 0]], [[1, 1, 0]]])
+    alive = _t([[[1, 1, 1]], [[1, 1, 0]], [[1, 1, 0]]], torch.bool)
+    terminated = _t([[[0, 0, 1]], [[0, 0, 0]], [[1, 1, 0]]], torch.bool)
     truncated = torch.zeros_like(terminated)
-    env_done = _flags([[0], [0], [1]])
-    r, term, trunc = team_streams(reward, terminated, truncated, alive, env_done, _flags([[1, 1, 1]]))
+    env_done = _t([[0], [0], [1]], torch.bool)
+    r, term, trunc = team_streams(reward, terminated, truncated, alive, env_done, _t([[1, 1, 1]], torch.bool))
     # its own reward while alive, then the mean of the living agents': (2 + 4) / 2, (3 + 3) / 2
     assert torch.equal(r[:, 0, 2], _t([1.0, 3.0, 3.0]))
     assert torch.equal(r[:, 0, :2], reward[:, 0, :2])
-    assert torch.equal(term[:, 0], _flags([[0, 0, 0], [0, 0, 0], [1, 1, 1]]))  # every slot ends with the episode
+    assert torch.equal(term[:, 0], _t([[0, 0, 0], [0, 0, 0], [1, 1, 1]], torch.bool))  # every slot ends with the episode
     assert not trunc.any()
 
 
@@ -109,13 +105,13 @@ def test_team_streams_keep_groups_apart_and_carry_a_time_limit_to_every_slot():
     # 4 agents, groups {0, 1} and {2, 3}; at t=0 agent 1 is gone (group A: agent 0 alone) and both of
     # group B are gone; the env hits its time limit at t=1 (the living agents truncated)
     reward = _t([[[4.0, 0.0, 0.0, 0.0]], [[2.0, 6.0, 0.0, 0.0]]])
-    alive = _flags([[[1, 0, 0, 0]], [[1, 1, 0, 0]]])
-    truncated = _flags([[[0, 0, 0, 0]], [[1, 1, 0, 0]]])
-    groups = _flags([[1, 1, 0, 0], [0, 0, 1, 1]])
-    r, term, trunc = team_streams(reward, torch.zeros_like(truncated), truncated, alive, _flags([[0], [1]]), groups)
+    alive = _t([[[1, 0, 0, 0]], [[1, 1, 0, 0]]], torch.bool)
+    truncated = _t([[[0, 0, 0, 0]], [[1, 1, 0, 0]]], torch.bool)
+    groups = _t([[1, 1, 0, 0], [0, 0, 1, 1]], torch.bool)
+    r, term, trunc = team_streams(reward, torch.zeros_like(truncated), truncated, alive, _t([[0], [1]], torch.bool), groups)
     assert torch.equal(r[0, 0], _t([4.0, 4.0, 0.0, 0.0]))  # group A's reward for agent 1; group B has none living
     assert torch.equal(r[1, 0], _t([2.0, 6.0, 0.0, 0.0]))
-    assert torch.equal(trunc[:, 0], _flags([[0, 0, 0, 0], [1, 1, 1, 1]]))  # so every slot bootstraps
+    assert torch.equal(trunc[:, 0], _t([[0, 0, 0, 0], [1, 1, 1, 1]], torch.bool))  # so every slot bootstraps
     assert not term.any()
 
 
@@ -123,13 +119,13 @@ def test_gae_over_team_streams_credits_a_death_with_what_the_team_earns_after():
     # 2 agents; agent 1 dies at t=0 with reward 0, agent 0 earns 1 at t=1 when the episode ends;
     # values 0, gamma 0.9, lambda 1
     reward = _t([[[0.0, 0.0]], [[1.0, 0.0]]])
-    alive = _flags([[[1, 1]], [[1, 0]]])
-    terminated = _flags([[[0, 1]], [[1, 0]]])
-    env_done = _flags([[0], [1]])
+    alive = _t([[[1, 1]], [[1, 0]]], torch.bool)
+    terminated = _t([[[0, 1]], [[1, 0]]], torch.bool)
+    env_done = _t([[0], [1]], torch.bool)
     zeros = torch.zeros(2, 1, 2)
     own, _ = gae(reward, zeros, zeros, terminated, torch.zeros_like(terminated), alive, 0.9, 1.0)
     assert own[0, 0, 1] == 0.0  # its return ends at its death
-    r, term, trunc = team_streams(reward, terminated, torch.zeros_like(terminated), alive, env_done, _flags([[1, 1]]))
+    r, term, trunc = team_streams(reward, terminated, torch.zeros_like(terminated), alive, env_done, _t([[1, 1]], torch.bool))
     team, _ = gae(r, zeros, zeros, term, trunc, torch.ones_like(alive), 0.9, 1.0)
     assert team[0, 0, 1] == pytest.approx(0.9)  # 0 + 0.9 * 1: the team's reward after it died
     assert torch.equal(team[:, 0, 0], own[:, 0, 0])  # a survivor's advantages are unchanged

@@ -716,7 +716,7 @@ class SacrificeEnv(_Toy):
         pass
 
     def _obs(self):
-        return {a: np.array([float("hero" in self.agents), self.t / self.max_steps], np.float32) for a in self.agents}
+        return {a: self.state() for a in self.agents}
 
     def state(self):
         return np.array([float("hero" in self.agents), self.t / self.max_steps], np.float32)
