@@ -25,6 +25,7 @@ separate evaluation, so these are its training episodes, with sampled actions.  
 from __future__ import annotations
 
 import argparse
+import fcntl
 import importlib.util
 import json
 import os
@@ -116,17 +117,21 @@ def write_marl_eval(args, config, episodes, steps_per_s):
     updates = sorted(u for u, e in episodes.items() if e["return"])
     keep = sorted({updates[int(round(i))] for i in np.linspace(0, len(updates) - 1, min(args.points, len(updates)))})
     run = {f"step_{k}": {"step_count": (u + 1) * per_update, **episodes[u]} for k, u in enumerate(keep)}
-    data = {}
-    if os.path.isfile(args.marl_eval):
-        with open(args.marl_eval) as f:
-            data = json.load(f)
     task = args.task_name or str(config.get("MAP_NAME", config["ENV_NAME"]))
-    runs = data.setdefault(args.env_name, {}).setdefault(task, {}).setdefault("jaxmarl_mappo", {})
-    runs[f"run_{config['SEED']}"] = run
-    tmp = args.marl_eval + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(data, f)
-    os.replace(tmp, args.marl_eval)
+    # Runs started side by side (one per core) add to the same file: the lock keeps one run's
+    # read-modify-write from dropping another's.
+    with open(args.marl_eval + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = {}
+        if os.path.isfile(args.marl_eval):
+            with open(args.marl_eval) as f:
+                data = json.load(f)
+        runs = data.setdefault(args.env_name, {}).setdefault(task, {}).setdefault("jaxmarl_mappo", {})
+        runs[f"run_{config['SEED']}"] = run
+        tmp = args.marl_eval + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(data, f)
+        os.replace(tmp, args.marl_eval)
     print(f"added {args.env_name}/{task}/jaxmarl_mappo/run_{config['SEED']} ({len(run)} points, "
           f"{steps_per_s:,.0f} steps/s with compilation) to {args.marl_eval}")
 
