@@ -45,7 +45,7 @@ class Config:
     num_workers: int = 0  # subprocess workers; 0 means min(num_envs, CPU count)
     env_timeout_s: float = 60.0  # a subprocess env step or reset slower than this is an error naming the env (0: wait forever)
     # --- optimisation ------------------------------------------------------------------
-    algorithm: str = "ppo"  # the learner (mappo/learner.py LEARNERS): "ppo"
+    algorithm: str = "ppo"  # the learner (mappo/algorithm.py ALGORITHMS): "ppo" (MAPPO, or IPPO with critic_input=local) | "happo" (HAPPO: each agent's or group's actor updated in turn, mappo/happo.py)
     lr: float = 5e-4  # actor learning rate
     critic_lr: Optional[float] = None  # critic learning rate; None means the same as lr
     gamma: float = 0.99  # discount
@@ -371,11 +371,11 @@ def validate(cfg: Config) -> None:
     from .groups import check_groups
 
     cfg.groups = check_groups(cfg.groups)
-    from .learner import LEARNERS  # here, not at the top: the learner module imports this one
+    from .algorithm import ALGORITHMS
     from .logger import BACKENDS
 
-    if cfg.algorithm not in LEARNERS:
-        raise ValueError(f"config field 'algorithm' must be one of {sorted(LEARNERS)}, got {cfg.algorithm!r}")
+    if cfg.algorithm not in ALGORITHMS:
+        raise ValueError(f"config field 'algorithm' must be one of {sorted(ALGORITHMS)}, got {cfg.algorithm!r}")
     if not isinstance(cfg.loggers, (list, tuple)) or not all(isinstance(n, str) for n in cfg.loggers):
         raise TypeError(f"config field 'loggers' must be a list of names, got {cfg.loggers!r}")
     cfg.loggers = list(cfg.loggers)

@@ -234,7 +234,8 @@ class TeamEncoder(nn.Module):
     """Encodes every agent's row: ``[..., A, O]`` -> ``[..., A, F]``.
 
     ``sets [A]`` gives each agent slot its encoder: one for all (shared), one per group (shared
-    within agent groups) or one per slot (separate).  Agents that share an encoder must
+    within agent groups) or one per slot (separate); ``set_owners`` gives each encoder's agent
+    group (the update unit that steps it; default: group 0).  Agents that share an encoder must
     see the same kind of input.  Feature widths may differ between encoders; narrower ones are
     zero-padded to the widest.  ``identity`` is true when no agent has a CNN: then the encoder
     has no parameters and the rows pass through (as float), and the learner may build network
@@ -243,7 +244,8 @@ class TeamEncoder(nn.Module):
     their own widths, ``networks.group_widths``).
     """
 
-    def __init__(self, spec: TeamSpec, sets: List[int], cfg: Any, role: str, set_names: Optional[List[str]] = None):
+    def __init__(self, spec: TeamSpec, sets: List[int], cfg: Any, role: str, set_names: Optional[List[str]] = None,
+                 set_owners: Optional[List[int]] = None):
         super().__init__()
         kinds = [choose(cfg.encoder, a.image, f"agent {a.name!r}") for a in spec.agents]
         self.identity = all(k == "mlp" for k in kinds)
@@ -272,6 +274,8 @@ class TeamEncoder(nn.Module):
             what = f"{role} encoder (agent {first.name!r})" if len(members) > 1 or len(self.members) == 1 \
                 else f"{role} encoder of agent {first.name!r}"
             encoders.append(_build(kinds[members[0]], first.image, first.obs_dim, cfg, what))
+        for j, enc in enumerate(encoders):  # set j's encoder is stepped by its agent group's update unit
+            enc.unit = set_owners[j] if set_owners is not None else 0
         if len(encoders) == 1:
             self.one = encoders[0]
         else:

@@ -1,115 +1,148 @@
-"""The PPO learner: the networks, their optimisers, the value normaliser, the KL coefficient, and
-the update (PPO, arXiv 1707.06347, with the MAPPO practices of Yu et al. 2022).
+"""The PPO learner (MAPPO and IPPO): the networks, their update units, and the update (PPO,
+arXiv 1707.06347, with the MAPPO practices of Yu et al. 2022).
 
     learner = PPOLearner(spec, cfg, device)
     learner.compute_values(buffer, ...)    # after a rollout: V(s_t), V(s_t+1), the clip centre
-    stats = learner.update(buffer)         # targets(buffer), then epochs of loss(mb) + step(loss)
+    stats = learner.update(buffer)         # targets(buffer), then epochs of learn(minibatch)
 
-A variant of the PPO family is a new file with a class of the same surface (``compute_values``,
-``targets``, ``loss``, ``step``, ``update``, ``state_dict``/``load_state_dict``) plus a
-registration in :data:`LEARNERS`; the trainer only calls that surface.
+It has the surface of :class:`mappo.algorithm.Learner`; a variant of the PPO family (HAPPO,
+mappo/happo.py) reuses its parts: :meth:`targets`, :meth:`loss` (of chosen units), :meth:`learn`
+(one step of chosen units) and :meth:`run_epochs`.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
 from . import loss as L
+from .algorithm import UpdateUnit, split_packed_optimizer
 from .buffer import HIDDEN_KEYS, RolloutBuffer
 from .config import Config, auto_minibatches
 from .distributed import Sync
-from .groups import resolve_groups
-from .networks import Actor, Critic, EncoderSettings
+from .groups import Groups, resolve_groups
+from .networks import Actor, Critic, EncoderSettings, parameters_by_unit
 from .normalize import RunningMeanStd, popart_rescale
 from .returns import gae, team_streams
 from .spaces import TeamSpec
 
 # the buffer fields one PPO minibatch needs (network inputs are added per update)
 UPDATE_KEYS = ("alive", "action_mask", "actions", "logp", "advantages", "returns", "old_values", "resets")
+# the per-unit diagnostics of a minibatch: an actor unit's, then a critic unit's
+ACTOR_TERMS = ("policy_loss", "entropy", "approx_kl", "clip_fraction")
+CRITIC_TERMS = ("value_loss",)
 
 
 class LossTerms(NamedTuple):
-    """One minibatch's loss: ``total`` to minimise, its parts, and detached diagnostics.  With
-    several agent groups, ``total`` is the sum of the groups' losses, the parts are means over
-    groups, and ``per_group`` holds each group's own terms."""
+    """One minibatch's loss: ``total`` to minimise, its parts, and detached diagnostics.
+
+    ``total`` sums the units' losses; ``policy_loss``, ``entropy``, ``approx_kl`` and
+    ``clip_fraction`` are means over the actor units in the loss, ``value_loss`` over the critic
+    units (0 without the critic); ``parts`` holds each unit's own, as ``"<unit>/<term>"``."""
     total: torch.Tensor
     policy_loss: torch.Tensor
     value_loss: torch.Tensor
     entropy: torch.Tensor
     approx_kl: torch.Tensor
     clip_fraction: torch.Tensor
-    per_group: Optional[List["LossTerms"]] = None
+    parts: Dict[str, torch.Tensor]
 
 
 class PPOLearner:
-    """Owns ``actor``, ``critic``, ``actor_opt``, ``critic_opt``, ``value_norms`` and ``kl_coefs``.
+    """Owns ``actor``, ``critic`` and their update units: ``actor_units`` (one per agent group: its
+    actor weight sets, Adam, gradient clip and KL beta) and ``critic_units`` (one per group: its
+    critic weight sets, Adam, gradient clip and value normaliser).
 
     ``sync`` (:class:`mappo.distributed.Sync`) makes every statistic and gradient agree across
     ranks; in one process it changes nothing.
 
-    Agent groups (``cfg.groups``): each group has its own weight sets in the actor and
-    the critic (``networks.sharing``), its own value normaliser, advantage statistics, KL beta,
-    loss (a mean over its own agents) and gradient-norm clip.  Adam is elementwise, so one
-    optimiser over disjoint weight sets steps each group exactly as an optimiser of its own would;
-    the one thing that could couple groups, the gradient-norm clip, is done per group (one
-    backward pass per group).  With one group all of this is the plain MAPPO update.
+    Agent groups (``cfg.groups``): each group has its own weight sets in the actor and the critic
+    (``networks.sharing``), its own units, advantage statistics and loss (a mean over its own
+    agents).  The weight sets are parameters of their own (``networks.WeightSets``), so one backward
+    pass gives each unit its own gradient; each unit clips it and steps its own Adam.  The default,
+    one group, is one unit of each.
     """
+
+    # config fields that shape the networks or the optimiser state: a loaded run keeps them
+    shaping_fields: Tuple[str, ...] = (
+        "parameter_sharing", "groups", "hidden_sizes", "activation", "recurrent", "critic_input", "critic_pass",
+        "input_norm", "popart", "value_norm", "encoder", "cnn_channels", "cnn_kernels", "cnn_strides", "cnn_features")
 
     def __init__(self, spec: TeamSpec, cfg: Config, device: torch.device, sync: Optional[Sync] = None):
         self.cfg, self.spec, self.device = cfg, spec, device
         self.sync = sync if sync is not None else Sync()
         shared = cfg.parameter_sharing == "shared"
         self.groups = resolve_groups(spec.names, cfg.groups)
-        G = self.groups.count
-        # [G, A] bool: which agent slots form each group
-        self.group_mask = torch.tensor([[h == g for h in self.groups.of] for g in range(G)], device=device)
+        self.units = self.actor_unit_layout(self.groups)
+        # [G, A] / [U, A] bool: which agent slots form each group / actor unit
+        self.group_mask = _membership(self.groups, device)
+        self.unit_mask = _membership(self.units, device)
         self.group_index = torch.tensor(self.groups.of, device=device)  # [A]
         layers = [None if v is None else tuple(v) for v in (cfg.cnn_channels, cfg.cnn_kernels, cfg.cnn_strides)]
         encoding = EncoderSettings(cfg.encoder, *layers, cfg.cnn_features)
         group_args = dict(group_of=self.groups.of, group_names=self.groups.names)
         self.actor = Actor(spec, shared, cfg.hidden_sizes, cfg.activation, cfg.input_norm, cfg.recurrent,
-                           cfg.log_std_init, encoding, **group_args).to(device)
+                           cfg.log_std_init, encoding, **group_args, unit_of=self.units.of).to(device)
         self.critic = Critic(spec, cfg.critic_input, shared, cfg.hidden_sizes, cfg.activation, cfg.input_norm,
                              cfg.recurrent, encoding, **group_args, per_step=cfg.critic_pass == "step").to(device)
-        # separate optimisers: the critic's larger gradients never scale the actor's step
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=cfg.lr, eps=cfg.adam_eps, foreach=True)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.critic_lr, eps=cfg.adam_eps, foreach=True)
+        # separate optimisers for actor and critic: the critic's larger gradients never scale the actor's step
+        self.actor_units = [UpdateUnit(name, params, cfg.lr, cfg.adam_eps, cfg.max_grad_norm, kl_coef=cfg.kl_coef)
+                            for name, params in zip(self.units.names, parameters_by_unit(self.actor, self.units.count))]
         # ValueNorm and PopArt share the running statistics; PopArt also rescales the value head
         self.normalize_values = cfg.value_norm or cfg.popart
-        self.value_norms = [RunningMeanStd().to(device) for _ in range(G)]  # one per group
-        self.kl_coefs = [float(cfg.kl_coef)] * G  # beta per group
+        self.critic_units = [UpdateUnit(name, params, self.critic_lr, cfg.adam_eps, cfg.max_grad_norm,
+                                        value_norm=RunningMeanStd().to(device))
+                             for name, params in zip(self.groups.names, parameters_by_unit(self.critic, self.groups.count))]
         # config field ``compile``: the loss, forward and backward, through torch.compile
         self._loss = torch.compile(self.loss) if cfg.compile else self.loss
         # one set of weights on every rank
         self.sync.broadcast(self.actor)
         self.sync.broadcast(self.critic)
 
+    def actor_unit_layout(self, groups: Groups) -> Groups:
+        """The actor's update units over the agent slots: here one per agent group."""
+        return groups
+
     @property
     def critic_lr(self) -> float:
         return self.cfg.critic_lr or self.cfg.lr
 
     @property
+    def learning_rate(self) -> float:
+        """The actor's learning rate now (after the schedule)."""
+        return self.actor_units[0].optimizer.param_groups[0]["lr"]
+
+    @property
+    def value_norms(self) -> List[RunningMeanStd]:
+        """Each group's value normaliser."""
+        return [u.value_norm for u in self.critic_units]
+
+    @property
     def value_norm(self) -> RunningMeanStd:
-        """The value normaliser when there is one group."""
-        return self.value_norms[0]
+        """The first group's value normaliser (the only one without groups)."""
+        return self.critic_units[0].value_norm
+
+    @property
+    def kl_coefs(self) -> List[float]:
+        """Each actor unit's KL beta."""
+        return [u.kl_coef for u in self.actor_units]
+
+    @kl_coefs.setter
+    def kl_coefs(self, betas: Sequence[float]) -> None:
+        for unit, beta in zip(self.actor_units, betas):
+            unit.kl_coef = float(beta)
 
     @property
     def kl_coef(self) -> float:
-        """The KL beta when there is one group."""
-        return self.kl_coefs[0]
+        """The first actor unit's KL beta (the only one without groups)."""
+        return self.actor_units[0].kl_coef
 
-    def _per_agent(self, per_group: torch.Tensor) -> torch.Tensor:
-        """``[G]`` -> ``[A]``: each agent slot's group's value."""
-        return per_group[self.group_index]
-
-    def _value_stats(self):
-        """Each agent slot's value-normaliser mean and std ``[A]`` (scalars with one group)."""
-        if len(self.value_norms) == 1:
-            return self.value_norm.mean, self.value_norm.std()
-        return (self._per_agent(torch.stack([n.mean for n in self.value_norms])),
-                self._per_agent(torch.stack([n.std() for n in self.value_norms])))
+    def _value_stats(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Each agent slot's value-normaliser mean and std ``[A]``: its group's."""
+        norms = self.value_norms
+        return (torch.stack([n.mean for n in norms])[self.group_index],
+                torch.stack([n.std() for n in norms])[self.group_index])
 
     def raw(self, v: torch.Tensor) -> torch.Tensor:
         """Critic output ``[..., A]`` -> raw return units."""
@@ -124,10 +157,9 @@ class PPOLearner:
         return ((v - mean) / std).to(v.dtype)
 
     def set_lr_fraction(self, frac: float) -> None:
-        """Both learning rates at ``frac`` of their base (the linear schedule)."""
-        for opt, base in ((self.actor_opt, self.cfg.lr), (self.critic_opt, self.critic_lr)):
-            for group in opt.param_groups:
-                group["lr"] = base * frac
+        """Every unit's learning rate at ``frac`` of its base (the linear schedule)."""
+        for unit in self.actor_units + self.critic_units:
+            unit.set_lr_fraction(frac)
 
     # ------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -200,7 +232,7 @@ class PPOLearner:
                 norm.update_moments(*self.sync.moments(ret, alive & self.group_mask[g]))  # every rank: same batch
                 if cfg.popart:  # keep the critic's raw-unit outputs unchanged under the new statistics
                     for j in self.critic.head_sets(g):
-                        popart_rescale(head.weight.data[j], head.bias.data[j], old_mean, old_std, norm.mean, norm.std())
+                        popart_rescale(head.weight[j].data, head.bias[j].data, old_mean, old_std, norm.mean, norm.std())
             if cfg.popart:
                 # the rescaled head now outputs the old raw values in the new units: clip around those
                 buf.old_values.copy_(self.normalized(buf.values))
@@ -213,60 +245,64 @@ class PPOLearner:
             buf.returns.copy_(ret)
         return explained_var
 
-    def loss(self, mb: Dict[str, torch.Tensor], counts: Optional[List[torch.Tensor]] = None) -> LossTerms:
-        """The PPO loss of one minibatch.
+    def loss(self, mb: Dict[str, torch.Tensor], counts: Optional[Tuple[List[torch.Tensor], List[torch.Tensor]]] = None,
+             units: Optional[Sequence[int]] = None, critic: bool = True) -> LossTerms:
+        """The PPO loss of one minibatch: the clipped (or KL-penalised) surrogate and entropy of each
+        actor unit in ``units`` (default all), each a mean over its own agents, plus the value loss
+        of each critic unit when ``critic``.
 
         ``mb`` holds ``actor_in`` / ``critic_in`` (network inputs, :meth:`Actor.inputs` and
         :meth:`Critic.inputs`), or, for a network with a CNN encoder, ``obs`` (and ``state``) to
         build them from here, and the :data:`UPDATE_KEYS` fields, each ``[L, B, A, ...]`` (L = 1
-        for feed-forward), plus ``actor_h`` / ``critic_h [B, A, H]`` when recurrent.  ``counts``
-        (one per group): the counted rows of the whole minibatch when ``mb`` is a piece of it
-        (see :meth:`learn`); the piece's terms are then its share of the minibatch's.
+        for feed-forward), plus ``actor_h`` / ``critic_h [B, A, H]`` when recurrent.  An optional
+        ``factor [L, B, A]`` multiplies each sample's surrogate (HAPPO's product of the earlier
+        units' ratios).  ``counts`` (per actor unit, per critic unit): the counted rows of the
+        whole minibatch when ``mb`` is a piece of it (see :meth:`learn`); the piece's terms are
+        then its share of the minibatch's.
         """
         cfg = self.cfg
         mask = mb["alive"]
+        units = range(len(self.actor_units)) if units is None else units
         actor_in = mb["actor_in"] if "actor_in" in mb else self.actor.inputs(mb["obs"])
-        critic_in = mb["critic_in"] if "critic_in" in mb else self.critic.inputs(mb["obs"], mb["state"], mask)
         dist, _ = self.actor.dist(actor_in, mb["action_mask"], mb.get("actor_h"), mb["resets"])
         new_logp, entropies = dist.log_prob(mb["actions"]), dist.entropy()
-        values = self.critic.values(critic_in, mb.get("critic_h"), mb["resets"]).values
-        parts = []
-        for g in range(self.groups.count):  # each group's loss is a mean over its own agents
-            members = self._members(mask, g)
-            count = None if counts is None else counts[g]
+        parts: Dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=mask.device)
+        for u in units:
+            unit = self.actor_units[u]
+            members = mask & self.unit_mask[u]
+            count = None if counts is None else counts[0][u]
             entropy = L.masked_mean(entropies, members, count)
             p_loss, info = L.policy_loss(new_logp, mb["logp"], mb["advantages"], members, cfg.objective,
-                                         cfg.clip_eps, self.kl_coefs[g], count)
-            v_loss = L.value_loss(values, mb["old_values"], mb["returns"], members,
-                                  cfg.clip_eps if cfg.value_clip else None, cfg.huber_delta, count)
-            total = p_loss - cfg.entropy_coef * entropy + cfg.value_coef * v_loss
-            parts.append(LossTerms(total, p_loss, v_loss, entropy, info["approx_kl"], info["clip_fraction"]))
-        if len(parts) == 1:
-            return parts[0]
-        mean = lambda k: torch.stack([getattr(p, k) for p in parts]).mean()  # noqa: E731
-        return LossTerms(torch.stack([p.total for p in parts]).sum(), *(mean(k) for k in LossTerms._fields[1:6]),
-                         per_group=parts)
-
-    def _members(self, alive: torch.Tensor, g: int) -> torch.Tensor:
-        """``alive [..., A]`` restricted to group ``g``'s agent slots (all of them with one group)."""
-        return alive if self.groups.count == 1 else alive & self.group_mask[g]
+                                         cfg.clip_eps, unit.kl_coef, count, mb.get("factor"))
+            total = total + p_loss - cfg.entropy_coef * entropy
+            for key, value in zip(ACTOR_TERMS, (p_loss, entropy, info["approx_kl"], info["clip_fraction"])):
+                parts[f"{unit.name}/{key}"] = value
+        if critic:
+            critic_in = mb["critic_in"] if "critic_in" in mb else self.critic.inputs(mb["obs"], mb["state"], mask)
+            values = self.critic.values(critic_in, mb.get("critic_h"), mb["resets"]).values
+            for g, unit in enumerate(self.critic_units):
+                count = None if counts is None else counts[1][g]
+                v_loss = L.value_loss(values, mb["old_values"], mb["returns"], mask & self.group_mask[g],
+                                      cfg.clip_eps if cfg.value_clip else None, cfg.huber_delta, count)
+                total = total + cfg.value_coef * v_loss
+                parts[f"{unit.name}/value_loss"] = v_loss
+        names = [self.actor_units[u].name for u in units]
+        mean = lambda key, who: (torch.stack([parts[f"{n}/{key}"] for n in who]).mean() if who  # noqa: E731
+                                 else torch.zeros((), device=mask.device))
+        critic_names = [u.name for u in self.critic_units] if critic else []
+        return LossTerms(total, mean("policy_loss", names), mean("value_loss", critic_names), mean("entropy", names),
+                         mean("approx_kl", names), mean("clip_fraction", names), parts)
 
     def _params(self) -> List[torch.nn.Parameter]:
         return list(self.actor.parameters()) + list(self.critic.parameters())
 
     def gradients(self, total: torch.Tensor, retain_graph: bool = False) -> None:
         """Backward into fresh ``.grad``s, averaged over ranks."""
-        self.actor_opt.zero_grad(set_to_none=True)
-        self.critic_opt.zero_grad(set_to_none=True)
+        for unit in self.actor_units + self.critic_units:
+            unit.zero_grad()
         total.backward(retain_graph=retain_graph)
         self.sync.average_gradients(self._params())
-
-    def _clip(self) -> None:
-        for name, net in (("actor", self.actor), ("critic", self.critic)):
-            norm = torch.nn.utils.clip_grad_norm_(net.parameters(), self.cfg.max_grad_norm)
-            if not torch.isfinite(norm):
-                raise FloatingPointError(f"non-finite {name} gradient norm: stopping before the optimiser step; the "
-                                         f"weights and the last checkpoint are unchanged")
 
     @staticmethod
     def _check_finite(total: torch.Tensor, terms: Optional[LossTerms]) -> None:
@@ -280,56 +316,37 @@ class PPOLearner:
                                  f"optimiser step; the weights and the last checkpoint are unchanged. Check the "
                                  f"env's observations and rewards, and the learning rate")
 
-    def step(self, total: torch.Tensor, terms: Optional[LossTerms] = None) -> None:
-        """One optimiser step on a loss: gradients (averaged over ranks), each network's grad norm
-        clipped, then both optimisers step.
+    def _stepped(self, units: Optional[Sequence[int]], critic: bool) -> List[Tuple[UpdateUnit, str]]:
+        actor = [self.actor_units[u] for u in (range(len(self.actor_units)) if units is None else units)]
+        return [(u, "actor") for u in actor] + ([(u, "critic") for u in self.critic_units] if critic else [])
+
+    def _apply(self, stepped: List[Tuple[UpdateUnit, str]]) -> None:
+        """The gradients in ``.grad`` averaged over ranks, then each stepped unit clips its own and
+        steps its own Adam.  Units not stepped keep their weights and Adam moments."""
+        self.sync.average_gradients(self._params())
+        for unit, what in stepped:
+            unit.clip(what)
+        for unit, _ in stepped:
+            unit.step()
+
+    def step(self, total: torch.Tensor, terms: Optional[LossTerms] = None, units: Optional[Sequence[int]] = None,
+             critic: bool = True) -> None:
+        """One optimiser step on a loss: gradients (averaged over ranks), each unit's grad norm
+        clipped, then the actor units in ``units`` (default all) and, with ``critic``, the critic
+        units step.
 
         A non-finite loss or gradient norm raises ``FloatingPointError`` naming it, before any
-        weight changes.  ``terms`` (the loss's parts) lets the error name the part that went bad;
-        with several groups its ``per_group`` losses are clipped each on its own."""
+        weight changes; ``terms`` (the loss's parts) lets the error name the part that went bad."""
         self._check_finite(total, terms)
-        groups = terms.per_group if terms is not None and terms.per_group else None
-        if groups is None:
-            self.gradients(total)
-            self._clip()
-        else:
-            self._apply_group_grads(self._group_backward([part.total for part in groups]))
-        self.actor_opt.step()
-        self.critic_opt.step()
+        for unit in self.actor_units + self.critic_units:
+            unit.zero_grad()
+        total.backward()
+        self._apply(self._stepped(units, critic))
 
-    def _group_backward(self, losses: List[torch.Tensor], grads: Optional[List[List[Optional[torch.Tensor]]]] = None
-                        ) -> List[List[Optional[torch.Tensor]]]:
-        """``losses[g]``: group g's loss (of one graph) -> each group's gradient, one list per group
-        aligned with :meth:`_params`, added to ``grads`` when given (pieces of one minibatch)."""
-        params = self._params()
-        grads = grads if grads is not None else [[None] * len(params) for _ in losses]
-        for g, loss in enumerate(losses):
-            for p in params:
-                p.grad = None
-            loss.backward(retain_graph=g < len(losses) - 1)
-            for j, p in enumerate(params):
-                if p.grad is not None:
-                    grads[g][j] = p.grad if grads[g][j] is None else grads[g][j].add_(p.grad)
-        return grads
-
-    def _apply_group_grads(self, grads: List[List[Optional[torch.Tensor]]]) -> None:
-        """Each group's gradient averaged over ranks and clipped on its own, then summed into
-        ``.grad`` (weight sets are disjoint, so one group never scales another's step)."""
-        params = self._params()
-        summed: List[Optional[torch.Tensor]] = [None] * len(params)
-        for group in grads:  # the lists' tensors are this step's own: averaged, clipped and summed in place
-            for p, g in zip(params, group):
-                p.grad = g
-            self.sync.average_gradients(params)
-            self._clip()
-            for j, p in enumerate(params):
-                if p.grad is not None:
-                    summed[j] = p.grad if summed[j] is None else summed[j].add_(p.grad)
-        for p, g in zip(params, summed):
-            p.grad = g
-
-    def learn(self, mb: Dict[str, torch.Tensor]) -> LossTerms:
-        """One optimiser step on minibatch ``mb``; returns its loss terms (detached).
+    def learn(self, mb: Dict[str, torch.Tensor], units: Optional[Sequence[int]] = None,
+              critic: bool = True) -> LossTerms:
+        """One optimiser step of the actor units in ``units`` (default all) and, with ``critic``,
+        the critic units, on minibatch ``mb``; returns its loss terms (detached).
 
         The forward and backward passes run on pieces of at most ``cfg.update_rows`` agent rows
         (time x chunks x agents), and their gradients add up.  Every loss is a mean
@@ -341,31 +358,22 @@ class PPOLearner:
         1.6x faster on a 2-core Intel Xeon VM, and the whole VMAS navigation update 1.3x (docs/PERFORMANCE.md).
         """
         pieces = self._pieces(mb)
-        if len(pieces) == 1:
-            terms = self._loss(mb)
-            self.step(terms.total, terms)
-            return _detached(terms)
-        G = self.groups.count
-        counts = [self._members(mb["alive"], g).sum().to(torch.float32) for g in range(G)]
-        self.actor_opt.zero_grad(set_to_none=True)
-        self.critic_opt.zero_grad(set_to_none=True)
+        counts = None
+        if len(pieces) > 1:
+            alive = mb["alive"]
+            counts = ([(alive & m).sum().to(torch.float32) for m in self.unit_mask],
+                      [(alive & m).sum().to(torch.float32) for m in self.group_mask])
+        for unit in self.actor_units + self.critic_units:
+            unit.zero_grad()
         total: Optional[LossTerms] = None
-        grads = None  # several groups: each group's gradient, summed over pieces
         for piece in pieces:
-            terms = self._loss(piece, counts)
-            if G == 1:  # one group: the pieces' gradients accumulate in .grad
-                terms.total.backward()
-            else:
-                grads = self._group_backward([part.total for part in terms.per_group], grads)
+            terms = self._loss(piece, counts, units, critic)
+            if len(pieces) == 1:  # before the backward pass: a NaN loss names its part
+                self._check_finite(terms.total, terms)
+            terms.total.backward()
             total = _detached(terms) if total is None else _add(total, _detached(terms))
         self._check_finite(total.total, total)
-        if G == 1:
-            self.sync.average_gradients(self._params())
-            self._clip()
-        else:
-            self._apply_group_grads(grads)
-        self.actor_opt.step()
-        self.critic_opt.step()
+        self._apply(self._stepped(units, critic))
         return total
 
     @property
@@ -392,113 +400,154 @@ class PPOLearner:
                 for s in bounds]
 
     def update(self, buf: RolloutBuffer) -> Dict[str, float]:
-        """:meth:`targets`, then ``ppo_epochs`` passes of minibatch steps; adapts beta for the KL
-        objectives.  Returns mean diagnostics: policy_loss, value_loss, entropy, clip_fraction,
-        approx_kl, kl_coef (the beta used) and explained_variance.  approx_kl is KL[pi_old, pi]
-        over the whole rollout after the update for the KL objectives (beta adapts to it), and
-        for "clip" the mean of the last epoch's minibatches, each before its own step."""
-        cfg = self.cfg
+        """:meth:`targets`, then ``ppo_epochs`` passes of minibatch steps of every unit together;
+        adapts each actor unit's beta for the KL objectives.  Returns mean diagnostics:
+        policy_loss, value_loss, entropy, clip_fraction, approx_kl, kl_coef (the beta used) and
+        explained_variance, and with several units each unit's as ``<unit>/<term>``.  approx_kl is
+        KL[pi_old, pi] over the whole rollout after the update for the KL objectives (beta adapts
+        to it), and for "clip" the mean of the last epoch's minibatches, each before its own step."""
         explained_var = self.targets(buf)
-        # network inputs (normalised features + agent id) are the same in every epoch: build them once,
-        # unless an encoder has weights (a CNN), which must see each minibatch's raw (uint8) frames
+        inputs = self.network_inputs(buf)
+        stats, last_kl = self.run_epochs(buf, inputs)
+        return self.finish_update(buf, inputs, stats, last_kl, explained_var)
+
+    def network_inputs(self, buf: RolloutBuffer) -> Dict[str, torch.Tensor]:
+        """Network inputs (normalised features + agent id) are the same in every epoch: built once,
+        unless an encoder has weights (a CNN), which must see each minibatch's raw (uint8) frames."""
         inputs = {}
         if not self.actor.encodes:
             inputs["actor_in"] = self.actor.inputs(buf.obs)
         if not self.critic.encodes:
             inputs["critic_in"] = self.critic.inputs(buf.obs, buf.state, buf.alive)
-        raw = ("obs",) * (len(inputs) < 2) + ("state",) * ("critic_in" not in inputs)
+        return inputs
+
+    def run_epochs(self, buf: RolloutBuffer, inputs: Dict[str, torch.Tensor], units: Optional[Sequence[int]] = None,
+                   critic: bool = True) -> Tuple[Dict[str, float], Dict[str, float]]:
+        """``ppo_epochs`` passes of minibatch steps (:meth:`learn`) of the actor units in ``units``
+        (default all) and, with ``critic``, the critic units.  ``inputs`` (:meth:`network_inputs`,
+        and any other ``[T, E, A]`` field the loss reads, e.g. HAPPO's ``factor``) join each
+        minibatch.  Returns the mean of every :class:`LossTerms` part over the minibatches, and each
+        actor unit's mean approx_kl over the last epoch's minibatches."""
+        cfg = self.cfg
+        raw = ("obs",) * ("actor_in" not in inputs or "critic_in" not in inputs) + ("state",) * ("critic_in" not in inputs)
         keys = UPDATE_KEYS + raw + (HIDDEN_KEYS if cfg.recurrent else ())
         chunk = cfg.chunk_length if cfg.recurrent else 1
-        names = ("policy_loss", "value_loss", "entropy", "clip_fraction")
-        several = self.groups.count > 1
-        sums = {k: 0.0 for k in names}
-        sums.update({f"{g}/{k}": 0.0 for g in self.groups.names for k in names} if several else {})
-        count = 0
-        last_kl, last_count = [0.0] * (self.groups.count + 1), 0  # the last epoch's minibatch KLs: all, per group
+        sums: Dict[str, float] = {}
+        last_kl: Dict[str, float] = {}
+        count = last_count = 0
         for epoch in range(cfg.ppo_epochs):
             for mb in buf.minibatches(auto_minibatches(cfg, self.spec.cont_dim > 0), keys, chunk, extra=inputs):
-                terms = self.learn(mb)
-                for key in names:
-                    sums[key] += getattr(terms, key).item()
-                    for g, part in zip(self.groups.names, terms.per_group or ()):
-                        sums[f"{g}/{key}"] += getattr(part, key).item()
+                terms = self.learn(mb, units, critic)
+                for key, value in terms.parts.items():
+                    sums[key] = sums.get(key, 0.0) + value.item()
                 count += 1
                 if epoch == cfg.ppo_epochs - 1:
-                    kls = [terms.approx_kl] + [p.approx_kl for p in terms.per_group or (terms,)]
-                    last_kl = [s + float(k) for s, k in zip(last_kl, kls)]
+                    for key, value in terms.parts.items():
+                        if key.endswith("/approx_kl"):
+                            last_kl[key[:-len("/approx_kl")]] = last_kl.get(key[:-len("/approx_kl")], 0.0) + value.item()
                     last_count += 1
+        return ({k: v / count for k, v in sums.items()}, {k: v / last_count for k, v in last_kl.items()})
+
+    def finish_update(self, buf: RolloutBuffer, inputs: Dict[str, torch.Tensor], parts: Dict[str, float],
+                      last_kl: Dict[str, float], explained_var: float) -> Dict[str, float]:
+        """The update's diagnostics from the units' mean ``parts`` (:meth:`run_epochs`), and each
+        actor unit's beta adapted to its KL (PPO Sec. 4) for the KL objectives."""
+        cfg = self.cfg
+        actor_names = [u.name for u in self.actor_units]
         if cfg.objective in ("kl", "clip_kl"):
             # beta adapts to the KL between the rollout's policy and the updated one (PPO Sec. 4):
             # one more actor pass over the whole rollout
-            approx_kl, group_kl = self._rollout_kl(buf, inputs.get("actor_in"))
+            approx_kl, unit_kl = self._rollout_kl(buf, inputs.get("actor_in"))
         else:
             # "clip" only logs the KL: the last epoch's minibatches measured it before their own
             # steps, as CleanRL and SB3 log it, which saves that pass (a tenth of a VMAS
             # navigation iteration)
-            approx_kl, *group_kl = [k / last_count for k in last_kl]
-        stats = {k: v / count for k, v in sums.items()}
-        stats.update(approx_kl=approx_kl, kl_coef=self.kl_coef, explained_variance=explained_var)
-        if several:
-            stats.update({f"{g}/approx_kl": kl for g, kl in zip(self.groups.names, group_kl)})
-            stats.update({f"{g}/kl_coef": beta for g, beta in zip(self.groups.names, self.kl_coefs)})
-        if cfg.objective in ("kl", "clip_kl"):  # beta per group, from the group's own KL
-            self.kl_coefs = [L.update_kl_coef(beta, kl, cfg.target_kl) for beta, kl in zip(self.kl_coefs, group_kl)]
+            unit_kl = [last_kl.get(n, 0.0) for n in actor_names]
+            approx_kl = sum(unit_kl) / len(unit_kl)
+        mean = lambda key, names: sum(parts.get(f"{n}/{key}", 0.0) for n in names) / len(names)  # noqa: E731
+        stats = {"policy_loss": mean("policy_loss", actor_names),
+                 "value_loss": mean("value_loss", [u.name for u in self.critic_units]),
+                 "entropy": mean("entropy", actor_names), "clip_fraction": mean("clip_fraction", actor_names),
+                 "approx_kl": approx_kl, "kl_coef": self.kl_coef, "explained_variance": explained_var}
+        if len(self.actor_units) > 1 or len(self.critic_units) > 1:  # each unit's own, named by it
+            stats.update({k: v for k, v in parts.items() if not k.endswith("/approx_kl")})
+            stats.update({f"{n}/approx_kl": kl for n, kl in zip(actor_names, unit_kl)})
+            stats.update({f"{u.name}/kl_coef": u.kl_coef for u in self.actor_units})
+        if cfg.objective in ("kl", "clip_kl"):  # beta per actor unit, from the unit's own KL
+            for unit, kl in zip(self.actor_units, unit_kl):
+                unit.kl_coef = L.update_kl_coef(unit.kl_coef, kl, cfg.target_kl)
         return stats
 
     @torch.no_grad()
-    def _rollout_kl(self, buf: RolloutBuffer, actor_in: Optional[torch.Tensor]):
-        """KL[pi_old, pi_new] over the whole rollout (and all ranks), after the update (PPO Sec. 4),
-        and per group (a list); a recurrent actor replays the rollout from its first step's stored
-        state.  ``actor_in``: the prepared inputs, or None to encode ``buf.obs`` here."""
+    def rollout_logp(self, buf: RolloutBuffer, actor_in: Optional[torch.Tensor]) -> torch.Tensor:
+        """The current actor's log-probabilities ``[T, E, A]`` of the rollout's actions; a recurrent
+        actor replays the rollout from its first step's stored state.  ``actor_in``: the prepared
+        inputs, or None to encode ``buf.obs`` here."""
         first_h = buf.actor_h[0] if self.cfg.recurrent else None
         if actor_in is None:
             actor_in = self.actor.inputs(buf.obs)
         dist, _ = self.actor.dist(actor_in, buf.action_mask, first_h, buf.resets)
-        new_logp = dist.log_prob(buf.actions)
+        return dist.log_prob(buf.actions)
+
+    @torch.no_grad()
+    def _rollout_kl(self, buf: RolloutBuffer, actor_in: Optional[torch.Tensor]) -> Tuple[float, List[float]]:
+        """KL[pi_old, pi_new] over the whole rollout (and all ranks), after the update (PPO Sec. 4),
+        overall and per actor unit."""
+        new_logp = self.rollout_logp(buf, actor_in)
 
         def kl(mask: torch.Tensor) -> float:
             _, info = L.policy_loss(new_logp, buf.logp, buf.advantages, mask, self.cfg.objective, self.cfg.clip_eps, 0.0)
             return self.sync.weighted_mean(float(info["approx_kl"]), float(mask.sum()), self.device)
 
-        overall = kl(buf.alive)
-        if self.groups.count == 1:
-            return overall, [overall]
-        return overall, [kl(buf.alive & self.group_mask[g]) for g in range(self.groups.count)]
+        return kl(buf.alive), [kl(buf.alive & m) for m in self.unit_mask]
 
     # ------------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
+        """The networks (each layer's weight sets stacked ``[sets, ...]``) and each unit's state:
+        its Adam, its KL beta (actor units) or value normaliser (critic units)."""
         return {"actor": self.actor.state_dict(), "critic": self.critic.state_dict(),
-                "actor_opt": self.actor_opt.state_dict(), "critic_opt": self.critic_opt.state_dict(),
-                # one group: one entry, as checkpoints without groups hold it; several: one entry per group
-                "value_norm": self.value_norm.state_dict() if len(self.value_norms) == 1 else
-                [n.state_dict() for n in self.value_norms],
-                "kl_coef": float(self.kl_coef) if len(self.kl_coefs) == 1 else [float(b) for b in self.kl_coefs]}
+                "units": {"actor": [u.state_dict() for u in self.actor_units],
+                          "critic": [u.state_dict() for u in self.critic_units]}}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """:meth:`state_dict`'s output, or a checkpoint of formats 3 and 4 (one Adam per network over
+        packed weight sets, a value normaliser and a beta per group), whose groups were its units."""
         self.actor.load_state_dict(state["actor"])
         self.critic.load_state_dict(state["critic"])
-        self.actor_opt.load_state_dict(state["actor_opt"])
-        self.critic_opt.load_state_dict(state["critic_opt"])
-        norms, betas = state["value_norm"], state["kl_coef"]
-        norms = norms if isinstance(norms, list) else [norms]
-        betas = betas if isinstance(betas, list) else [betas]
-        if len(norms) != len(self.value_norms) or len(betas) != len(self.kl_coefs):
-            raise ValueError(f"the checkpoint has {len(norms)} agent group(s), this learner {len(self.value_norms)}")
-        for norm, saved in zip(self.value_norms, norms):
-            norm.load_state_dict(saved)
-        self.kl_coefs = [float(b) for b in betas]
+        units = state.get("units") or _units_from_packed(state, self)
+        for kind, mine in (("actor", self.actor_units), ("critic", self.critic_units)):
+            saved = units[kind]
+            if len(saved) != len(mine):
+                raise ValueError(f"the checkpoint has {len(saved)} {kind} update unit(s), this learner {len(mine)} "
+                                 f"({[u.name for u in mine]}): it was trained with other agent groups")
+            for unit, unit_state in zip(mine, saved):
+                unit.load_state_dict(unit_state)
 
 
-# name -> learner class; Config.algorithm picks one
-LEARNERS = {"ppo": PPOLearner}
+def _membership(groups: Groups, device: torch.device) -> torch.Tensor:
+    """``[G, A]`` bool: which agent slots form each group."""
+    return torch.tensor([[h == g for h in groups.of] for g in range(groups.count)], device=device)
+
+
+def _units_from_packed(state: Dict[str, Any], learner: PPOLearner) -> Dict[str, List[Dict[str, Any]]]:
+    """A format-3/4 checkpoint's optimiser states, value normalisers and betas as unit states."""
+    norms, betas = state["value_norm"], state["kl_coef"]
+    norms = norms if isinstance(norms, list) else [norms]
+    betas = betas if isinstance(betas, list) else [betas]
+    if len(norms) != len(learner.critic_units) or len(betas) != len(learner.actor_units):
+        raise ValueError(f"the checkpoint has {len(norms)} agent group(s), this learner {len(learner.critic_units)}")
+    actor = split_packed_optimizer(state["actor_opt"], learner.actor, learner.actor_units)
+    critic = split_packed_optimizer(state["critic_opt"], learner.critic, learner.critic_units)
+    return {"actor": [{"optimizer": o, "kl_coef": b} for o, b in zip(actor, betas)],
+            "critic": [{"optimizer": o, "kl_coef": 0.0, "value_norm": n} for o, n in zip(critic, norms)]}
 
 
 def _detached(terms: LossTerms) -> LossTerms:
-    parts = [_detached(p) for p in terms.per_group] if terms.per_group else None
-    return LossTerms(*(getattr(terms, k).detach() for k in LossTerms._fields[:6]), per_group=parts)
+    return LossTerms(*(getattr(terms, k).detach() for k in LossTerms._fields[:6]),
+                     parts={k: v.detach() for k, v in terms.parts.items()})
 
 
 def _add(a: LossTerms, b: LossTerms) -> LossTerms:
     """Two pieces' (detached) terms summed: each is its share of the minibatch's means."""
-    parts = [_add(x, y) for x, y in zip(a.per_group, b.per_group)] if a.per_group else None
-    return LossTerms(*(getattr(a, k) + getattr(b, k) for k in LossTerms._fields[:6]), per_group=parts)
+    return LossTerms(*(getattr(a, k) + getattr(b, k) for k in LossTerms._fields[:6]),
+                     parts={k: a.parts[k] + b.parts[k] for k in a.parts})

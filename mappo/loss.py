@@ -26,12 +26,18 @@ def policy_loss(
     clip_eps: float,
     kl_coef: float,
     count: Optional[torch.Tensor] = None,
+    factor: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     """The surrogate to minimise.
 
     - "clip": ``-min(r A, clip(r, 1-eps, 1+eps) A)`` (Eq. 7);
     - "kl": ``-(r A) + beta * KL[pi_old, pi]`` (Eq. 8);
     - "clip_kl": the clipped term plus the KL penalty.
+
+    ``factor`` (optional, detached, the shape of the samples) multiplies each sample's surrogate
+    outside the clip, as HAPPO weights an agent's surrogate by the product of the ratios of the
+    agents updated before it (Zhong et al. 2024, Alg. 1; HARL ``happo.py``); the KL penalty is
+    not weighted.
 
     KL[pi_old, pi] is estimated per sample from actions drawn under pi_old with
     ``(r - 1) - log r`` (non-negative and unbiased, its gradient is that of the true KL).
@@ -48,6 +54,8 @@ def policy_loss(
         per_sample = -surrogate
     else:
         raise ValueError(f"objective must be one of ['clip', 'kl', 'clip_kl'], got {objective!r}")
+    if factor is not None:
+        per_sample = factor * per_sample
     if objective in ("kl", "clip_kl"):
         per_sample = per_sample + kl_coef * kl
     loss = masked_mean(per_sample, mask, count)

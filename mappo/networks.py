@@ -16,7 +16,7 @@ observations, a CNN for images.  The critic encodes each agent's observation and
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -73,12 +73,86 @@ class Tanh(nn.Module):
         return sigmoid_tanh_(z)  # the same operations, without autograd (acting, export)
 
 
+class WeightSets(nn.Module):
+    """``G`` tensors of one shape, each a Parameter of its own, used stacked: ``sets() -> [G, ...]``.
+
+    Each set is its own Parameter so that an optimiser can own exactly one agent group's
+    weights (the learner's update units), and so that an optimiser step that gets no gradient for a
+    set leaves that set and its Adam moments untouched (HAPPO updates one agent after another).
+    ``owners [G]`` is each set's agent group.  Checkpoints hold the stacked tensor under the
+    module's own name (``<parent>.weight [G, ...]``): :func:`unpack_weight_sets` splits it when
+    loading.
+    """
+
+    def __init__(self, packed: torch.Tensor, owners: Sequence[int]):
+        super().__init__()
+        if len(owners) != packed.shape[0]:
+            raise ValueError(f"{packed.shape[0]} weight sets but {len(owners)} owners")
+        for j, tensor in enumerate(packed.unbind(0)):
+            self.register_parameter(str(j), nn.Parameter(tensor.clone()))
+        self.owners = list(owners)
+
+    def __len__(self) -> int:
+        return len(self.owners)
+
+    def __getitem__(self, j: int) -> nn.Parameter:
+        return self._parameters[str(j)]
+
+    def forward(self) -> torch.Tensor:
+        """The sets stacked ``[G, ...]`` (a view of the one set when ``G = 1``)."""
+        if len(self) == 1:
+            return self[0].unsqueeze(0)
+        return torch.stack([self[j] for j in range(len(self))])
+
+    def _save_to_state_dict(self, destination: Dict[str, Any], prefix: str, keep_vars: bool) -> None:
+        packed = self()
+        destination[prefix[:-1]] = packed if keep_vars else packed.detach()
+
+
+def unpack_weight_sets(module: nn.Module, state_dict: Dict[str, Any], prefix: str, *args: Any) -> None:
+    """Load-state-dict pre-hook of a module with :class:`WeightSets` children: each child's stacked
+    tensor ``<prefix><name> [G, ...]`` becomes the per-set keys ``<prefix><name>.<j>``."""
+    for name, child in module.named_children():
+        key = prefix + name
+        if isinstance(child, WeightSets) and torch.is_tensor(state_dict.get(key)):
+            packed = state_dict.pop(key)
+            if packed.shape[0] != len(child):
+                raise ValueError(f"{key} holds {packed.shape[0]} weight sets, this network {len(child)}: the "
+                                 f"checkpoint was trained with other agent groups or parameter sharing")
+            for j in range(len(child)):
+                state_dict[f"{key}.{j}"] = packed[j]
+
+
+def parameters_by_unit(net: nn.Module, units: int) -> List[List[nn.Parameter]]:
+    """``net``'s parameters by the agent group (update unit) that owns them: each
+    :class:`WeightSets` names its sets' owners, and a module with an int attribute ``unit`` (an
+    encoder of one group) gives its whole subtree to that group.  A parameter that no group owns is
+    an error: it would never be stepped."""
+    owned: List[List[nn.Parameter]] = [[] for _ in range(units)]
+
+    def walk(module: nn.Module, owner: Optional[int], path: str) -> None:
+        owner = getattr(module, "unit", owner)
+        if isinstance(module, WeightSets):
+            for j, g in enumerate(module.owners):
+                owned[g].append(module[j])
+            return
+        for name, p in module.named_parameters(recurse=False):
+            if owner is None:
+                raise ValueError(f"parameter {path}{name} belongs to no agent group")
+            owned[owner].append(p)
+        for name, child in module.named_children():
+            walk(child, owner, f"{path}{name}.")
+
+    walk(net, None, "")
+    return owned
+
+
 class GroupedLinear(nn.Module):
     """``y[..., a, :] = x[..., a, :] @ W[g(a)] + b[g(a)]``; orthogonal init (MAPPO paper, Sec. 4 / App. A).
 
-    ``groups`` weight sets; ``slots`` ``[A]`` maps each agent slot to its set when that is neither
-    "one set for all" (``groups == 1``) nor "one set per slot" (``slots=None``): agent groups
-    share a set within a group.
+    ``groups`` weight sets (:class:`WeightSets`, ``owners [groups]`` their agent groups); ``slots``
+    ``[A]`` maps each agent slot to its set when that is neither "one set for all"
+    (``groups == 1``) nor "one set per slot" (``slots=None``): agent groups share a set within a group.
 
     ``in_mask`` ``[groups, in_dim]`` (bool, or None: every set reads every input) gives each set
     its own input width when agent groups see inputs of different widths ("across
@@ -88,52 +162,59 @@ class GroupedLinear(nn.Module):
     """
 
     def __init__(self, groups: int, in_dim: int, out_dim: int, gain: float, slots: Optional[List[int]] = None,
-                 in_mask: Optional[torch.Tensor] = None):
+                 in_mask: Optional[torch.Tensor] = None, owners: Optional[Sequence[int]] = None):
         super().__init__()
         self.groups = groups
-        self.weight = nn.Parameter(torch.zeros(groups, in_dim, out_dim))
-        self.bias = nn.Parameter(torch.zeros(groups, out_dim))
+        weight = torch.zeros(groups, in_dim, out_dim)
         for g in range(groups):
             reads = None if in_mask is None else in_mask[g]
             w = torch.empty(out_dim, in_dim if reads is None else int(reads.sum()))
             nn.init.orthogonal_(w, gain=gain)
             if reads is None:
-                self.weight.data[g] = w.t()
+                weight[g] = w.t()
             else:
-                self.weight.data[g, reads] = w.t()
+                weight[g, reads] = w.t()
+        owners = list(owners) if owners is not None else list(range(groups))
+        self.weight = WeightSets(weight, owners)
+        self.bias = WeightSets(torch.zeros(groups, out_dim), owners)
+        self._register_load_state_dict_pre_hook(unpack_weight_sets, with_module=True)
         self.register_buffer("slots", None if slots is None else torch.as_tensor(slots, dtype=torch.long),
                              persistent=False)
         self.register_buffer("in_mask", None if in_mask is None else in_mask.float().unsqueeze(-1),
                              persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = self.weight if self.in_mask is None else self.weight * self.in_mask
         if self.groups == 1:  # shared: one matmul over all rows (matmul folds the leading dims into one mm)
+            weight = self.weight[0] if self.in_mask is None else self.weight[0] * self.in_mask[0]
             # matmul's output is not an autograd view, as addmm(...).view(...) is: the in-place Tanh
             # after it would otherwise make autograd copy every gradient through CopySlices
-            return torch.matmul(x, weight[0]).add_(self.bias[0])
+            return torch.matmul(x, weight).add_(self.bias[0])
+        weight, bias = self.weight(), self.bias()
+        weight = weight if self.in_mask is None else weight * self.in_mask
         if self.slots is not None:  # groups: each slot's set gathered (the gradient flows back to the set)
-            return torch.einsum("...ai,aio->...ao", x, weight[self.slots]) + self.bias[self.slots]
+            return torch.einsum("...ai,aio->...ao", x, weight[self.slots]) + bias[self.slots]
         # x [..., A, in] with one weight set per agent slot
-        return torch.einsum("...ai,aio->...ao", x, weight) + self.bias
+        return torch.einsum("...ai,aio->...ao", x, weight) + bias
 
 
 class GroupedMLP(nn.Module):
     """MLP over ``[..., A, in]``."""
 
     def __init__(self, groups: int, in_dim: int, hidden: List[int], out_dim: int, activation: str, out_gain: float,
-                 slots: Optional[List[int]] = None, in_mask: Optional[torch.Tensor] = None):
-        """``in_mask`` ``[groups, in_dim]``: the inputs each weight set reads (see :class:`GroupedLinear`)."""
+                 slots: Optional[List[int]] = None, in_mask: Optional[torch.Tensor] = None,
+                 owners: Optional[Sequence[int]] = None):
+        """``in_mask`` ``[groups, in_dim]``: the inputs each weight set reads; ``owners [groups]``: each
+        set's agent group (see :class:`GroupedLinear`)."""
         super().__init__()
         act = Tanh if activation == "tanh" else nn.ReLU
         gain = nn.init.calculate_gain(activation)
         layers: List[nn.Module] = []
         prev = in_dim
         for h in hidden:
-            layers += [GroupedLinear(groups, prev, h, gain, slots, None if layers else in_mask), act()]
+            layers += [GroupedLinear(groups, prev, h, gain, slots, None if layers else in_mask, owners), act()]
             prev = h
         self.body = nn.Sequential(*layers)
-        self.head = GroupedLinear(groups, prev, out_dim, out_gain, slots, None if layers else in_mask)
+        self.head = GroupedLinear(groups, prev, out_dim, out_gain, slots, None if layers else in_mask, owners)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(x))
@@ -144,10 +225,11 @@ class GroupedGRUCell(nn.Module):
     r = s(W_ir x + b_ir + W_hr h + b_hr), z = s(W_iz x + b_iz + W_hz h + b_hz),
     n = tanh(W_in x + b_in + r * (W_hn h + b_hn)), h' = (1 - z) * n + z * h."""
 
-    def __init__(self, groups: int, in_dim: int, hidden: int, slots: Optional[List[int]] = None):
+    def __init__(self, groups: int, in_dim: int, hidden: int, slots: Optional[List[int]] = None,
+                 owners: Optional[Sequence[int]] = None):
         super().__init__()
-        self.x2h = GroupedLinear(groups, in_dim, 3 * hidden, gain=1.0, slots=slots)
-        self.h2h = GroupedLinear(groups, hidden, 3 * hidden, gain=1.0, slots=slots)
+        self.x2h = GroupedLinear(groups, in_dim, 3 * hidden, gain=1.0, slots=slots, owners=owners)
+        self.h2h = GroupedLinear(groups, hidden, 3 * hidden, gain=1.0, slots=slots, owners=owners)
 
     def forward(self, x: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         return self.step(self.x2h(x), h)
@@ -247,20 +329,24 @@ def trunk(net: GroupedMLP, gru: Optional[GroupedGRUCell], x: torch.Tensor, hidde
 class Sharing(NamedTuple):
     """How agent slots map onto weight sets: ``sets`` weight sets, ``slots`` (agent -> set, or
     None when there is one set, or one per slot), ``encoder_sets`` (agent -> set, always a list),
-    and the one-hot agent ids ``ids [A, K]`` a shared set needs to tell its agents apart (None when
-    separate)."""
+    the one-hot agent ids ``ids [A, K]`` a shared set needs to tell its agents apart (None when
+    separate), and ``owners [sets]``: each set's agent group (the update unit that steps it)."""
     sets: int
     slots: Optional[List[int]]
     encoder_sets: List[int]
     ids: Optional[torch.Tensor]
+    owners: List[int]
 
 
-def sharing(shared: bool, group_of: List[int]) -> Sharing:
+def sharing(shared: bool, group_of: List[int], unit_of: Optional[List[int]] = None) -> Sharing:
     """``shared``: one set per agent group (``group_of [A]``; one group is the classic
-    parameter sharing), with ids one-hot *within* the group; else one set per agent slot."""
+    parameter sharing), with ids one-hot *within* the group; else one set per agent slot.
+    ``unit_of [A]``: each slot's update unit (default: its group); a shared set belongs to its
+    group's unit, which every member must have."""
     A = len(group_of)
+    unit_of = list(group_of) if unit_of is None else list(unit_of)
     if not shared:
-        return Sharing(A, None, list(range(A)), None)
+        return Sharing(A, None, list(range(A)), None, unit_of)
     G = max(group_of) + 1
     position, counts = [], [0] * G
     for g in group_of:
@@ -268,7 +354,10 @@ def sharing(shared: bool, group_of: List[int]) -> Sharing:
         counts[g] += 1
     ids = torch.zeros(A, max(counts))
     ids[torch.arange(A), torch.tensor(position)] = 1.0
-    return Sharing(G, None if G == 1 else list(group_of), list(group_of), ids)
+    owners = [unit_of[group_of.index(g)] for g in range(G)]
+    if any(unit_of[k] != owners[g] for k, g in enumerate(group_of)):
+        raise ValueError("agents that share a weight set must be in one update unit")
+    return Sharing(G, None if G == 1 else list(group_of), list(group_of), ids, owners)
 
 
 def group_widths(group_of: List[int], widths: List[int], full: int) -> Optional[torch.Tensor]:
@@ -439,25 +528,31 @@ class Actor(nn.Module):
 
     def __init__(self, spec: TeamSpec, shared: bool, hidden: List[int], activation: str, input_norm: bool = False,
                  recurrent: bool = False, log_std_init: float = -0.5, encoding: EncoderSettings = EncoderSettings(),
-                 group_of: Optional[List[int]] = None, group_names: Optional[List[str]] = None):
+                 group_of: Optional[List[int]] = None, group_names: Optional[List[str]] = None,
+                 unit_of: Optional[List[int]] = None):
+        """``group_of [A]``: each agent slot's group; ``unit_of [A]``: its update unit (default: its
+        group), which owns its weight sets (``parameters_by_unit``)."""
         super().__init__()
         self.sizes = list(spec.component_sizes)
         self.num_logits, self.cont_dim = spec.num_logits, spec.cont_dim
         group_of = group_of or [0] * spec.num_agents
-        share = sharing(shared, group_of)
-        self.encoder = TeamEncoder(spec, share.encoder_sets, encoding, "actor", group_names)
+        unit_of = unit_of or list(group_of)
+        share = sharing(shared, group_of, unit_of)
+        self.encoder = TeamEncoder(spec, share.encoder_sets, encoding, "actor", group_names, share.owners)
         in_dim = self.encoder.out_dim + (0 if share.ids is None else share.ids.shape[1])
         # each group reads its own widths; None unless groups see different widths
         reads = group_widths(group_of, self.encoder.widths, self.encoder.out_dim)
         # small output gain: near-uniform initial policy (Andrychowicz et al. 2021, "What matters")
         self.net = GroupedMLP(share.sets, in_dim, hidden, self.num_logits + self.cont_dim, activation, out_gain=0.01,
-                              slots=share.slots, in_mask=input_masks(share, group_of, reads, self.encoder.out_dim))
-        self.gru = GroupedGRUCell(share.sets, hidden[-1], hidden[-1], share.slots) if recurrent else None
+                              slots=share.slots, in_mask=input_masks(share, group_of, reads, self.encoder.out_dim),
+                              owners=share.owners)
+        self.gru = GroupedGRUCell(share.sets, hidden[-1], hidden[-1], share.slots, share.owners) if recurrent else None
         self.hidden_size = hidden[-1]
         self.norm_dim = self.encoder.out_dim if input_norm else 0
         # state-independent log std per agent slot and dim (CleanRL, SB3); actions are in units where
         # the Box spans [-1, 1] (spaces.to_bounds), so one initial std fits every env
-        self.log_std = nn.Parameter(torch.full((spec.num_agents, self.cont_dim), float(log_std_init)))
+        self.log_std = WeightSets(torch.full((spec.num_agents, self.cont_dim), float(log_std_init)), unit_of)
+        self._register_load_state_dict_pre_hook(unpack_weight_sets, with_module=True)
         self.register_buffer("cont_mask", torch.as_tensor(spec.cont_mask))
         self.register_buffer("agent_eye", share.ids, persistent=False)
         self.register_buffer("norm_mask", reads.float() if (reads is not None and input_norm) else None,
@@ -491,7 +586,7 @@ class Actor(nn.Module):
         out = self.net.head(feats)
         logits, mean = out[..., : self.num_logits], out[..., self.num_logits :]
         dist = ActionDist(self.sizes, logits if self.num_logits else None, mask,
-                          mean if self.cont_dim else None, self.log_std, self.cont_mask)
+                          mean if self.cont_dim else None, self.log_std(), self.cont_mask)
         return dist, h_last
 
 
@@ -542,11 +637,17 @@ class Critic(nn.Module):
         def per_group(make: Any) -> Optional[nn.Module]:
             first = make()
             if first is None or first.identity or G == 1 or mode == "local":
+                if first is not None and G == 1:
+                    first.unit = 0  # the one group's update unit steps it
                 return first
             self.encoder_copies = G
-            return nn.ModuleList([first] + [make() for _ in range(G - 1)])
+            copies = nn.ModuleList([first] + [make() for _ in range(G - 1)])
+            for g, copy in enumerate(copies):
+                copy.unit = g  # group g's update unit steps it
+            return copies
 
-        self.obs_encoder = per_group(lambda: TeamEncoder(spec, share.encoder_sets, encoding, "critic", group_names)
+        self.obs_encoder = per_group(lambda: TeamEncoder(spec, share.encoder_sets, encoding, "critic", group_names,
+                                                         share.owners)
                                      if (mode != "state" or not uses_state) else None)
         self.state_encoder = per_group(lambda: StateEncoder(spec, encoding) if uses_state else None)
         self.register_buffer("group_index", torch.tensor(group_of), persistent=False)  # [A]
@@ -561,7 +662,7 @@ class Critic(nn.Module):
             width = max(len(m) for m in members)
             # row j of the trunk uses weight set j; the head's output i of set j is member i's value
             self.net = GroupedMLP(G, feat_dim, hidden, width, activation, out_gain=1.0)
-            self.gru = GroupedGRUCell(G, hidden[-1], hidden[-1]) if recurrent else None
+            self.gru = GroupedGRUCell(G, hidden[-1], hidden[-1]) if recurrent else None  # set j: group j
             position = [members[g].index(k) for k, g in enumerate(group_of)]
             self.register_buffer("value_index", torch.tensor([g * width + i for g, i in zip(group_of, position)]),
                                  persistent=False)  # [A] into the flattened [G * width] head outputs
@@ -585,8 +686,8 @@ class Critic(nn.Module):
                 reads = torch.cat([shared_part, own], dim=-1)
         # one critic per group: its own weight set, as the actor's
         self.net = GroupedMLP(share.sets, in_dim, hidden, 1, activation, out_gain=1.0, slots=share.slots,
-                              in_mask=input_masks(share, group_of, reads, feat_dim))
-        self.gru = GroupedGRUCell(share.sets, hidden[-1], hidden[-1], share.slots) if recurrent else None
+                              in_mask=input_masks(share, group_of, reads, feat_dim), owners=share.owners)
+        self.gru = GroupedGRUCell(share.sets, hidden[-1], hidden[-1], share.slots, share.owners) if recurrent else None
         self.register_buffer("agent_eye", share.ids, persistent=False)
         self.register_buffer("norm_mask", reads.float() if (reads is not None and input_norm) else None,
                              persistent=False)

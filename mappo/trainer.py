@@ -25,7 +25,7 @@ from .buffer import RolloutBuffer
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, auto_minibatches, validate
 from .encoders import resolve_conv_stacks
-from .learner import LEARNERS
+from .algorithm import build_learner, learner_class
 from .logger import RunLogger
 from .policy import Policy
 from .protocol import Batched, EnvError, VectorEnv, make_vector_env, team_spec
@@ -34,12 +34,12 @@ from .wrappers import WrappedEnvFn
 
 # evaluation envs are seeded away from the training envs' seed
 EVAL_SEED_OFFSET = 1_000_003
-# config fields that shape the networks, the optimiser state or the envs' carried state: fixed for a loaded run
-SHAPING_FIELDS = ("algorithm", "wrappers", "num_envs", "parameter_sharing", "groups", "hidden_sizes", "activation", "recurrent",
-                  "critic_input", "critic_pass", "input_norm", "popart", "value_norm", "encoder", "cnn_channels", "cnn_kernels",
-                  "cnn_strides", "cnn_features")
-# checkpoint formats this version reads: 3 (before the learner had its own module, no best_eval) and 4
-CHECKPOINT_FORMAT = 4
+# config fields that shape the envs' carried state, or pick the learner: fixed for a loaded run (the
+# learner's own are its ``shaping_fields``)
+SHAPING_FIELDS = ("algorithm", "wrappers", "num_envs")
+# checkpoint formats this version reads: 3 (before the learner had its own module, no best_eval), 4
+# (one optimiser per network) and 5 (one per update unit)
+CHECKPOINT_FORMAT = 5
 
 
 def same_team(saved: Dict[str, Any], layout: Dict[str, Any], ignore_state: bool = False) -> bool:
@@ -99,7 +99,7 @@ class Trainer:
             self.spec.set_state(None)
         self.spec.set_image_layout(cfg.image_layout)
         cfg = self.cfg = self._resolve_automatic_fields(cfg)
-        self.learner = LEARNERS[cfg.algorithm](self.spec, cfg, self.device, self.sync)
+        self.learner = build_learner(cfg.algorithm, self.spec, cfg, self.device, self.sync)
         self.policy = Policy(self.spec, self.learner.actor, self.device, compile=cfg.compile)
         self.vec: Optional[VectorEnv] = None  # the training envs, built on the first train()
         self.buffer: Optional[RolloutBuffer] = None
@@ -261,7 +261,7 @@ class Trainer:
                     self.iteration += 1
                     row: Dict[str, Any] = {"iteration": self.iteration, "env_steps": self.env_steps,
                                            "sps": steps_per_iter / (time.perf_counter() - start), **stats,
-                                           "lr": self.learner.actor_opt.param_groups[0]["lr"],
+                                           "lr": self.learner.learning_rate,
                                            **self._episode_stats(episodes)}
                     improved = False
                     if cfg.eval_every and self.iteration % cfg.eval_every == 0:
@@ -378,7 +378,7 @@ class Trainer:
         layout = self.spec.layout()
         if not same_team(payload["team"], layout, ignore_state=True):  # only its actor is used
             raise ValueError(f"{path!r} was trained on agents/widths {payload['team']}, not this env's {layout}")
-        learner = LEARNERS[cfg.algorithm](self.spec, cfg, self.device)
+        learner = build_learner(cfg.algorithm, self.spec, cfg, self.device)
         if learner.groups != self.learner.groups:
             raise ValueError(f"{path!r} has agent groups {dict(zip(learner.groups.names, learner.groups.of))}, "
                              f"this run {dict(zip(self.learner.groups.names, self.learner.groups.of))}")
@@ -430,13 +430,14 @@ class Trainer:
                         **overrides: Any) -> "Trainer":
         """:meth:`load` from a checkpoint already read with ``load_checkpoint``; ``path`` names it in errors."""
         fmt = payload.get("format")
-        if fmt not in (3, CHECKPOINT_FORMAT):
-            raise ValueError(f"{path!r} is a format-{fmt} checkpoint; this version of mappo reads formats 3 and "
+        if fmt not in (3, 4, CHECKPOINT_FORMAT):
+            raise ValueError(f"{path!r} is a format-{fmt} checkpoint; this version of mappo reads formats 3 to "
                              f"{CHECKPOINT_FORMAT} (format 2 and older were written before mappo's exact-resume "
                              f"checkpoints; retrain, or load it with the mappo version that wrote it)")
         cfg = Config.from_dict({**payload["config"], **overrides})
         saved = Config.from_dict(payload["config"])
-        changed = [f for f in SHAPING_FIELDS if getattr(cfg, f) != getattr(saved, f)]
+        shaping = SHAPING_FIELDS + learner_class(saved.algorithm).shaping_fields
+        changed = [f for f in shaping if getattr(cfg, f) != getattr(saved, f)]
         if changed:
             raise ValueError(f"{path!r} was trained with " + ", ".join(f"{f}={getattr(saved, f)!r}" for f in changed)
                              + "; these fields shape the networks or the envs, so a loaded run keeps them (got "

@@ -65,7 +65,7 @@ def test_groups_get_one_trunk_row_each_and_their_own_head_outputs():
     cfg = tiny(groups={"red": ["red_*"], "blue": ["blue_0"]}, popart=True, value_norm=False)
     with mappo.Trainer(TwoTeamEnv, cfg) as trainer:
         critic = trainer.critic
-        assert critic.per_step and critic.net.head.weight.shape[0] == 2 and critic.net.head.weight.shape[-1] == 2
+        assert critic.per_step and critic.net.head.weight().shape[0] == 2 and critic.net.head.weight().shape[-1] == 2
         assert critic.head_sets(0) == [0] and critic.head_sets(1) == [1]
         trainer.train()  # PopArt rescales each group's head set with its own statistics
         A = trainer.spec.num_agents
@@ -75,7 +75,7 @@ def test_groups_get_one_trunk_row_each_and_their_own_head_outputs():
         alive = torch.ones(4, A, dtype=torch.bool)
         with torch.no_grad():
             before = critic.values(critic.inputs(obs, state, alive)).values
-            critic.net.head.weight[0] += 1.0
+            critic.net.head.weight[0].add_(1.0)
             after = critic.values(critic.inputs(obs, state, alive)).values
         red = [k for k in range(A) if k != blue]
         assert torch.equal(before[:, blue], after[:, blue]) and not torch.equal(before[:, red], after[:, red])

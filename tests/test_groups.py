@@ -42,7 +42,7 @@ def test_group_resolution_and_its_errors():
 def test_agent_ids_are_one_hot_within_a_group():
     with mappo.Trainer(TwoKindsEnv, tiny(groups={"scouts": ["scout_*"], "pilots": ["pilot_*"]})) as trainer:
         assert trainer.actor.agent_eye.tolist() == [[1, 0], [0, 1], [1, 0], [0, 1]]
-        assert trainer.actor.net.head.weight.shape[0] == 2  # one weight set per group
+        assert len(trainer.actor.net.head.weight) == 2  # one weight set per group
     with mappo.Trainer(TwoKindsEnv, tiny()) as trainer:  # one group: ids over all agents
         assert trainer.actor.agent_eye.tolist() == torch.eye(4).tolist()
 
@@ -85,18 +85,18 @@ def test_each_group_reads_only_its_own_widths(sharing):
         state_w = critic.norm_dim - 5
         assert critic.net.body[0].in_mask[:, :, 0].sum(-1)[[scout_set, pilot_set]].tolist() == \
             [state_w + 3 + ids, state_w + 5 + ids]
-        for p, extra in ((first.weight, slice(3, 5)), (critic.net.body[0].weight, slice(state_w + 3, state_w + 5))):
+        for p, extra in ((first.weight(), slice(3, 5)), (critic.net.body[0].weight(), slice(state_w + 3, state_w + 5))):
             assert p.detach()[scout_set, extra].abs().sum() == 0
             assert p.detach()[pilot_set, extra].abs().sum() > 0
         trainer.train()
-        assert first.weight.detach()[scout_set, 3:5].abs().sum() == 0  # learnt nothing there
+        assert first.weight[scout_set].detach()[3:5].abs().sum() == 0  # learnt nothing there
         # the scout's logits are exactly a network of its own width: its 3 columns, its 2 ids
-        w, b = first.weight.detach()[scout_set], first.bias.detach()[scout_set]
+        w, b = first.weight[scout_set].detach(), first.bias[scout_set].detach()
         own = torch.cat([torch.nn.functional.layer_norm(obs[0, :3], (3,)), torch.tensor([1.0, 0.0])[:ids]])
         rows = torch.cat([torch.arange(3), torch.arange(5, 5 + ids)])
         hidden = torch.tanh(own @ w[rows] + b) if cfg.activation == "tanh" else torch.relu(own @ w[rows] + b)
         head = actor.net.head
-        expected = hidden @ head.weight.detach()[scout_set] + head.bias.detach()[scout_set]
+        expected = hidden @ head.weight[scout_set].detach() + head.bias[scout_set].detach()
         mask = torch.ones(4, actor.num_logits, dtype=torch.bool)
         dist, _ = actor(obs, mask)
         torch.testing.assert_close(dist.log_probs[0][0], expected.log_softmax(-1))
@@ -106,7 +106,7 @@ def test_a_group_of_one_reads_one_id_column():
     """TwoTeamEnv: red has two agents, blue one; blue's set reads one id column, not red's two."""
     with mappo.Trainer(TwoTeamEnv, tiny(groups=TEAMS)) as trainer:
         reads = trainer.actor.net.body[0].in_mask[:, :, 0]
-        width = trainer.actor.net.body[0].weight.shape[1]
+        width = trainer.actor.net.body[0].weight().shape[1]
         assert reads[0].sum() == width and reads[1].sum() == width - 1 and reads[1, -1] == 0
     with mappo.Trainer(TwoKindsEnv, tiny()) as trainer:  # one group: one set, which reads everything
         assert trainer.actor.net.body[0].in_mask is None and trainer.critic.net.body[0].in_mask is None
@@ -124,20 +124,17 @@ def test_a_step_on_one_groups_loss_leaves_the_other_groups_weights_unchanged(sha
         keys = ("alive", "action_mask", "actions", "logp", "advantages", "returns", "old_values", "resets", "obs",
                 "state")
         mb = next(buf.minibatches(1, keys))
-        terms = learner.loss(mb)
-        assert len(terms.per_group) == 2
-        # blue's weight sets: its group's set (shared) or its agent's (separate)
-        blue = [1] if sharing == "shared" else [2]
-        red = [0] if sharing == "shared" else [0, 1]
-        before = {n: p.detach().clone() for n, p in trainer.actor.named_parameters()}
-        before.update({"critic." + n: p.detach().clone() for n, p in trainer.critic.named_parameters()})
-        learner.step(terms.per_group[0].total)  # red's loss only
-        for prefix, net in (("", trainer.actor), ("critic.", trainer.critic)):
-            for n, p in net.named_parameters():
-                old = before[prefix + n]
-                if n.endswith("weight") or n.endswith("bias"):
-                    assert torch.equal(p[blue], old[blue]), prefix + n
-                    assert not torch.equal(p[red], old[red]), prefix + n
+        parts = learner.loss(mb).parts
+        assert {"red/policy_loss", "blue/policy_loss", "red/value_loss", "blue/value_loss"} <= set(parts)
+        red_loss = parts["red/policy_loss"] - 0.01 * parts["red/entropy"] + parts["red/value_loss"]
+        # each unit's parameters: its group's weight sets (shared) or its agents' (separate)
+        red = learner.actor_units[0].params + learner.critic_units[0].params
+        blue = learner.actor_units[1].params + learner.critic_units[1].params
+        assert not {id(p) for p in red} & {id(p) for p in blue}
+        before = {id(p): p.detach().clone() for p in red + blue}
+        learner.step(red_loss)  # red's loss only, every unit stepped
+        assert all(torch.equal(p, before[id(p)]) for p in blue)
+        assert sum(not torch.equal(p, before[id(p)]) for p in red) >= len(red) - 2  # (zero-width log_std sets)
 
 
 def test_each_group_keeps_its_own_value_normaliser_and_kl_beta():
@@ -176,13 +173,14 @@ def test_each_group_keeps_its_own_value_normaliser_and_kl_beta():
         mb = next(buf.minibatches(1, ("alive", "action_mask", "actions", "logp", "advantages", "returns",
                                       "old_values", "resets", "obs", "state")))
         learner.kl_coefs = [0.0, 0.0]
-        plain = learner.loss(mb).per_group
+        plain = learner.loss(mb).parts
         learner.kl_coefs = [0.0, 100.0]
-        blue_penalised = learner.loss(mb).per_group
-        assert blue_penalised[0].policy_loss == plain[0].policy_loss
-        assert blue_penalised[1].policy_loss > plain[1].policy_loss
-        state = learner.state_dict()
-        assert len(state["value_norm"]) == 2 and len(state["kl_coef"]) == 2
+        blue_penalised = learner.loss(mb).parts
+        assert blue_penalised["red/policy_loss"] == plain["red/policy_loss"]
+        assert blue_penalised["blue/policy_loss"] > plain["blue/policy_loss"]
+        state = learner.state_dict()["units"]
+        assert len(state["critic"]) == 2 and len(state["actor"]) == 2
+        assert [u["kl_coef"] for u in state["actor"]] == [0.0, 100.0]
 
 
 def test_resume_with_groups_is_exact(tmp_path):
@@ -286,8 +284,8 @@ def test_scaling_one_groups_rewards_leaves_the_other_group_untouched(critic_inpu
             for name, p in net.named_parameters():
                 if name.startswith(("encoder.per_set.0.", "state_encoder.0.", "obs_encoder.0.")):
                     mine[prefix + name] = p.detach().clone()
-                elif name.startswith("net."):
-                    mine[prefix + name] = p.detach()[0].clone()
+                elif name.startswith("net.") and name.endswith(".0"):  # weight set 0 of a layer
+                    mine[prefix + name] = p.detach().clone()
         trainer.close()
         return mine, values[..., 0], logits[..., 0, :], values[..., 1]
 

@@ -178,9 +178,9 @@ def test_cnn_log_probs_and_values_match_between_rollout_and_update(recurrent, sh
         seen = []
         loss = learner._loss  # what update() calls (the loss, or its compiled form)
 
-        def recording(mb, counts=None):  # what the learner's loss sees: frames still uint8
+        def recording(mb, *args):  # what the learner's loss sees: frames still uint8
             seen.append(mb["obs"].dtype)
-            return loss(mb, counts)
+            return loss(mb, *args)
 
         with torch.no_grad():
             for mb in buf.minibatches(2, keys, chunk_length=5 if recurrent else 1):

@@ -38,10 +38,10 @@ def hand_built_minibatch(learner, spec):
 def test_loss_of_a_hand_built_minibatch():
     spec, learner = make_learner()
     with torch.no_grad():  # uniform policy (p = 1/3 for each action) and a critic that says 0.5 everywhere
-        learner.actor.net.head.weight.zero_()
-        learner.actor.net.head.bias.zero_()
-        learner.critic.net.head.weight.zero_()
-        learner.critic.net.head.bias.fill_(0.5)
+        for p in learner.actor.net.head.parameters():
+            p.zero_()
+        learner.critic.net.head.weight[0].zero_()
+        learner.critic.net.head.bias[0].fill_(0.5)
     terms = learner.loss(hand_built_minibatch(learner, spec))
     # policy: -min(r A, clip(r, 0.8, 1.2) A) per sample
     # (1.5, 1): -min(1.5, 1.2) = -1.2; (1, -1): 1; (0.5, 2): -min(1, 1.6) = -1; (1.1, 0.5): -0.55

@@ -60,8 +60,8 @@ def test_checkpoint_every_and_contents(tmp_path):
         mappo.Trainer.save = real_save
     assert saves == [2, 4, 5]  # every 2 iterations, and at the end
     payload = torch.load(run_dir / "ckpt.pt", weights_only=True)
-    assert {"actor", "critic", "actor_opt", "critic_opt", "value_norm", "config", "env_steps", "kl_coef",
-            "history"} <= set(payload)
+    assert {"actor", "critic", "units", "config", "env_steps", "history"} <= set(payload)
+    assert {"optimizer", "kl_coef", "value_norm"} == set(payload["units"]["critic"][0])
     assert {"python", "numpy", "torch", "cuda"} == set(payload["resume"][0]["rng"])
     assert payload["resume"][0]["episode"].tolist() == [10, 10]  # 10-step episodes, 100 steps per env
     assert {"config.yaml", "metrics.jsonl", "curves.png", "ckpt.pt"} <= set(os.listdir(run_dir))

@@ -61,9 +61,9 @@ def test_critic_input_widths():
 
 def test_shared_networks_get_agent_id_and_separate_networks_do_not():
     with mappo.Trainer(CoordinationEnv, tiny(parameter_sharing="shared")) as t:
-        assert t.actor.net.body[0].weight.shape == (1, 3 + 2, 16)
+        assert t.actor.net.body[0].weight().shape == (1, 3 + 2, 16)
     with mappo.Trainer(CoordinationEnv, tiny(parameter_sharing="separate")) as t:
-        assert t.actor.net.body[0].weight.shape == (2, 3, 16)
+        assert t.actor.net.body[0].weight().shape == (2, 3, 16)
 
 
 @pytest.mark.parametrize("objective", ["kl", "clip_kl"])
@@ -122,7 +122,7 @@ def test_save_and_load_round_trip(tmp_path):
     assert {k: np.asarray(v).tolist() for k, v in before.items()} == {k: np.asarray(v).tolist() for k, v in after.items()}
     assert loaded.env_steps == env_steps and loaded.cfg == trainer.cfg
     payload = torch.load(path, weights_only=True)  # plain tensors and containers only
-    assert {"actor", "critic", "actor_opt", "critic_opt", "value_norm", "config", "env_steps"} <= set(payload)
+    assert {"actor", "critic", "units", "config", "env_steps"} <= set(payload)
     assert not any(name.startswith(".ckpt-") for name in os.listdir(tmp_path / "x"))  # temp file renamed away
 
 
@@ -277,6 +277,27 @@ def test_batched_evaluation_counts_the_first_episode_of_each_env():
     assert stats["episode_length_mean"] == pytest.approx((2 + 7 * 50) / 8)
 
 
+@pytest.mark.parametrize("name", ["groups_recurrent", "separate_gaussian"])
+def test_a_format_4_checkpoint_resumes_as_the_version_that_wrote_it_did(name):
+    """tests/data/format4_*.pt were written by the mappo version whose weight sets were one packed
+    parameter per layer under one Adam per network (format 4), after one iteration of
+    ``tiny(total_steps=80, ...)``; format4_expected.json holds the iteration that version trained
+    next from them.  Loaded now, each weight set gets its own parameter and its unit's Adam its
+    slice of the packed moments, and the next iteration's numbers are the same."""
+    from tests.toy_envs import ContinuousEnv, TwoKindsEnv
+
+    data = os.path.join(os.path.dirname(__file__), "data")
+    with open(os.path.join(data, "format4_expected.json")) as f:
+        expected = json.load(f)[name]
+    env = {"groups_recurrent": TwoKindsEnv, "separate_gaussian": ContinuousEnv}[name]
+    with mappo.Trainer.load(os.path.join(data, f"format4_{name}.pt"), env) as trainer:
+        assert trainer.env_steps == 40
+        got = strip_timing(trainer.train())
+    assert len(got) == len(expected) == 1 and set(got[0]) == set(expected[0])
+    for key, value in expected[0].items():
+        assert got[0][key] == pytest.approx(value, rel=1e-5, abs=1e-7), key
+
+
 def test_checkpoints_of_the_previous_format_load_and_older_ones_say_what_they_are(tmp_path):
     with mappo.Trainer(EarlyExitEnv, tiny(total_steps=40)) as trainer:
         trainer.train()
@@ -289,5 +310,5 @@ def test_checkpoints_of_the_previous_format_load_and_older_ones_say_what_they_ar
     with mappo.Trainer.load(str(tmp_path / "v3.pt"), EarlyExitEnv) as trainer:
         assert trainer.env_steps == 40 and trainer.best_eval is None
     torch.save({**payload, "format": 2}, tmp_path / "v2.pt")
-    with pytest.raises(ValueError, match="format-2 checkpoint; this version of mappo reads formats 3 and 4"):
+    with pytest.raises(ValueError, match="format-2 checkpoint; this version of mappo reads formats 3 to 5"):
         mappo.Trainer.load(str(tmp_path / "v2.pt"), EarlyExitEnv)

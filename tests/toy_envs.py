@@ -726,3 +726,21 @@ class SacrificeEnv(_Toy):
         reward = 0.2 if "hero" in self.agents else 1.0
         leaving = ("hero",) if "hero" in self.agents and int(actions["hero"]) == 0 else ()
         return self._finish({a: reward for a in self.agents}, leaving)
+
+
+class SoloEnv(_Toy):
+    """One agent sees a cue c in {0, 1, 2} and is paid 1 for naming it.  Random: 1/3 per step."""
+
+    possible_agents = ["agent_0"]
+    obs_spaces = {"agent_0": spaces.Box(0.0, 1.0, (3,), np.float32)}
+    act_spaces = {"agent_0": spaces.Discrete(3)}
+
+    def _new_round(self):
+        self.cue = int(self.rng.integers(3))
+
+    def _obs(self):
+        return {a: np.eye(3, dtype=np.float32)[self.cue] for a in self.agents}
+
+    def step(self, actions):
+        self._check(actions)
+        return self._finish({"agent_0": float(actions["agent_0"] == self.cue)})
