@@ -21,7 +21,7 @@ units one after another (mappo/happo.py).
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
 import torch
 
@@ -36,6 +36,7 @@ ALGORITHMS: Dict[str, str] = {
 }
 
 
+@runtime_checkable
 class Learner(Protocol):
     """The surface the trainer uses (see the module docstring)."""
 

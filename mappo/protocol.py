@@ -25,7 +25,7 @@ None when the env cannot; ``close()``.
 Two kinds of env factory reach the trainer: a zero-argument callable returning a PettingZoo
 env (wrapped here into the in-process or subprocess back end of ``mappo.vector``), or a
 :class:`Batched` builder, whose simulator steps all envs at once on the training device (VMAS).
-:func:`make_vector_env` is the one place that tells them apart.
+:func:`mappo.vector.make_vector_env` is the one place that tells them apart.
 """
 from __future__ import annotations
 
@@ -136,53 +136,3 @@ class Batched:
 
     def __repr__(self) -> str:
         return f"Batched({self.builder!r})"
-
-
-def make_vector_env(env_fn: Any, num_envs: int, seed: int, device: torch.device, mode: str = "subprocess",
-                    num_workers: int = 0, first_index: int = 0, spec: Optional[TeamSpec] = None,
-                    timeout: float = 0.0) -> VectorEnv:
-    """``num_envs`` envs from ``env_fn``, reset.  A PettingZoo factory's env ``i`` starts from
-    ``episode_seed(seed, first_index + i, 0)``; ``mode`` picks its back end ("subprocess" or
-    "inprocess"); ``spec`` (from :func:`team_spec`) saves building an env to read the layout;
-    ``timeout`` (seconds, 0 = none) bounds a subprocess step or reset (a hung env is an error).
-    A :class:`Batched` builder gets ``seed + first_index``."""
-    if isinstance(env_fn, Batched):
-        vec = env_fn(num_envs=num_envs, device=device, seed=seed + first_index)
-    else:
-        from .vector import ArrayVectorEnv, InProcessVectorEnv, SubprocVectorEnv, probe
-
-        name = describe_env(env_fn)
-        first = None
-        if spec is None:
-            spec, first = probe(env_fn, seed)
-        if mode == "inprocess":
-            backend = InProcessVectorEnv([env_fn] * num_envs, spec, seed, first_env=first, first_index=first_index,
-                                         name=name)
-        else:
-            if first is not None:
-                first.close()
-            backend = SubprocVectorEnv([env_fn] * num_envs, spec, seed, num_workers, first_index, timeout, name)
-        vec = ArrayVectorEnv(backend, device)
-    vec.reset()
-    return vec
-
-
-def team_spec(env_fn: Any, seed: int, device: torch.device) -> TeamSpec:
-    """The team layout of ``env_fn``'s envs, read from one env built for the purpose and closed."""
-    if isinstance(env_fn, Batched):
-        vec = env_fn(num_envs=1, device=device, seed=seed)
-        spec = vec.spec
-    else:
-        from .vector import probe
-
-        spec, vec = probe(env_fn, seed)
-    vec.close()
-    return spec
-
-
-def eval_vector_env(env_fn: Any, episodes: int, seed: int, device: torch.device,
-                    spec: Optional[TeamSpec] = None) -> VectorEnv:
-    """The envs an evaluation of ``episodes`` episodes runs on: one in-process PettingZoo env
-    (episodes one after another), or ``episodes`` batched envs side by side."""
-    return make_vector_env(env_fn, episodes if isinstance(env_fn, Batched) else 1, seed, device, "inprocess",
-                           spec=spec)

@@ -15,7 +15,8 @@ import torch
 
 from .buffer import RolloutBuffer
 from .policy import Policy
-from .protocol import VectorEnv, eval_vector_env
+from .protocol import VectorEnv
+from .vector import eval_vector_env
 from .spaces import TeamSpec
 
 

@@ -28,7 +28,8 @@ from .encoders import resolve_conv_stacks
 from .algorithm import build_learner, learner_class
 from .logger import RunLogger
 from .policy import Policy
-from .protocol import Batched, EnvError, VectorEnv, make_vector_env, team_spec
+from .protocol import Batched, EnvError, VectorEnv
+from .vector import make_vector_env, team_spec
 from .stop import StopOnSignal
 from .wrappers import WrappedEnvFn
 

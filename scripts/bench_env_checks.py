@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from envs import make_env_fn  # noqa: E402
 from mappo import vector  # noqa: E402
-from mappo.protocol import make_vector_env  # noqa: E402
+from mappo.vector import make_vector_env  # noqa: E402
 from mappo.spaces import random_actions  # noqa: E402
 
 torch.set_num_threads(1)

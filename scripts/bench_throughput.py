@@ -24,7 +24,7 @@ import mappo  # noqa: E402
 import mappo.trainer  # noqa: E402
 from envs import make_env_fn  # noqa: E402
 from mappo.spaces import random_actions  # noqa: E402
-from mappo.protocol import make_vector_env, team_spec  # noqa: E402
+from mappo.vector import make_vector_env, team_spec  # noqa: E402
 from mappo.wrappers import WrappedEnvFn  # noqa: E402
 
 

@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import mappo  # noqa: E402
 from envs import make_env_fn  # noqa: E402
 from mappo.spaces import random_actions  # noqa: E402
-from mappo.protocol import make_vector_env  # noqa: E402
+from mappo.vector import make_vector_env  # noqa: E402
 from mappo.wrappers import WrappedEnvFn  # noqa: E402
 
 

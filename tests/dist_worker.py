@@ -118,6 +118,7 @@ if __name__ == "__main__":
     mode, out = sys.argv[1], sys.argv[2]
     rank = int(os.environ["RANK"])
     groups_mode = lambda out, rank: params_mode(out, rank, groups={"scout": ["scout"], "agents": ["agent_*"]})  # noqa: E731
-    {"params": params_mode, "groups": groups_mode, "learn": learn_mode, "grad": grad_mode, "resume": resume_mode, "exit": exit_mode}[mode](out, rank)
+    happo_mode = lambda out, rank: params_mode(out, rank, algorithm="happo", parameter_sharing="separate")  # noqa: E731
+    {"params": params_mode, "groups": groups_mode, "happo": happo_mode, "learn": learn_mode, "grad": grad_mode, "resume": resume_mode, "exit": exit_mode}[mode](out, rank)
     # no explicit teardown: mappo.distributed leaves the group at exit, after a barrier, so rank 1
     # does not go while rank 0 is still evaluating (learn mode); that order is what is under test

@@ -9,7 +9,7 @@ import torch
 from pettingzoo.test import parallel_api_test
 
 from envs import make_env_fn
-from mappo.protocol import make_vector_env
+from mappo.vector import make_vector_env
 from tests.test_conformance import check_conformance
 
 lbforaging = pytest.importorskip("lbforaging")

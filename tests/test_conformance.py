@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from envs import make_env_fn
-from mappo.protocol import field_shapes, make_vector_env, torch_dtype
+from mappo.protocol import field_shapes, torch_dtype
+from mappo.vector import make_vector_env
 from mappo.spaces import random_actions
 
 E = 3

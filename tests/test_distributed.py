@@ -21,15 +21,18 @@ def torchrun(mode, out, timeout=600):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
-@pytest.mark.parametrize("mode", ["params", "groups"])
+@pytest.mark.parametrize("mode", ["params", "groups", "happo"])
 def test_two_ranks_keep_identical_parameters_and_normalisers(tmp_path, mode):
-    torchrun(mode, tmp_path)  # "groups": two agent groups, each with its own normaliser and beta
+    # "groups": two agent groups, each with its own normaliser and beta; "happo": the agents'
+    # actors updated one after another, in an order both ranks draw alike
+    torchrun(mode, tmp_path)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     assert len(r0["records"]) == len(r1["records"]) == 3  # 240 steps / (2 ranks x 2 envs x 20 steps)
     for a, b in zip(r0["records"], r1["records"]):
         assert torch.equal(a["params"], b["params"])  # bit-identical after every update
         assert a["kl_coef"] == b["kl_coef"] and a["value_norm"] == b["value_norm"]
         assert len(a["value_norm"]) == (2 if mode == "groups" else 1)
+        assert len(a["kl_coef"]) == {"params": 1, "groups": 2, "happo": 3}[mode]  # one beta per actor unit
     assert not torch.equal(r0["records"][0]["params"], r0["records"][-1]["params"])  # and they did train
     assert [row["env_steps"] for row in r0["history"]] == [80, 160, 240]  # steps of both ranks
     assert (r0["env_index_offset"], r1["env_index_offset"]) == (0, 2)  # rank 1's envs follow rank 0's

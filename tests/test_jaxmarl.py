@@ -9,7 +9,8 @@ import torch
 
 import mappo
 from envs import make_env_fn
-from mappo.protocol import field_shapes, make_vector_env, torch_dtype
+from mappo.protocol import field_shapes, torch_dtype
+from mappo.vector import make_vector_env
 from mappo.spaces import random_actions
 from tests.helpers import straight_and_resumed
 from tests.test_conformance import E, check_conformance

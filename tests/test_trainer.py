@@ -140,7 +140,7 @@ def test_unsupported_space_names_agent_and_space():
 
 
 def test_dead_agents_get_no_action_and_zero_input():
-    from mappo.protocol import make_vector_env
+    from mappo.vector import make_vector_env
 
     vec = make_vector_env(EarlyExitEnv, 2, 0, torch.device("cpu"), "inprocess")
     try:
@@ -161,7 +161,7 @@ def test_dead_agents_get_no_action_and_zero_input():
 
 
 def test_env_seeds_are_independent_across_run_seeds_and_continue_across_ranks():
-    from mappo.protocol import make_vector_env
+    from mappo.vector import make_vector_env
 
     def first_obs(seed, n, first_index=0):
         vec = make_vector_env(HeterogeneousEnv, n, seed, torch.device("cpu"), "inprocess", first_index=first_index)
@@ -178,7 +178,7 @@ def test_env_seeds_are_independent_across_run_seeds_and_continue_across_ranks():
 
 
 def test_subprocess_matches_inprocess_and_errors_surface():
-    from mappo.protocol import make_vector_env
+    from mappo.vector import make_vector_env
 
     trajectories = []
     for mode in ("inprocess", "subprocess"):

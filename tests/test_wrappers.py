@@ -7,7 +7,7 @@ import torch
 
 import mappo
 from envs import make_env_fn
-from mappo.protocol import make_vector_env
+from mappo.vector import make_vector_env
 from mappo.spaces import random_actions
 from mappo.wrappers import WrappedEnvFn, check_wrappers
 
