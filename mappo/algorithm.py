@@ -20,6 +20,7 @@ units one after another (mappo/happo.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from typing import Any, Dict, List, Optional, Protocol, Sequence, Tuple, runtime_checkable
 
@@ -46,6 +47,11 @@ class Learner(Protocol):
     # config fields that shape the networks or the optimiser state: a loaded run keeps them
     shaping_fields: Tuple[str, ...]
 
+    @classmethod
+    def options(cls, cfg: Any) -> Any:
+        """The config field ``algorithm_options`` checked and read (:func:`check_options`)."""
+        ...
+
     def set_lr_fraction(self, frac: float) -> None: ...
 
     @property
@@ -59,6 +65,22 @@ class Learner(Protocol):
     def state_dict(self) -> Dict[str, Any]: ...
 
     def load_state_dict(self, state: Dict[str, Any]) -> None: ...
+
+
+def check_options(algorithm: str, options_type: type, given: Dict[str, Any]) -> Any:
+    """The config field ``algorithm_options`` as the algorithm's own options dataclass: a key it
+    does not take, or a value of the wrong type, is an error naming the key and the algorithm."""
+    fields = {f.name: f for f in dataclasses.fields(options_type)}
+    for key, value in given.items():
+        if key not in fields:
+            takes = ", ".join(sorted(fields)) or "no options"
+            raise ValueError(f"config field 'algorithm_options': algorithm {algorithm!r} takes {takes}; got {key!r}")
+        kind = type(fields[key].default)
+        if kind in (bool, int, float, str) and not (isinstance(value, kind) or (kind is float and type(value) is int)) \
+                or (kind is not bool and isinstance(value, bool)):
+            raise TypeError(f"config field 'algorithm_options': {key!r} of algorithm {algorithm!r} must be "
+                            f"{kind.__name__}, got {value!r}")
+    return options_type(**given)
 
 
 def learner_class(name: str) -> type:

@@ -46,6 +46,7 @@ class Config:
     env_timeout_s: float = 60.0  # a subprocess env step or reset slower than this is an error naming the env (0: wait forever)
     # --- optimisation ------------------------------------------------------------------
     algorithm: str = "ppo"  # the learner (mappo/algorithm.py ALGORITHMS): "ppo" (MAPPO, or IPPO with critic_input=local) | "happo" (HAPPO: each agent's or group's actor updated in turn, mappo/happo.py)
+    algorithm_options: Dict[str, Any] = field(default_factory=dict)  # the algorithm's own section, checked by it: "ppo" takes none; "happo": {fixed_order: false} (true: the agents in index order every iteration, not a fresh random order)
     lr: float = 5e-4  # actor learning rate
     critic_lr: Optional[float] = None  # critic learning rate; None means the same as lr
     gamma: float = 0.99  # discount
@@ -164,7 +165,7 @@ class Config:
 # an example value of each list or mapping field, for error messages
 _EXAMPLES = {"env_kwargs": "{N: 3}", "wrappers": "[{frame_stack_v2: {stack_size: 4}}]", "hidden_sizes": "[64,64]",
              "groups": "{red: [red_*], blue: [blue_0]}", "cnn_channels": "[32,64,64]", "cnn_kernels": "[8,4,3]",
-             "cnn_strides": "[4,2,1]", "loggers": "[csv,tensorboard]"}
+             "cnn_strides": "[4,2,1]", "loggers": "[csv,tensorboard]", "algorithm_options": "{fixed_order: true}"}
 _WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
 
 
@@ -365,6 +366,9 @@ def validate(cfg: Config) -> None:
     if not isinstance(cfg.env_kwargs, dict):
         raise TypeError(f"config field 'env_kwargs' must be a mapping, got {cfg.env_kwargs!r}")
     cfg.env_kwargs = dict(cfg.env_kwargs)
+    if not isinstance(cfg.algorithm_options, dict):
+        raise TypeError(f"config field 'algorithm_options' must be a mapping, got {cfg.algorithm_options!r}")
+    cfg.algorithm_options = dict(cfg.algorithm_options)
     from .wrappers import check_wrappers  # imports SuperSuit only when there are wrappers to check
 
     cfg.wrappers = check_wrappers(cfg.wrappers)

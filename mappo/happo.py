@@ -21,6 +21,7 @@ draws the orders a straight one would.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 import torch
@@ -35,6 +36,11 @@ from .spaces import TeamSpec
 
 class HAPPOLearner(PPOLearner):
     """:class:`PPOLearner` whose actor units step one after another (see the module docstring)."""
+
+    @dataclass(frozen=True)
+    class Options:
+        """The config field ``algorithm_options`` of ``algorithm=happo``."""
+        fixed_order: bool = False  # the units in index order every iteration (HARL's fixed_order), not a fresh random order
 
     def __init__(self, spec: TeamSpec, cfg: Config, device: torch.device, sync: Optional[Sync] = None):
         super().__init__(spec, cfg, device, sync)
@@ -58,6 +64,8 @@ class HAPPOLearner(PPOLearner):
         explained_var = self.targets(buf)
         inputs = self.network_inputs(buf)
         order = torch.randperm(len(self.actor_units), generator=self.order_rng).tolist()
+        if self.opts.fixed_order:
+            order = sorted(order)
         factor = torch.ones_like(buf.logp)  # [T, E, A]: the same number for every agent of an env step
         parts: Dict[str, float] = {}
         last_kl: Dict[str, float] = {}

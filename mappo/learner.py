@@ -12,12 +12,13 @@ mappo/happo.py) reuses its parts: :meth:`targets`, :meth:`loss` (of chosen units
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
 from . import loss as L
-from .algorithm import UpdateUnit, split_packed_optimizer
+from .algorithm import UpdateUnit, check_options, split_packed_optimizer
 from .buffer import HIDDEN_KEYS, RolloutBuffer
 from .config import Config, auto_minibatches
 from .distributed import Sync
@@ -69,8 +70,18 @@ class PPOLearner:
         "parameter_sharing", "groups", "hidden_sizes", "activation", "recurrent", "critic_input", "critic_pass",
         "input_norm", "popart", "value_norm", "encoder", "cnn_channels", "cnn_kernels", "cnn_strides", "cnn_features")
 
+    @dataclass(frozen=True)
+    class Options:
+        """The config field ``algorithm_options`` of ``algorithm=ppo``: none."""
+
+    @classmethod
+    def options(cls, cfg: Config) -> Any:
+        """``cfg.algorithm_options`` as :attr:`Options`; a key it does not take is an error naming it."""
+        return check_options(cfg.algorithm, cls.Options, cfg.algorithm_options)
+
     def __init__(self, spec: TeamSpec, cfg: Config, device: torch.device, sync: Optional[Sync] = None):
         self.cfg, self.spec, self.device = cfg, spec, device
+        self.opts = self.options(cfg)
         self.sync = sync if sync is not None else Sync()
         shared = cfg.parameter_sharing == "shared"
         self.groups = resolve_groups(spec.names, cfg.groups)

@@ -75,6 +75,7 @@ class Trainer:
         if not isinstance(cfg, Config):
             raise TypeError(f"cfg must be a mappo.Config, got {type(cfg).__name__}")
         validate(cfg)  # before any env is built
+        learner_class(cfg.algorithm).options(cfg)  # the algorithm's own section, checked by it
         if not callable(env_fn):
             raise TypeError(f"env_fn must be a zero-argument callable returning a ParallelEnv, got {env_fn!r}")
         if cfg.wrappers:  # SuperSuit wrappers, applied where each env is built (inside workers too)

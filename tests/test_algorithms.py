@@ -79,3 +79,5 @@ def test_groups_keep_their_own_units_and_metrics(algorithm):
     assert set(evaluation["group_return_mean"]) == {"red", "blue"}
     with pytest.raises(ValueError, match="config field 'algorithm' must be one of"):
         tiny(algorithm="nope")
+    with pytest.raises(ValueError, match=f"'algorithm_options': algorithm '{algorithm}' takes"):
+        mappo.Trainer(TwoTeamEnv, tiny(algorithm=algorithm, groups=groups, algorithm_options={"no_such_option": 1}))

@@ -144,3 +144,23 @@ def test_happo_learns_above_random(env, steps, optimum):
     torch.set_num_threads(threads)
     random_return = random_team_return(env)
     assert result >= random_return + 0.7 * (optimum - random_return)
+
+
+def test_its_options_section_is_checked_and_fixed_order_keeps_the_index_order(monkeypatch):
+    with pytest.raises(ValueError, match="'algorithm_options': algorithm 'happo' takes fixed_order; got 'fixd_order'"):
+        mappo.Trainer(TwoKindsEnv, tiny(algorithm_options={"fixd_order": True}, **HAPPO))
+    with pytest.raises(TypeError, match="'fixed_order' of algorithm 'happo' must be bool, got 1"):
+        mappo.Trainer(TwoKindsEnv, tiny(algorithm_options={"fixed_order": 1}, **HAPPO))
+    for fixed in (True, False):
+        with mappo.Trainer(TwoKindsEnv, tiny(algorithm_options={"fixed_order": fixed}, total_steps=80, **HAPPO)) as t:
+            orders = []
+            real = t.learner.run_epochs
+
+            def recording(buf, inputs, units=None, critic=True):
+                orders.append(units[0])
+                return real(buf, inputs, units, critic)
+
+            monkeypatch.setattr(t.learner, "run_epochs", recording)
+            t.train()
+        assert len(orders) == 8 and sorted(orders[:4]) == sorted(orders[4:]) == [0, 1, 2, 3]
+        assert (orders == [0, 1, 2, 3] * 2) == fixed
