@@ -147,6 +147,12 @@ def _matrix(name: str) -> EnvFactory:
 
 register("matrix/climbing", _matrix("climbing"))
 register("matrix/penalty", _matrix("penalty_game"))
+def _mamujoco(env_id: str, **kwargs: Any) -> Any:
+    from .mamujoco import make_mamujoco
+
+    return make_mamujoco(env_id, **kwargs)
+
+
 def _jaxmarl(env_id: str, **kwargs: Any) -> Batched:
     from .jaxmarl import JaxMarlEnvFn, check_env_id
 
@@ -156,6 +162,7 @@ def _jaxmarl(env_id: str, **kwargs: Any) -> Batched:
 
 register_family("lbf", _lbf)
 register_family("rware", _rware)
+register_family("mamujoco", _mamujoco)  # mamujoco/HalfCheetah-2x3, mamujoco/Ant-4x2, ...
 register_family("jaxmarl", _jaxmarl, batched=True)  # JaxMARL's ids: jaxmarl/MPE_simple_spread_v3, jaxmarl/SMAX, ...
 
 
