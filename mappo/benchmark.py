@@ -39,7 +39,8 @@ layout beside ours::
     mappo benchmark configs/benchmarks/smax.yaml --out runs/smax --report --compare runs/smax/jaxmarl.json
 
 A task may name where its runs go in that layout (``env_name``, ``task_name``, ``algorithm``;
-by default the env family, the task's name, and mappo or ippo).
+by default the env family, the task's name, and mappo or ippo, or the config's ``algorithm``
+when it is not ``ppo``).
 """
 from __future__ import annotations
 
@@ -71,7 +72,8 @@ class Task:
     overrides: List[str] = field(default_factory=list)
     published: Dict[str, Any] = field(default_factory=dict)
     # where the runs go in the marl-eval layout (env -> task -> algorithm): by default the env
-    # family of the config's env id, the task's name, and mappo (ippo when the critic is local)
+    # family of the config's env id, the task's name, and mappo (ippo when the critic is local; the
+    # config's algorithm when it is not ppo)
     env_name: Optional[str] = None
     task_name: Optional[str] = None
     algorithm: Optional[str] = None
@@ -82,7 +84,8 @@ class Task:
 
         cfg = Config.from_yaml(self.config, self.overrides)
         env = self.env_name or (cfg.env.split("/")[0] if "/" in cfg.env else cfg.env)
-        algorithm = self.algorithm or ("ippo" if cfg.critic_input == "local" else "mappo")
+        algorithm = self.algorithm or (cfg.algorithm if cfg.algorithm != "ppo" else
+                                       "ippo" if cfg.critic_input == "local" else "mappo")
         return env, self.task_name or self.name, algorithm
 
 
