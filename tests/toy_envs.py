@@ -728,18 +728,12 @@ class SacrificeEnv(_Toy):
         return self._finish({a: reward for a in self.agents}, leaving)
 
 
-class SoloEnv(_Toy):
+class SoloEnv(TwoTeamEnv):
     """One agent sees a cue c in {0, 1, 2} and is paid 1 for naming it.  Random: 1/3 per step."""
 
     possible_agents = ["agent_0"]
     obs_spaces = {"agent_0": spaces.Box(0.0, 1.0, (3,), np.float32)}
     act_spaces = {"agent_0": spaces.Discrete(3)}
-
-    def _new_round(self):
-        self.cue = int(self.rng.integers(3))
-
-    def _obs(self):
-        return {a: np.eye(3, dtype=np.float32)[self.cue] for a in self.agents}
 
     def step(self, actions):
         self._check(actions)
