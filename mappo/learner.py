@@ -308,10 +308,13 @@ class PPOLearner:
     def _params(self) -> List[torch.nn.Parameter]:
         return list(self.actor.parameters()) + list(self.critic.parameters())
 
-    def gradients(self, total: torch.Tensor, retain_graph: bool = False) -> None:
-        """Backward into fresh ``.grad``s, averaged over ranks."""
+    def _zero_grad(self) -> None:
         for unit in self.actor_units + self.critic_units:
             unit.zero_grad()
+
+    def gradients(self, total: torch.Tensor, retain_graph: bool = False) -> None:
+        """Backward into fresh ``.grad``s, averaged over ranks."""
+        self._zero_grad()
         total.backward(retain_graph=retain_graph)
         self.sync.average_gradients(self._params())
 
@@ -349,8 +352,7 @@ class PPOLearner:
         A non-finite loss or gradient norm raises ``FloatingPointError`` naming it, before any
         weight changes; ``terms`` (the loss's parts) lets the error name the part that went bad."""
         self._check_finite(total, terms)
-        for unit in self.actor_units + self.critic_units:
-            unit.zero_grad()
+        self._zero_grad()
         total.backward()
         self._apply(self._stepped(units, critic))
 
@@ -374,8 +376,7 @@ class PPOLearner:
             alive = mb["alive"]
             counts = ([(alive & m).sum().to(torch.float32) for m in self.unit_mask],
                       [(alive & m).sum().to(torch.float32) for m in self.group_mask])
-        for unit in self.actor_units + self.critic_units:
-            unit.zero_grad()
+        self._zero_grad()
         total: Optional[LossTerms] = None
         for piece in pieces:
             terms = self._loss(piece, counts, units, critic)
