@@ -536,9 +536,9 @@ class JaxMarlVectorEnv:
         lengths = self.arrays["episode_length"][index].tolist()
         episodes = [{"team_return": float(sum(g)), "length": int(n), "agent_returns": g, "env": i}
                     for i, n, g in zip(index.tolist(), lengths, returns)]
-        if "episode_won" in self.arrays:  # SMAX: the battle's outcome
+        if "episode_won" in self.arrays:  # SMAX: the battle's outcome, the team's, so every slot's
             for episode, won in zip(episodes, self.arrays["episode_won"][index].tolist()):
-                episode["won"] = float(won)
+                episode["info"] = {"won": [float(won)] * len(episode["agent_returns"])}
         return episodes
 
     def record_episode(self, policy: Any, max_steps: int = 10_000) -> List[np.ndarray]:

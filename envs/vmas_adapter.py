@@ -32,6 +32,18 @@ def to_gymnasium(space: Any) -> Any:
     raise TypeError(f"unsupported VMAS space {space!r}")
 
 
+def final_info(infos: List[Dict[str, torch.Tensor]], index: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """``{key: [len(index), A]}``: the per-env scalars (``[E]`` or ``[E, 1]`` tensors) of each agent's
+    VMAS info at the envs ``index`` that just finished, NaN for an agent without that key."""
+    out: Dict[str, torch.Tensor] = {}
+    for k, info in enumerate(infos):
+        for key, value in (info or {}).items():
+            if torch.is_tensor(value) and value.dim() in (1, 2) and value.numel() == value.shape[0]:
+                column = out.setdefault(key, torch.full((len(index), len(infos)), float("nan"), dtype=torch.float64))
+                column[:, k] = value.reshape(-1)[index].to("cpu", torch.float64)
+    return out
+
+
 class VmasVectorEnv:
     """A ``mappo.protocol.VectorEnv`` over one VMAS simulator; every field is a tensor on ``device``."""
 
@@ -96,7 +108,7 @@ class VmasVectorEnv:
                 c = spec.num_components
                 actions.append(to_bounds(a["actions"][:, k, c : c + agent.cont_dim], self.low[k, : agent.cont_dim],
                                          self.high[k, : agent.cont_dim]))
-        obs, rewards, terminated, truncated, _ = self.env.step(actions)
+        obs, rewards, terminated, truncated, infos = self.env.step(actions)
         reward = torch.stack(rewards, dim=-1).to(torch.float32)
         terminated = terminated.bool()
         truncated = truncated.bool() & ~terminated
@@ -116,6 +128,9 @@ class VmasVectorEnv:
         episodes = [{"team_return": float(t), "length": int(n), "agent_returns": r, "env": i}
                     for i, t, n, r in zip(index.tolist(), self.team_return[index].tolist(),
                                           self.length[index].tolist(), self.agent_returns[index].tolist())]
+        for key, values in final_info(infos, index).items():
+            for episode, row in zip(episodes, values.tolist()):
+                episode.setdefault("info", {})[key] = row
         if bool(done.all()):
             obs = self.env.reset()
         else:

@@ -21,7 +21,8 @@ BACKENDS = {
 
 
 # each evaluation's episodes, one line per evaluation: {"iteration", "env_steps", "team_return": [E],
-# "agent_return": [E], "episode_length": [E]}, and "won": [E] where the env has a winner (SMAX)
+# "agent_return": [E], "episode_length": [E]}, and "info/<key>": [E] for each number the env's infos
+# reported at episode end ("info/won": SMAX's outcome)
 # (mappo.rollout.evaluate's per_episode); the benchmark report's statistics and marl-eval JSON read it
 EVALUATIONS = "evaluations.jsonl"
 

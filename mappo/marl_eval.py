@@ -25,7 +25,8 @@ import numpy as np
 
 # the suite's metric -> the per-episode list of evaluations.jsonl that holds it
 PER_EPISODE = {"eval/team_return_mean": "team_return", "eval/agent_return_mean": "agent_return"}
-# per-episode outcomes an env may report (SMAX's win), carried under their own names
+# per-episode outcomes an env may report (SMAX's win), carried under their own names; an
+# evaluation holds them as ``info/<name>`` (runs written before the info metrics: ``<name>``)
 OUTCOMES = ("won",)
 ABSOLUTE = "absolute_metrics.json"  # in a run folder: `mappo eval best.pt --out` on 10x the episodes
 
@@ -53,8 +54,12 @@ def run_layout(run_dir: str, metric: str) -> Dict[str, Any]:
 def _metrics(episodes: Dict[str, Any], key: str) -> Dict[str, List[float]]:
     """One evaluation's per-episode lists under marl-eval's names: ``return`` (the suite's metric),
     ``episode_length`` and the outcomes the env reported."""
-    return {"return": episodes[key], "episode_length": episodes["episode_length"],
-            **{name: episodes[name] for name in OUTCOMES if name in episodes}}
+    out = {"return": episodes[key], "episode_length": episodes["episode_length"]}
+    for name in OUTCOMES:
+        values = episodes.get(f"info/{name}", episodes.get(name))
+        if values is not None:  # an episode that reported no outcome (cut short) is not a win
+            out[name] = [0.0 if v is None else v for v in values]
+    return out
 
 
 def check_layout(data: Any, source: str = "marl-eval data") -> None:

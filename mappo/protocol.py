@@ -17,7 +17,9 @@ and exposes, after every ``reset`` and ``step``, the per-step fields of :data:`S
 Methods (:class:`VectorEnv`): ``observe(name)`` returns a field as a torch tensor on the
 env's ``device``, a snapshot that later steps leave alone; ``set_actions(actions [E, A, W])`` takes actions in the team layout on that
 device; ``step()`` steps every env and returns the episodes that ended, each a dict with
-``team_return``, ``length``, ``agent_returns`` (per slot) and ``env`` (its index); ``reset()``
+``team_return``, ``length``, ``agent_returns`` (per slot) and ``env`` (its index), and ``info``
+(``{key: [A] floats}``) when agents' infos held numbers as they finished (NaN for an agent that
+said nothing: SMAX's ``won``, an env's delivery count); ``reset()``
 starts every env's current episode from its seed; ``episode_counts()`` and
 ``restart_episodes(counts)`` read and set each env's episode number (exact resume), or return
 None when the env cannot; ``close()``.

@@ -146,35 +146,62 @@ def evaluate(policy: Policy, env_fn: Any, spec: TeamSpec, episodes: int, determi
         print(f"warning: evaluation cut {cut} episode(s) at eval_max_steps={max_steps} steps", file=sys.stderr)
     team = np.array([e["team_return"] for e in done])
     per_agent = np.array([e["agent_returns"] for e in done])
+    info = info_arrays(done, spec.num_agents)
     return {
         "team_return_mean": float(team.mean()),
         "team_return_std": float(team.std()),
         "return_mean": {name: float(per_agent[:, k].mean()) for k, name in enumerate(spec.names)},
         "episode_length_mean": float(np.mean([e["length"] for e in done])),
+        # each agent's mean of what its info reported as the episode ended (None: it never did)
+        "info_mean": {key: {name: _finite_mean(values[:, k]) for k, name in enumerate(spec.names)}
+                      for key, values in info.items()},
         "episodes": len(team),
         "episodes_cut": cut,
         # each episode's numbers, for statistics over episodes (the marl-eval layout keeps them)
         "per_episode": {"team_return": team.tolist(), "agent_return": per_agent.mean(axis=1).tolist(),
                         "episode_length": [int(e["length"]) for e in done],
-                        # the games with a winner (SMAX): 1.0 for a won episode (one cut short is lost)
-                        **({"won": [float(e.get("won", 0.0)) for e in done]}
-                           if any("won" in e for e in done) else {})},
+                        # the env's info numbers, each episode's mean over its agents (SMAX's info/won:
+                        # 1.0 for a won episode; None for an episode that reported none, one cut short)
+                        **{f"info/{key}": [_finite_mean(row) for row in values] for key, values in info.items()}},
     }
+
+
+def info_arrays(episodes: List[Dict[str, Any]], num_agents: int) -> Dict[str, np.ndarray]:
+    """``{key: [N, A]}``: the ``info`` numbers of ``N`` episodes (see :mod:`mappo.protocol`), NaN
+    where an episode or agent reported none."""
+    keys = sorted({key for e in episodes for key in e.get("info", {})})
+    out = {key: np.full((len(episodes), num_agents), np.nan) for key in keys}
+    for n, e in enumerate(episodes):
+        for key, values in e.get("info", {}).items():
+            out[key][n] = values
+    return out
+
+
+def _finite_mean(values: Any) -> Optional[float]:
+    """The mean of the finite entries; None when there are none (JSON has no NaN)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.mean()) if values.size else None
 
 
 def eval_row(evaluation: Dict[str, Any]) -> Dict[str, float]:
     """:func:`evaluate`'s result as flat log keys: ``eval/team_return_mean`` (summed over agents),
     ``eval/agent_return_mean`` (averaged over agents: one agent's copy when the reward is
-    shared), ``eval/return_mean/<agent>``, ``eval/episode_length_mean``, and ``eval/won_mean`` (the
-    fraction of episodes won) where the env reports an outcome."""
+    shared), ``eval/return_mean/<agent>``, ``eval/episode_length_mean``, and ``eval/info/<key>_mean``
+    for each number the env's infos reported at episode end (``eval/info/won_mean``: SMAX's win
+    rate); with several agent groups also ``eval/<group>/team_return_mean`` and
+    ``eval/<group>/info/<key>_mean``."""
     per_agent = list(evaluation["return_mean"].values())
     row = {"eval/team_return_mean": evaluation["team_return_mean"],
            "eval/agent_return_mean": float(np.mean(per_agent)),
            "eval/episode_length_mean": evaluation["episode_length_mean"]}
     row.update({f"eval/return_mean/{name}": v for name, v in evaluation["return_mean"].items()})
-    if "won" in evaluation.get("per_episode", {}):
-        row["eval/won_mean"] = float(np.mean(evaluation["per_episode"]["won"]))
+    for name, values in evaluation.get("per_episode", {}).items():
+        if name.startswith("info/"):
+            row[f"eval/{name}_mean"] = _finite_mean([np.nan if v is None else v for v in values])
     groups = evaluation.get("group_return_mean", {})
     if len(groups) > 1:  # agent groups: each group's return (its agents' returns summed)
         row.update({f"eval/{g}/team_return_mean": v for g, v in groups.items()})
+        row.update({f"eval/{g}/info/{key}_mean": v for g, means in evaluation.get("group_info_mean", {}).items()
+                    for key, v in means.items()})
     return row

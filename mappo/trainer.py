@@ -63,6 +63,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _mean_of_reported(values: Any) -> Optional[float]:
+    """The mean of the values that are not None; None when all are."""
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -324,23 +330,36 @@ class Trainer:
 
     def _episode_stats(self, episodes: List[Dict[str, Any]]) -> Dict[str, Any]:
         """Mean team return and length of the episodes that ended this iteration, on all ranks;
-        with several agent groups also each group's return, ``<group>/team_return`` (its agents'
-        rewards summed); ``won``, the fraction of episodes won, where the env reports it (SMAX)."""
+        ``info/<key>``, the mean of each number the agents' infos reported as they finished
+        (SMAX's ``info/won``: the fraction of episodes won); with several agent groups also each
+        group's return, ``<group>/team_return`` (its agents' rewards summed), and
+        ``<group>/info/<key>``."""
         groups = self.learner.groups
         several = groups.count > 1
         per_group = [sum(sum(e["agent_returns"][k] for k in groups.members(g)) for e in episodes)
                      for g in range(groups.count)] if several else []
+        keys = sorted({key for e in episodes for key in e.get("info", {})})
+        if self.sync.enabled:  # every rank sums the same keys, in the same order
+            keys = sorted(set().union(*self.sync.gather(keys)))
+        info = rollout.info_arrays(episodes, self.spec.num_agents)
+        slots = [list(range(self.spec.num_agents))] + ([groups.members(g) for g in range(groups.count)] if several else [])
+        info_sums = [[float(np.nansum(info[key][:, s])), float(np.isfinite(info[key][:, s]).sum())] if key in info
+                     else [0.0, 0.0] for s in slots for key in keys]
         totals = self.sync.sum(torch.tensor([sum(e["team_return"] for e in episodes),
                                              sum(e["length"] for e in episodes), len(episodes),
-                                             sum(e.get("won", 0.0) for e in episodes), sum("won" in e for e in episodes),
-                                             *per_group], dtype=torch.float64, device=self.device))
-        ret, length, count, won, with_outcome, *group_ret = totals.tolist()
+                                             *per_group, *(x for pair in info_sums for x in pair)],
+                                            dtype=torch.float64, device=self.device)).tolist()
+        (ret, length, count), group_ret = totals[:3], totals[3:3 + len(per_group)]
+        info_totals = totals[3 + len(per_group):]
         if not count:
             return {}
         row = {"team_return": ret / count, "episode_length": length / count, "episodes": int(count)}
-        if with_outcome:
-            row["won"] = won / with_outcome
         row.update({f"{g}/team_return": r / count for g, r in zip(groups.names, group_ret)})
+        prefixes = ["info/"] + [f"{g}/info/" for g in groups.names] if several else ["info/"]
+        for n, (prefix, key) in enumerate((p, k) for p in prefixes for k in keys):
+            total, reported = info_totals[2 * n], info_totals[2 * n + 1]
+            if reported:
+                row[prefix + key] = total / reported
         return row
 
     # ------------------------------------------------------------------------------------------
@@ -353,7 +372,8 @@ class Trainer:
                  policies: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
         """Mean returns and lengths of ``episodes`` episodes on envs of their own (seeded with
         :attr:`eval_seed` unless ``seed`` is given), each cut at ``eval_max_steps`` steps; see
-        :func:`mappo.rollout.evaluate`.  ``group_return_mean`` holds each agent group's return.
+        :func:`mappo.rollout.evaluate`.  ``group_return_mean`` holds each agent group's return,
+        ``group_info_mean`` the mean over its agents of their ``info_mean``.
 
         ``policies`` (cross-play) replaces groups' policies: ``{"adversaries": "random"}``
         acts uniformly at random among valid actions, ``{"adversaries": "runs/Y"}`` with that
@@ -369,6 +389,9 @@ class Trainer:
         result["group_return_mean"] = {g: float(sum(result["return_mean"][self.spec.names[k]]
                                                     for k in groups.members(i)))
                                        for i, g in enumerate(groups.names)}
+        result["group_info_mean"] = {g: {key: _mean_of_reported(means[self.spec.names[k]] for k in groups.members(i))
+                                         for key, means in result["info_mean"].items()}
+                                     for i, g in enumerate(groups.names)}
         result["policies"] = {g: (policies or {}).get(g, "trained") for g in groups.names}
         return result
 

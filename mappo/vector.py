@@ -140,6 +140,19 @@ class ArrayVectorEnv:
         self.backend.reset()
 
 
+def record_info(final_info: Dict[str, np.ndarray], slot: int, num_agents: int, info: Any) -> None:
+    """Keep the numeric scalars of one agent's ``info`` dict (bools, ints, floats, 0-d arrays) in
+    ``final_info[key][slot]`` (``[A]`` float arrays, NaN where an agent said nothing); other values
+    (strings, arrays, nested dicts, action masks) are not metrics and are skipped."""
+    if not isinstance(info, dict):
+        return
+    for key, value in info.items():
+        if isinstance(value, np.ndarray) and value.ndim == 0:
+            value = value.item()
+        if isinstance(key, str) and isinstance(value, (bool, int, float, np.bool_, np.integer, np.floating)):
+            final_info.setdefault(key, np.full(num_agents, np.nan))[slot] = float(value)
+
+
 class EnvSlot:
     """One env writing into row ``index`` of the shared arrays; handles auto-reset and episode stats."""
 
@@ -152,6 +165,7 @@ class EnvSlot:
         self.team_return = 0.0
         self.agent_returns = np.zeros(spec.num_agents)
         self.length = 0
+        self.final_info: Dict[str, np.ndarray] = {}  # key -> [A]: what each agent's info said as it finished
 
     # --- the env boundary: what comes back from the env is checked here, once, per step ---------
     def _fail(self, agent: Optional[str], field: str, what: str) -> None:
@@ -226,6 +240,7 @@ class EnvSlot:
         self._write_obs(obs, infos or {}, set(self.env.agents))
         self.team_return, self.length = 0.0, 0
         self.agent_returns[:] = 0.0
+        self.final_info = {}
 
     def step(self) -> Optional[Dict[str, Any]]:
         """Step with ``actions[i]``; returns the finished episode's stats, if one finished."""
@@ -263,6 +278,9 @@ class EnvSlot:
         self.team_return += float(a["reward"][i].sum())
         self.agent_returns += a["reward"][i]
         self.length += 1
+        for k in acting:
+            if a["terminated"][i, k] or a["truncated"][i, k]:
+                record_info(self.final_info, k, len(self.names), infos.get(self.names[k]))
         still = [n for n in self.env.agents if not (terms.get(n, False) or truncs.get(n, False))]
         done = len(still) == 0
         a["env_done"][i] = done
@@ -273,6 +291,8 @@ class EnvSlot:
             return None
         episode = {"team_return": self.team_return, "length": self.length,
                    "agent_returns": self.agent_returns.tolist(), "env": self.i}
+        if self.final_info:
+            episode["info"] = {key: values.tolist() for key, values in self.final_info.items()}
         a["episode"][i] += 1
         self.reset()
         return episode

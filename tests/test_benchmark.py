@@ -315,9 +315,10 @@ def test_marl_eval_run_layout_carries_each_episode_and_the_win_outcome(tmp_path)
     run_dir = tmp_path / "seed0"
     run_dir.mkdir()
     rows = [{"iteration": 4, "env_steps": 800, "team_return": [2.0, 4.0], "agent_return": [1.0, 2.0],
-             "episode_length": [30, 40], "won": [0.0, 1.0]},
+             "episode_length": [30, 40], "info/won": [0.0, 1.0]},
             {"iteration": 0, "env_steps": 0, "team_return": [0.0], "agent_return": [0.0], "episode_length": [50]}]
     (run_dir / "evaluations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # an absolute_metrics.json written before the info metrics holds the outcome as "won"
     (run_dir / marl_eval.ABSOLUTE).write_text(json.dumps({"per_episode": {
         "team_return": [6.0], "agent_return": [3.0], "episode_length": [20], "won": [1.0]}}))
     run = marl_eval.run_layout(str(run_dir), "eval/agent_return_mean")
@@ -327,6 +328,10 @@ def test_marl_eval_run_layout_carries_each_episode_and_the_win_outcome(tmp_path)
     assert marl_eval.run_layout(str(run_dir), "eval/team_return_mean")["step_1"]["return"] == [2.0, 4.0]
     with pytest.raises(ValueError, match="metric must be one of"):
         marl_eval.run_layout(str(run_dir), "eval/won_mean")
+    # an episode that reported no outcome (cut short) counts as not won
+    rows[0]["info/won"] = [None, 1.0]
+    (run_dir / "evaluations.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert marl_eval.run_layout(str(run_dir), "eval/agent_return_mean")["step_1"]["won"] == [0.0, 1.0]
 
 
 def test_a_sigterm_during_a_child_run_stops_the_child_too(tmp_path):

@@ -195,7 +195,8 @@ def test_smax_masks_deaths_and_episode_ends():
         timeouts += int((done & trunc.any(-1)).sum())
     assert deaths > 0 and wiped > 0 and timeouts > 0, (deaths, wiped, timeouts)
     assert all(e["length"] <= 15 for e in episodes) and any(e["length"] < 15 for e in episodes)
-    assert all(e["won"] in (0.0, 1.0) for e in episodes)  # the battle's outcome comes with each episode
+    # the battle's outcome comes with each episode, the team's, so every slot's
+    assert all(set(e["info"]["won"]) <= {0.0, 1.0} and len(set(e["info"]["won"])) == 1 for e in episodes)
 
 
 def test_smax_win_is_the_enemy_wiped_out_with_an_ally_standing():
@@ -211,6 +212,14 @@ def test_smax_win_is_the_enemy_wiped_out_with_an_ally_standing():
     assert bool(won(state([True, False, False, False, False, False])))
     assert not bool(won(state([True, True, True, False, False, True])))  # an enemy stands
     assert not bool(won(state([False, False, False, False, False, False])))  # both wiped out: not a win
+
+
+def test_smax_win_rate_is_logged_from_the_episodes_info():
+    cfg = _tiny_jax(env=f"jaxmarl/{SMAX_3M[0]}", env_kwargs=SMAX_3M_KWARGS, num_envs=SMAX_3M[1], rollout_length=15,
+                    total_steps=60, critic_input="state")
+    with mappo.Trainer(make_env_fn(cfg.env, **cfg.env_kwargs), cfg) as trainer:
+        row = trainer.train()[-1]
+    assert row["episodes"] >= 4 and 0.0 <= row["info/won"] <= 1.0
 
 
 def test_episodes_replay_from_their_seeds():

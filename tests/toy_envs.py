@@ -161,6 +161,16 @@ class EarlyExitEnv(_Toy):
         return self._finish(rewards, leaving)
 
 
+class InfoEnv(EarlyExitEnv):
+    """:class:`EarlyExitEnv` whose infos count each agent's steps, every step: the scout finishes
+    with ``steps`` 3, the others with 10, and ``early`` is True for the scout only.  They also carry
+    things that are not metrics (a string, a vector)."""
+
+    def _infos(self):
+        return {a: {"steps": self.t, "early": a == "scout", "label": "cue", "position": np.zeros(2)}
+                for a in self.agents}
+
+
 class MaskedEnv(_Toy):
     """Discrete(5) actions with masks the env enforces by raising.  agent_0 gets PettingZoo's
     Dict observation {"observation", "action_mask"}; agent_1 gets ``info["action_mask"]``.
