@@ -75,6 +75,8 @@ def _load(run: str, trust_env_code: bool = False, **overrides):
         raise ValueError(f"{path!r} names the env {cfg.env!r}, which is code (module:callable), not a registered "
                          f"env; mappo runs it only with --trust-env-code, or name the env yourself "
                          f"(--env NAME, or env=NAME with --resume)")
+    if "callbacks" in overrides:  # the config field: callbacks=... on --resume replaces the run's own
+        payload = {**payload, "config": {**payload["config"], "callbacks": overrides.pop("callbacks")}}
     return Trainer.from_checkpoint(payload, _env_fn(cfg), path, **overrides)
 
 

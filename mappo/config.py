@@ -98,6 +98,7 @@ class Config:
     # --- logging -----------------------------------------------------------------------
     loggers: List[str] = field(default_factory=list)  # extra metric writers besides metrics.jsonl: "csv", "tensorboard", "wandb"
     wandb: bool = False  # log to Weights & Biases (the same as adding "wandb" to loggers)
+    callbacks: List[Any] = field(default_factory=list)  # hooks into the loop (mappo.callbacks): names, "module:Class" or {name: ..., <kwargs>}, e.g. [{name: early_stopping, patience: 5}]
     wandb_project: str = "mappo"  # W&B project
     wandb_mode: str = "online"  # "online" | "offline" (no account or network needed) | "disabled"
     run_dir: Optional[str] = None  # run folder; None means runs/<name>-<time> (CLI) or no folder (API)
@@ -165,7 +166,8 @@ class Config:
 # an example value of each list or mapping field, for error messages
 _EXAMPLES = {"env_kwargs": "{N: 3}", "wrappers": "[{frame_stack_v2: {stack_size: 4}}]", "hidden_sizes": "[64,64]",
              "groups": "{red: [red_*], blue: [blue_0]}", "cnn_channels": "[32,64,64]", "cnn_kernels": "[8,4,3]",
-             "cnn_strides": "[4,2,1]", "loggers": "[csv,tensorboard]", "algorithm_options": "{fixed_order: true}"}
+             "cnn_strides": "[4,2,1]", "loggers": "[csv,tensorboard]", "algorithm_options": "{fixed_order: true}",
+             "callbacks": "[{name: early_stopping, patience: 5}]"}
 _WORDS = {int: "an integer", float: "a number", bool: "true or false", str: "text"}
 
 
@@ -376,7 +378,10 @@ def validate(cfg: Config) -> None:
 
     cfg.groups = check_groups(cfg.groups)
     from .algorithm import ALGORITHMS
+    from .callbacks import check_callbacks
     from .logger import BACKENDS
+
+    cfg.callbacks = check_callbacks(cfg.callbacks)
 
     if cfg.algorithm not in ALGORITHMS:
         raise ValueError(f"config field 'algorithm' must be one of {sorted(ALGORITHMS)}, got {cfg.algorithm!r}")

@@ -14,11 +14,12 @@ import os
 import random
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
+from . import callbacks as C
 from . import distributed as D
 from . import rollout, runfolder
 from .buffer import RolloutBuffer
@@ -76,12 +77,15 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    def __init__(self, env_fn: Callable[..., Any], cfg: Optional[Config] = None):
+    def __init__(self, env_fn: Callable[..., Any], cfg: Optional[Config] = None, callbacks: Sequence[Any] = ()):
+        """``callbacks``: objects with the hooks of :mod:`mappo.callbacks` (or entries like the config
+        field's: a name, ``"module:Class"``, ``{name: ..., <kwargs>}``), run after the config's own."""
         cfg = cfg if cfg is not None else Config()
         if not isinstance(cfg, Config):
             raise TypeError(f"cfg must be a mappo.Config, got {type(cfg).__name__}")
         validate(cfg)  # before any env is built
         learner_class(cfg.algorithm).options(cfg)  # the algorithm's own section, checked by it
+        self.callbacks = C.build_callbacks(cfg.callbacks) + C.from_argument(callbacks)
         if not callable(env_fn):
             raise TypeError(f"env_fn must be a zero-argument callable returning a ParallelEnv, got {env_fn!r}")
         if cfg.wrappers:  # SuperSuit wrappers, applied where each env is built (inside workers too)
@@ -112,6 +116,7 @@ class Trainer:
         self.vec: Optional[VectorEnv] = None  # the training envs, built on the first train()
         self.buffer: Optional[RolloutBuffer] = None
         self.interrupted: Optional[int] = None  # the signal that stopped the last train() call, if any
+        self.stop_reason: Optional[str] = None  # why a callback stopped the last train() call, if one did
         self._resume: Optional[Dict[str, Any]] = None  # env-side state from a checkpoint, applied in _ensure_envs
         self.env_steps = 0
         self.iteration = 0
@@ -241,7 +246,8 @@ class Trainer:
         # env steps of all ranks: total_steps counts the whole data-parallel job
         steps_per_iter = cfg.num_envs * cfg.rollout_length * self.sync.world_size
         history: List[Dict[str, Any]] = []
-        self.interrupted = None
+        self.interrupted, self.stop_reason = None, None
+        stopping = False  # a callback asked to stop (agreed by all ranks)
         started, last_plot, start_steps = time.perf_counter(), time.perf_counter(), self.env_steps
         logger: Optional[RunLogger] = None
         completed = False
@@ -259,7 +265,8 @@ class Trainer:
                     self.history.append(row0)
                     logger.log(row0)
                     logger.log_evaluation(0, self.env_steps, evaluation)
-                while self.env_steps < total and self._agreed_stop(stop.signum) is None:
+                    C.call(self.callbacks, "on_evaluation", self, evaluation)
+                while self.env_steps < total and not stopping and self._agreed_stop(stop.signum) is None:
                     start = time.perf_counter()
                     frac = linear_schedule(self.env_steps, cfg.total_steps) if cfg.lr_schedule == "linear" else 1.0
                     self.learner.set_lr_fraction(frac)
@@ -283,20 +290,29 @@ class Trainer:
                     logger.log(row)
                     if "eval/team_return_mean" in row:
                         logger.log_evaluation(self.iteration, self.env_steps, evaluation)
+                        C.call(self.callbacks, "on_evaluation", self, evaluation)
                     if run_dir is not None and improved:
-                        self.save(os.path.join(run_dir, "best.pt"))
+                        self._save(os.path.join(run_dir, "best.pt"))
                     if ckpt and cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
-                        self.save(ckpt)
+                        self._save(ckpt)
+                    if self.callbacks:
+                        asked = any(C.call(self.callbacks, "on_iteration_end", self, row))
+                        stopping = bool(self.sync.max_int(int(asked), self.device))
                     if main and run_dir and cfg.curves_every_s and time.perf_counter() - last_plot >= cfg.curves_every_s:
                         logger.plot()
                         last_plot = time.perf_counter()
                 self.interrupted = self._agreed_stop(stop.signum)
+                if stopping:
+                    self.stop_reason = C.stop_reason(self.callbacks)
+                    if main:
+                        print(f"stopped at iteration {self.iteration}: {self.stop_reason}", flush=True)
                 if ckpt:
-                    self.save(ckpt)
+                    self._save(ckpt)
                     logger.plot()
                     logger.log_file("checkpoint", ckpt, self.env_steps)
                     if main and logger.wants_video:
                         self._log_video(logger, run_dir)
+                C.call(self.callbacks, "on_run_end", self, history)
             completed = True
         finally:
             if logger is not None:
@@ -433,7 +449,13 @@ class Trainer:
             "history": [dict(row) for row in self.history],
             "team": self.spec.layout(),
             "resume": None if resume is None else ranks,
+            "callbacks": C.callback_states(self.callbacks),
         }
+
+    def _save(self, path: str) -> None:
+        """:meth:`save`, then the callbacks' ``on_checkpoint``."""
+        self.save(path)
+        C.call(self.callbacks, "on_checkpoint", self, path)
 
     def save(self, path: str) -> None:
         """Write a checkpoint.  Distributed: every rank must call it (it gathers each rank's
@@ -444,15 +466,16 @@ class Trainer:
         self.sync.barrier()  # no rank goes on (and perhaps reads the file) before it is written
 
     @classmethod
-    def load(cls, path: str, env_fn: Callable[..., Any], **overrides: Any) -> "Trainer":
+    def load(cls, path: str, env_fn: Callable[..., Any], callbacks: Sequence[Any] = (), **overrides: Any) -> "Trainer":
         """Rebuild a trainer from ``save``'s file; ``overrides`` replace config fields (e.g. device,
-        or a larger total_steps to train on).  ``train()`` then continues the run exactly where
-        it stopped, RNG states included."""
-        return cls.from_checkpoint(load_checkpoint(path), env_fn, path, **overrides)
+        or a larger total_steps to train on); ``callbacks`` are added to the run's configured ones,
+        as in the constructor, and the callbacks get back the state they had.  ``train()`` then
+        continues the run exactly where it stopped, RNG states included."""
+        return cls.from_checkpoint(load_checkpoint(path), env_fn, path, callbacks, **overrides)
 
     @classmethod
     def from_checkpoint(cls, payload: Dict[str, Any], env_fn: Callable[..., Any], path: str = "checkpoint",
-                        **overrides: Any) -> "Trainer":
+                        callbacks: Sequence[Any] = (), **overrides: Any) -> "Trainer":
         """:meth:`load` from a checkpoint already read with ``load_checkpoint``; ``path`` names it in errors."""
         fmt = payload.get("format")
         if fmt not in (3, 4, CHECKPOINT_FORMAT):
@@ -467,7 +490,7 @@ class Trainer:
             raise ValueError(f"{path!r} was trained with " + ", ".join(f"{f}={getattr(saved, f)!r}" for f in changed)
                              + "; these fields shape the networks or the envs, so a loaded run keeps them (got "
                              + ", ".join(f"{f}={getattr(cfg, f)!r}" for f in changed) + ")")
-        trainer = cls(env_fn, cfg)
+        trainer = cls(env_fn, cfg, callbacks)
         layout = trainer.spec.layout()
         # older runs recorded a state their critic never read
         if not same_team(payload["team"], layout, ignore_state=cfg.critic_input in ("concat_obs", "local")):
@@ -486,6 +509,7 @@ class Trainer:
         trainer.iteration = payload["iteration"]
         trainer.best_eval = payload.get("best_eval")
         trainer.history = list(payload["history"])
+        C.load_callback_states(trainer.callbacks, payload.get("callbacks", {}), path)
         ranks = payload["resume"]
         if ranks is not None:
             if len(ranks) != trainer.sync.world_size:
