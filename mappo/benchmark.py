@@ -184,10 +184,14 @@ def run_command(task: Task, seed: int, out: str) -> List[str]:
 
         # the budget comes from the suite, so that a run stopped early goes on to it
         total = Config.from_yaml(task.config, task.overrides).total_steps
-        return base + ["--resume", run_dir, f"total_steps={total}"] + common
+        # the suite is the user's own file: an env it names as module:callable is their code
+        return base + ["--resume", run_dir, f"total_steps={total}"] + common + ["--trust-env-code"]
     # a folder without a checkpoint holds nothing worth keeping (the run died before its first save)
     return base + [task.config, *task.overrides, f"seed={seed}", f"run_dir={run_dir}", "overwrite=true"] + common
 
+
+# every run: one torch thread, unbuffered output to its log
+RUN_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 # fields a resumed run may differ in from its task's config: the budget comes from the suite,
 # and the rest are where and how the run is written, not what it trains
@@ -215,14 +219,10 @@ def check_resumable(task: Task, seed: int, out: str) -> None:
 class _Running:
     def __init__(self, task: Task, seed: int, out: str):
         self.task, self.seed, self.out = task, seed, out
-        self.record_path = _record_path(out, task, seed)
-        self.record = _read_record(self.record_path)
+        self.record: Dict[str, Any] = {}  # seed<S>.json, once the run has exited
         self.command = run_command(task, seed, out)
-        os.makedirs(os.path.dirname(self.record_path), exist_ok=True)
-        self.log = open(run_dir_of(out, task, seed) + ".log", "a")
-        self.log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(self.command)}\n")
-        self.log.flush()
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        self.log = open(start_log(task, seed, out, self.command), "a")
+        env = {**os.environ, **RUN_ENV}
         self.started = time.time()
         # a session of its own: a Ctrl-C at the terminal reaches only the runner, which passes on
         # one SIGTERM (a second signal would make the run stop without its checkpoint)
@@ -231,26 +231,50 @@ class _Running:
 
     def finish(self) -> bool:
         """Record the outcome of a process that has exited; True when the run is done."""
-        rc = self.proc.returncode
         self.log.close()
-        wall = self.record.get("wall_s", 0.0) + time.time() - self.started
-        done = rc == 0
-        if "first_command" not in self.record:
-            self.record["first_command"] = shlex.join(["mappo", "train", *self.command[4:]])
-        self.record.update({"task": self.task.name, "seed": self.seed, "wall_s": wall, "done": done,
-                            "attempts": self.record.get("attempts", 0) + 1, "last_returncode": rc})
-        _write_record(self.record_path, self.record)
-        return done
+        self.record = record_outcome(self.task, self.seed, self.out, self.command, self.proc.returncode,
+                                     time.time() - self.started)
+        return self.record["done"]
+
+
+def start_log(task: Task, seed: int, out: str, command: List[str]) -> str:
+    """Append the header of one attempt to the run's ``seed<S>.log``; its path."""
+    path = run_dir_of(out, task, seed) + ".log"
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as log:
+        log.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(command)}\n")
+    return path
+
+
+def record_outcome(task: Task, seed: int, out: str, command: List[str], returncode: Optional[int], wall_s: float,
+                   **extra: Any) -> Dict[str, Any]:
+    """Add one attempt (its exit code, None when the run was lost with its worker, and wall time)
+    to the run's record ``seed<S>.json``; the record."""
+    path = _record_path(out, task, seed)
+    record = _read_record(path)
+    if "first_command" not in record:
+        record["first_command"] = shlex.join(["mappo", "train", *command[4:]])
+    record.update({"task": task.name, "seed": seed, "wall_s": record.get("wall_s", 0.0) + wall_s,
+                   "done": returncode == 0, "attempts": record.get("attempts", 0) + 1,
+                   "last_returncode": returncode, **extra})
+    _write_record(path, record)
+    return record
+
+
+def pending_runs(suite: Suite, out: str) -> List[tuple]:
+    """The (task, seed) runs not yet done, each checked to be resumable before any run starts."""
+    pending = [(t, s) for t in suite.tasks for s in suite.seeds
+               if not _read_record(_record_path(out, t, s)).get("done")]
+    for task, seed in pending:
+        check_resumable(task, seed, out)
+    return pending
 
 
 def run_suite(suite: Suite, out: str, jobs: int, poll_s: float = 1.0) -> Dict[str, List[int]]:
     """Run every (task, seed) not yet done, ``jobs`` at a time.  SIGINT/SIGTERM are passed to the
     runs, which checkpoint and stop; the same call later picks them up.  Returns the runs that
     failed, by task."""
-    pending = [(t, s) for t in suite.tasks for s in suite.seeds
-               if not _read_record(_record_path(out, t, s)).get("done")]
-    for task, seed in pending:  # before any run starts
-        check_resumable(task, seed, out)
+    pending = pending_runs(suite, out)
     running: List[_Running] = []
     failed: Dict[str, List[int]] = {}
     stopping = {"signal": None}
@@ -291,14 +315,15 @@ def run_suite(suite: Suite, out: str, jobs: int, poll_s: float = 1.0) -> Dict[st
 # reporting
 
 
-def run_child(command: List[str], log: Any, env: Dict[str, str]) -> int:
-    """Run ``command`` to its end, output to ``log``; its exit code.  A SIGTERM or Ctrl-C to this
-    process stops the child too (and then raises KeyboardInterrupt): no orphan is left working."""
+def run_child(command: List[str], log: Any, env: Dict[str, str], cwd: Optional[str] = None) -> int:
+    """Run ``command`` to its end (in ``cwd``), output to ``log``; its exit code.  A SIGTERM or
+    Ctrl-C to this process stops the child too (and then raises KeyboardInterrupt): no orphan is
+    left working."""
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
 
     old = signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() else None
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
     try:
         return proc.wait()
     finally:
@@ -601,6 +626,15 @@ def benchmark_parser() -> argparse.ArgumentParser:
                         help="set another framework's runs (a marl-eval JSON file) beside ours in the statistics; "
                              "repeatable")
     parser.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples of the statistics")
+    parser.add_argument("--launcher", choices=["local", "ray"], default="local",
+                        help="local: subprocesses here, --jobs at a time (default); ray: each run a Ray task "
+                             "(needs the ray extra; --out on a filesystem every node sees)")
+    parser.add_argument("--address", help="with --launcher ray: the cluster to join (e.g. auto, or ray://HOST:10001); "
+                                          "default: a local Ray head started for this command")
+    parser.add_argument("--retries", type=int, default=1,
+                        help="with --launcher ray: attempts after a run fails or is lost (default 1)")
+    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="with --launcher ray: CPUs each run asks for")
+    parser.add_argument("--gpus-per-run", type=float, default=0.0, help="with --launcher ray: GPUs each run asks for")
     return parser
 
 
@@ -609,6 +643,11 @@ def benchmark_main(argv: List[str]) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.launcher != "ray" and (args.address or "--retries" in argv or "--cpus-per-run" in argv
+                                   or "--gpus-per-run" in argv):
+        parser.error("--address, --retries, --cpus-per-run and --gpus-per-run go with --launcher ray")
+    if args.retries < 0 or args.cpus_per_run < 0 or args.gpus_per_run < 0:
+        parser.error("--retries, --cpus-per-run and --gpus-per-run must be >= 0")
     suite = select(load_suite(args.suite), args.tasks, args.seeds)
     from . import marl_eval
 
@@ -617,7 +656,13 @@ def benchmark_main(argv: List[str]) -> int:
     failed = {}
     if not args.report:
         try:
-            failed = run_suite(suite, args.out, args.jobs)
+            if args.launcher == "ray":
+                from .ray_launcher import run_suite_on_ray
+
+                failed = run_suite_on_ray(suite, args.out, args.address, args.retries, args.cpus_per_run,
+                                          args.gpus_per_run)
+            else:
+                failed = run_suite(suite, args.out, args.jobs)
         except KeyboardInterrupt as stop:
             print(f"mappo benchmark: {stop}", file=sys.stderr)
             return 130

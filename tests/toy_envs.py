@@ -748,3 +748,47 @@ class SoloEnv(TwoTeamEnv):
     def step(self, actions):
         self._check(actions)
         return self._finish({"agent_0": float(actions["agent_0"] == self.cue)})
+
+
+_steps_in_this_process = [0]
+
+
+class _KilledOnce(ParallelEnv):
+    """Steps ``inner`` and, ``after_steps`` env steps into its process, kills that process
+    (SIGKILL, as the OOM killer or a lost node would) if it wins the exclusive creation of ``marker``."""
+
+    def __init__(self, inner, marker: str, after_steps: int):
+        self.inner, self.marker, self.after_steps = inner, marker, after_steps
+        self.possible_agents, self.metadata = inner.possible_agents, inner.metadata
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def observation_space(self, agent):
+        return self.inner.observation_space(agent)
+
+    def action_space(self, agent):
+        return self.inner.action_space(agent)
+
+    def reset(self, seed=None, options=None):
+        return self.inner.reset(seed=seed, options=options)
+
+    def step(self, actions):
+        import os
+        import signal
+
+        _steps_in_this_process[0] += 1
+        if _steps_in_this_process[0] == self.after_steps:
+            try:
+                open(self.marker, "x").close()
+            except FileExistsError:
+                return self.inner.step(actions)
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.inner.step(actions)
+
+
+def climbing_killed_once(marker: str, after_steps: int) -> ParallelEnv:
+    """``matrix/climbing``, whose process is killed once (across all processes sharing ``marker``)."""
+    from envs.matrix import climbing
+
+    return _KilledOnce(climbing(), marker, after_steps)
