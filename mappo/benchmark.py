@@ -14,9 +14,11 @@ and, optionally, the published figures to set beside ours::
         overrides: []                        # key=value, as on the command line
         published: {mappo: 1.00, mappo_ci: 0.0, ippo: 1.00, budget: 20000000}   # the paper's figures
 
-Every run is ``mappo train CONFIG seed=S run_dir=OUT/<task>/seed<S>`` in a subprocess with one
-torch thread (``OMP_NUM_THREADS=1``), ``--jobs`` at a time.  ``OUT/<task>/seed<S>.json`` records
-the command, the wall time and whether the run finished.  Run the same command again after a stop
+Every run is ``mappo train CONFIG seed=S run_dir=OUT/<task>/seed<S>`` with one torch thread
+(``OMP_NUM_THREADS=1``), started by a launcher (:mod:`mappo.launchers`): subprocesses here,
+``--jobs`` at a time, or Ray tasks on a cluster (``--launcher ray``).  ``OUT/<task>/seed<S>.json``
+records the command, the wall time, the attempts and whether the run finished; a run that fails
+or is lost starts again from its checkpoint up to ``--retries`` times, then is reported.  Run the same command again after a stop
 (Ctrl-C, SIGTERM, a crash, a reboot): finished runs are skipped, interrupted ones continue with
 ``mappo train --resume`` from their checkpoint (to the suite's budget), runs that never wrote
 one start afresh.  A stopped run whose saved config differs from what its task's config now
@@ -61,6 +63,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from .files import written_atomically
+from .launchers import Launcher, LocalLauncher, make_launcher
 from .stats import curve_ci95, max_and_average
 
 
@@ -190,9 +193,6 @@ def run_command(task: Task, seed: int, out: str) -> List[str]:
     return base + [task.config, *task.overrides, f"seed={seed}", f"run_dir={run_dir}", "overwrite=true"] + common
 
 
-# every run: one torch thread, unbuffered output to its log
-RUN_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-
 # fields a resumed run may differ in from its task's config: the budget comes from the suite,
 # and the rest are where and how the run is written, not what it trains
 _RESUME_FREE = ("total_steps", "run_dir", "overwrite", "progress")
@@ -214,27 +214,6 @@ def check_resumable(task: Task, seed: int, out: str) -> None:
         raise ValueError(f"{run_dir!r} was started with other settings than {task.config!r} now gives ("
                          + ", ".join(f"{k}: {saved.get(k)!r} -> {wanted[k]!r}" for k in changed)
                          + f"); delete {run_dir!r} and {_record_path(out, task, seed)!r} to run it again")
-
-
-class _Running:
-    def __init__(self, task: Task, seed: int, out: str):
-        self.task, self.seed, self.out = task, seed, out
-        self.record: Dict[str, Any] = {}  # seed<S>.json, once the run has exited
-        self.command = run_command(task, seed, out)
-        self.log = open(start_log(task, seed, out, self.command), "a")
-        env = {**os.environ, **RUN_ENV}
-        self.started = time.time()
-        # a session of its own: a Ctrl-C at the terminal reaches only the runner, which passes on
-        # one SIGTERM (a second signal would make the run stop without its checkpoint)
-        self.proc = subprocess.Popen(self.command, stdout=self.log, stderr=subprocess.STDOUT, env=env,
-                                     start_new_session=True)
-
-    def finish(self) -> bool:
-        """Record the outcome of a process that has exited; True when the run is done."""
-        self.log.close()
-        self.record = record_outcome(self.task, self.seed, self.out, self.command, self.proc.returncode,
-                                     time.time() - self.started)
-        return self.record["done"]
 
 
 def start_log(task: Task, seed: int, out: str, command: List[str]) -> str:
@@ -270,42 +249,66 @@ def pending_runs(suite: Suite, out: str) -> List[tuple]:
     return pending
 
 
-def run_suite(suite: Suite, out: str, jobs: int, poll_s: float = 1.0) -> Dict[str, List[int]]:
-    """Run every (task, seed) not yet done, ``jobs`` at a time.  SIGINT/SIGTERM are passed to the
-    runs, which checkpoint and stop; the same call later picks them up.  Returns the runs that
-    failed, by task."""
+def run_suite(suite: Suite, out: str, jobs: int = 1, poll_s: float = 1.0, launcher: Optional[Launcher] = None,
+              retries: int = 0) -> Dict[str, List[int]]:
+    """Run every (task, seed) not yet done on ``launcher`` (default: ``jobs`` subprocesses here).
+    A run that fails or is lost starts again (from its checkpoint) up to ``retries`` times.
+    SIGINT/SIGTERM stops the runs, which checkpoint; the same call later picks them up.  Returns
+    the runs that failed, by task."""
+    if retries < 0:
+        raise ValueError(f"--retries must be >= 0, got {retries}")
     pending = pending_runs(suite, out)
-    running: List[_Running] = []
+    launcher = launcher if launcher is not None else LocalLauncher(jobs)
+    running: Dict[tuple, tuple] = {}  # (task name, seed) -> (task, command, started)
+    attempts: Dict[tuple, int] = {}
     failed: Dict[str, List[int]] = {}
     stopping = {"signal": None}
 
-    def on_signal(signum, frame):  # stop starting runs; let the running ones checkpoint and stop
+    def submit(task: Task, seed: int) -> None:
+        command = run_command(task, seed, out)
+        key = (task.name, seed)
+        attempts[key] = attempts.get(key, 0) + 1
+        again = f" (attempt {attempts[key]})" if attempts[key] > 1 else ""
+        print(f"[{time.strftime('%H:%M:%S')}] start {task.name} seed {seed}{again}", flush=True)
+        running[key] = (task, command, time.time())
+        launcher.submit(key, command, start_log(task, seed, out, command))
+
+    def finish(key: tuple, returncode: Optional[int], error: Optional[str]) -> Dict[str, Any]:
+        task, command, started = running.pop(key)
+        return record_outcome(task, key[1], out, command, returncode, time.time() - started, last_error=error)
+
+    def on_signal(signum, frame):  # stop starting runs; the running ones checkpoint and stop
         stopping["signal"] = signum
-        for r in running:
-            if r.proc.poll() is None:
-                r.proc.send_signal(signal.SIGTERM)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        while pending or running:
-            while pending and len(running) < jobs and stopping["signal"] is None:
-                task, seed = pending.pop(0)
-                print(f"[{time.strftime('%H:%M:%S')}] start {task.name} seed {seed}", flush=True)
-                running.append(_Running(task, seed, out))
-            time.sleep(poll_s)
-            for r in [r for r in running if r.proc.poll() is not None]:
-                running.remove(r)
-                done = r.finish()
-                state = "done" if done else f"stopped (exit {r.proc.returncode})"
-                print(f"[{time.strftime('%H:%M:%S')}] {state} {r.task.name} seed {r.seed} "
-                      f"({r.record['wall_s']:.0f} s in all)", flush=True)
-                if not done and stopping["signal"] is None:
-                    failed.setdefault(r.task.name, []).append(r.seed)
-            if stopping["signal"] is not None and not running:
-                break
+        while (pending or running) and stopping["signal"] is None:
+            while pending and launcher.free() > 0:
+                submit(*pending.pop(0))
+            for key, returncode, error in launcher.wait(poll_s):
+                task = running[key][0]
+                record = finish(key, returncode, error)
+                if record["done"]:
+                    print(f"[{time.strftime('%H:%M:%S')}] done {task.name} seed {key[1]} "
+                          f"({record['wall_s']:.0f} s in all)", flush=True)
+                    continue
+                why = error or f"exit {returncode}"
+                if stopping["signal"] is not None:
+                    print(f"[{time.strftime('%H:%M:%S')}] stopped {task.name} seed {key[1]} ({why})", flush=True)
+                elif attempts[key] <= retries:
+                    print(f"[{time.strftime('%H:%M:%S')}] {task.name} seed {key[1]} stopped ({why}): starting it "
+                          f"again", flush=True)
+                    pending.insert(0, (task, key[1]))
+                else:
+                    print(f"[{time.strftime('%H:%M:%S')}] failed {task.name} seed {key[1]} ({why})", flush=True)
+                    failed.setdefault(task.name, []).append(key[1])
+        if stopping["signal"] is not None:
+            for key, returncode, error in launcher.stop():
+                finish(key, returncode, error)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
+        launcher.close()
     if stopping["signal"] is not None:
         raise KeyboardInterrupt(f"stopped by signal {stopping['signal']}; run the same command to continue")
     return failed
@@ -631,8 +634,9 @@ def benchmark_parser() -> argparse.ArgumentParser:
                              "(needs the ray extra; --out on a filesystem every node sees)")
     parser.add_argument("--address", help="with --launcher ray: the cluster to join (e.g. auto, or ray://HOST:10001); "
                                           "default: a local Ray head started for this command")
-    parser.add_argument("--retries", type=int, default=1,
-                        help="with --launcher ray: attempts after a run fails or is lost (default 1)")
+    parser.add_argument("--retries", type=int, default=None,
+                        help="attempts after a run fails or is lost, each from its checkpoint (default: 1 with "
+                             "--launcher ray, 0 locally)")
     parser.add_argument("--cpus-per-run", type=float, default=1.0, help="with --launcher ray: CPUs each run asks for")
     parser.add_argument("--gpus-per-run", type=float, default=0.0, help="with --launcher ray: GPUs each run asks for")
     return parser
@@ -643,9 +647,10 @@ def benchmark_main(argv: List[str]) -> int:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be >= 1, got {args.jobs}")
-    if args.launcher != "ray" and (args.address or "--retries" in argv or "--cpus-per-run" in argv
-                                   or "--gpus-per-run" in argv):
-        parser.error("--address, --retries, --cpus-per-run and --gpus-per-run go with --launcher ray")
+    if args.launcher != "ray" and (args.address or "--cpus-per-run" in argv or "--gpus-per-run" in argv):
+        parser.error("--address, --cpus-per-run and --gpus-per-run go with --launcher ray")
+    if args.retries is None:
+        args.retries = 1 if args.launcher == "ray" else 0
     if args.retries < 0 or args.cpus_per_run < 0 or args.gpus_per_run < 0:
         parser.error("--retries, --cpus-per-run and --gpus-per-run must be >= 0")
     suite = select(load_suite(args.suite), args.tasks, args.seeds)
@@ -655,14 +660,9 @@ def benchmark_main(argv: List[str]) -> int:
         marl_eval.read(path)
     failed = {}
     if not args.report:
+        launcher = make_launcher(args.launcher, args.jobs, args.address, args.cpus_per_run, args.gpus_per_run)
         try:
-            if args.launcher == "ray":
-                from .ray_launcher import run_suite_on_ray
-
-                failed = run_suite_on_ray(suite, args.out, args.address, args.retries, args.cpus_per_run,
-                                          args.gpus_per_run)
-            else:
-                failed = run_suite(suite, args.out, args.jobs)
+            failed = run_suite(suite, args.out, launcher=launcher, retries=args.retries)
         except KeyboardInterrupt as stop:
             print(f"mappo benchmark: {stop}", file=sys.stderr)
             return 130

@@ -18,18 +18,18 @@ process that owns its folder, as with the local launcher.
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
-from .benchmark import RUN_ENV, Suite, Task, pending_runs, record_outcome, run_child, run_command, start_log
+from .launchers import RUN_ENV, Outcome
 
 
 def _run_attempt(command: List[str], cwd: str, log_path: str) -> int:
     """The body of one Ray task: ``command`` with this node's Python, output appended to
     ``log_path``; its exit code.  Cancelling the task (KeyboardInterrupt) sends the run SIGTERM and
     waits for its checkpoint."""
+    from .benchmark import run_child
+
     command = [sys.executable, *command[1:]]
     with open(log_path, "a") as log:
         return run_child(command, log, {**os.environ, **RUN_ENV}, cwd=cwd)
@@ -43,78 +43,51 @@ def import_ray() -> Any:
     return ray
 
 
-def run_suite_on_ray(suite: Suite, out: str, address: Optional[str] = None, retries: int = 1,
-                     cpus_per_run: float = 1.0, gpus_per_run: float = 0.0, poll_s: float = 1.0) -> Dict[str, List[int]]:
-    """Run every (task, seed) not yet done as a Ray task on the cluster at ``address`` (None: the
-    one this process is connected to, else a local head started here and stopped at the end).
-    Returns the runs that failed after ``retries`` more attempts, by task."""
-    ray = import_ray()
-    if retries < 0:
-        raise ValueError(f"--retries must be >= 0, got {retries}")
-    pending = pending_runs(suite, out)
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(_run_attempt).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
-    cwd = os.getcwd()
-    running: Dict[Any, Tuple[Task, int, List[str], float]] = {}
-    attempts: Dict[Tuple[str, int], int] = {}
-    failed: Dict[str, List[int]] = {}
-    stopping: Dict[str, Optional[int]] = {"signal": None}
+class RayLauncher:
+    """Each run a Ray task on the cluster at ``address`` (None: the one this process is connected
+    to, else a local head started here and shut down by :meth:`close`), asking for
+    ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs.  Ray queues what does not fit yet."""
 
-    def submit(task: Task, seed: int) -> None:
-        command = run_command(task, seed, out)
-        log = os.path.abspath(start_log(task, seed, out, command))
-        attempts[task.name, seed] = attempts.get((task.name, seed), 0) + 1
-        print(f"[{time.strftime('%H:%M:%S')}] submit {task.name} seed {seed} (attempt {attempts[task.name, seed]})",
-              flush=True)
-        running[remote.remote(command, cwd, log)] = (task, seed, command, time.time())
+    def __init__(self, address: Optional[str] = None, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0):
+        self.ray = ray = import_ray()
+        if cpus_per_run < 0 or gpus_per_run < 0:
+            raise ValueError(f"CPUs and GPUs per run must be >= 0, got {cpus_per_run} and {gpus_per_run}")
+        self.started_here = not ray.is_initialized()
+        if self.started_here:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        # retries are the driver's: a new attempt resumes from the run's checkpoint
+        self.remote = ray.remote(_run_attempt).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
+        self.cwd = os.getcwd()
+        self.running: Dict[Any, Any] = {}  # ObjectRef -> key
 
-    def collect(ref: Any) -> Dict[str, Any]:
-        """The outcome of a finished task, written to its run's record."""
-        task, seed, command, started = running.pop(ref)
+    def free(self) -> int:
+        return 1 << 30
+
+    def submit(self, key: Any, command: List[str], log_path: str) -> None:
+        self.running[self.remote.remote(command, self.cwd, os.path.abspath(log_path))] = key
+
+    def _outcome(self, ref: Any) -> Outcome:
+        key = self.running.pop(ref)
         try:
-            returncode, error = ray.get(ref), None
-        except (ray.exceptions.RayError, KeyboardInterrupt) as err:  # lost with its worker, or cancelled
-            returncode, error = None, f"{type(err).__name__}: {str(err)[:300]}"
-        return record_outcome(task, seed, out, command, returncode, time.time() - started, last_error=error)
+            return key, self.ray.get(ref), None
+        except (self.ray.exceptions.RayError, KeyboardInterrupt) as err:  # lost with its worker, or cancelled
+            return key, None, f"{type(err).__name__}: {str(err)[:300]}"
 
-    def on_signal(signum: int, frame: Any) -> None:  # cancel the tasks; their runs checkpoint and stop
-        stopping["signal"] = signum
+    def wait(self, timeout: float) -> List[Outcome]:
+        if not self.running:
+            return []
+        ready, _ = self.ray.wait(list(self.running), num_returns=len(self.running), timeout=timeout)
+        return [self._outcome(ref) for ref in ready]
 
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for task, seed in pending:  # Ray queues the tasks that find no free CPU or GPU yet
-            submit(task, seed)
-        while running and stopping["signal"] is None:
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=poll_s)
-            for ref in ready:
-                task, seed = running[ref][:2]
-                record = collect(ref)
-                if record["done"]:
-                    print(f"[{time.strftime('%H:%M:%S')}] done {task.name} seed {seed} "
-                          f"({record['wall_s']:.0f} s in all)", flush=True)
-                    continue
-                why = record["last_error"] or f"exit {record['last_returncode']}"
-                if attempts[task.name, seed] <= retries and stopping["signal"] is None:
-                    print(f"[{time.strftime('%H:%M:%S')}] {task.name} seed {seed} stopped ({why}): "
-                          f"starting it again", flush=True)
-                    submit(task, seed)
-                else:
-                    print(f"[{time.strftime('%H:%M:%S')}] failed {task.name} seed {seed} ({why})", flush=True)
-                    failed.setdefault(task.name, []).append(seed)
-        if stopping["signal"] is not None:
-            for ref in list(running):
-                ray.cancel(ref)  # a KeyboardInterrupt in the task: its run gets SIGTERM
-            for ref in list(running):
-                try:
-                    ray.wait([ref], timeout=300)
-                finally:
-                    collect(ref)
-            raise KeyboardInterrupt(f"stopped by signal {stopping['signal']}; run the same command to continue")
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        if started_here:
-            ray.shutdown()
-    return failed
+    def stop(self) -> List[Outcome]:
+        for ref in list(self.running):
+            self.ray.cancel(ref)  # a KeyboardInterrupt in the task: its run gets SIGTERM and checkpoints
+        self.ray.wait(list(self.running), num_returns=len(self.running), timeout=300)
+        return [self._outcome(ref) for ref in list(self.running)]
+
+    def close(self) -> None:
+        if self.running:
+            self.stop()
+        if self.started_here:
+            self.ray.shutdown()
+            self.started_here = False

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from mappo.benchmark import load_suite, report
+from mappo.benchmark import load_suite, report, run_suite
 
 SUITE = """
 seeds: [0, 1]
@@ -34,13 +34,13 @@ def _suite(tmp_path, after_steps=1000):
 @pytest.mark.slow
 def test_a_suite_on_a_local_ray_head_with_a_run_killed_mid_way(tmp_path):
     ray = pytest.importorskip("ray")
-    from mappo.ray_launcher import run_suite_on_ray
+    from mappo.ray_launcher import RayLauncher
 
     suite = load_suite(_suite(tmp_path))
     out = str(tmp_path / "out")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        failed = run_suite_on_ray(suite, out, retries=1, poll_s=0.2)
+        failed = run_suite(suite, out, launcher=RayLauncher(), retries=1, poll_s=0.2)
         assert failed == {}
         records = [json.load(open(os.path.join(out, "climb", f"seed{s}.json"))) for s in (0, 1)]
         assert os.path.isfile(tmp_path / "killed")  # one run was killed
@@ -54,7 +54,7 @@ def test_a_suite_on_a_local_ray_head_with_a_run_killed_mid_way(tmp_path):
             steps = [r["env_steps"] for r in rows if "sps" in r]
             assert steps == [250, 500, 750, 1000]  # no iteration trained twice, none lost
         # a second call has nothing left to run; the report reads the runs as the local launcher's
-        assert run_suite_on_ray(suite, out, retries=1, poll_s=0.2) == {}
+        assert run_suite(suite, out, launcher=RayLauncher(), retries=1, poll_s=0.2) == {}
         assert all(json.load(open(os.path.join(out, "climb", f"seed{s}.json")))["attempts"] == a
                    for s, a in zip((0, 1), [r["attempts"] for r in records]))
         table = report(suite, out, reps=200)
@@ -66,14 +66,14 @@ def test_a_suite_on_a_local_ray_head_with_a_run_killed_mid_way(tmp_path):
 @pytest.mark.slow
 def test_a_run_that_keeps_failing_is_reported_after_its_retries(tmp_path):
     ray = pytest.importorskip("ray")
-    from mappo.ray_launcher import run_suite_on_ray
+    from mappo.ray_launcher import RayLauncher
 
     suite = load_suite(_suite(tmp_path))
     suite.tasks[0].overrides.append("lr=-1")  # a config error: every attempt exits with an error
     out = str(tmp_path / "out")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        assert run_suite_on_ray(suite, out, retries=1, poll_s=0.2) == {"climb": [0, 1]}
+        assert run_suite(suite, out, launcher=RayLauncher(), retries=1, poll_s=0.2) == {"climb": [0, 1]}
     finally:
         ray.shutdown()
     for seed in (0, 1):
@@ -81,19 +81,19 @@ def test_a_run_that_keeps_failing_is_reported_after_its_retries(tmp_path):
         assert not record["done"] and record["attempts"] == 2 and record["last_returncode"] not in (0, None)
 
 
-def test_without_ray_the_error_names_the_extra(tmp_path, monkeypatch):
-    from mappo.ray_launcher import run_suite_on_ray
+def test_without_ray_the_error_names_the_extra(monkeypatch):
+    from mappo.launchers import make_launcher
 
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ImportError, match=r"\.\[ray\]"):
-        run_suite_on_ray(load_suite(_suite(tmp_path)), str(tmp_path / "out"))
+        make_launcher("ray")
 
 
 def test_ray_flags_need_the_ray_launcher(tmp_path):
     import subprocess
 
     out = subprocess.run([sys.executable, "-m", "mappo", "benchmark", _suite(tmp_path), "--out", str(tmp_path / "o"),
-                          "--retries", "2"], capture_output=True, text=True)
+                          "--gpus-per-run", "1"], capture_output=True, text=True)
     assert out.returncode == 2 and "go with --launcher ray" in out.stderr
 
 
