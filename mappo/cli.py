@@ -5,6 +5,7 @@
     mappo eval RUN_DIR [--episodes K] [--video out.mp4|out.gif]
     mappo export RUN_DIR --format torchscript|onnx [--out PATH]
     mappo benchmark SUITE [--out DIR] [--jobs N]  configs x seeds, resumable, then a results table
+    mappo sweep SPACE [--out DIR] [--jobs N]      hyperparameter search with Optuna, resumable
 """
 from __future__ import annotations
 
@@ -221,10 +222,24 @@ def benchmark_parser() -> argparse.ArgumentParser:
     return parser()
 
 
+def sweep_main(argv: List[str]) -> int:
+    from .sweep import sweep_main as run
+
+    return run(argv)
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    from .sweep import sweep_parser as parser
+
+    return parser()
+
+
 # errors about the user's input, env or machine, reported as one block (bugs keep their traceback)
 USER_ERRORS = (ValueError, TypeError, OSError, ImportError, FloatingPointError, EnvError, RunFolderInUse)
-COMMANDS = {"train": train_main, "eval": eval_main, "export": export_main, "benchmark": benchmark_main}
-PARSERS = {"train": train_parser, "eval": eval_parser, "export": export_parser, "benchmark": benchmark_parser}
+COMMANDS = {"train": train_main, "eval": eval_main, "export": export_main, "benchmark": benchmark_main,
+            "sweep": sweep_main}
+PARSERS = {"train": train_parser, "eval": eval_parser, "export": export_parser, "benchmark": benchmark_parser,
+           "sweep": sweep_parser}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
