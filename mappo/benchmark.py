@@ -63,7 +63,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from .files import written_atomically
-from .launchers import Launcher, LocalLauncher, make_launcher
+from .launchers import LAUNCHERS, Launcher, LocalLauncher, make_launcher
 from .stats import curve_ci95, max_and_average
 
 
@@ -629,7 +629,7 @@ def benchmark_parser() -> argparse.ArgumentParser:
                         help="set another framework's runs (a marl-eval JSON file) beside ours in the statistics; "
                              "repeatable")
     parser.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples of the statistics")
-    parser.add_argument("--launcher", choices=["local", "ray"], default="local",
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="local",
                         help="local: subprocesses here, --jobs at a time (default); ray: each run a Ray task "
                              "(needs the ray extra; --out on a filesystem every node sees)")
     parser.add_argument("--address", help="with --launcher ray: the cluster to join (e.g. auto, or ray://HOST:10001); "

@@ -17,6 +17,9 @@ import signal
 import subprocess
 from typing import Any, Dict, List, Optional, Protocol, Tuple
 
+# the --launcher choices of `mappo benchmark` and `mappo sweep` (make_launcher builds them)
+LAUNCHERS = ("local", "ray")
+
 # every run: one torch thread, unbuffered output to its log
 RUN_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
@@ -96,4 +99,4 @@ def make_launcher(name: str, jobs: int = 1, address: Optional[str] = None, cpus_
         from .ray_launcher import RayLauncher
 
         return RayLauncher(address, cpus_per_run, gpus_per_run)
-    raise ValueError(f"launcher must be 'local' or 'ray', got {name!r}")
+    raise ValueError(f"launcher must be one of {list(LAUNCHERS)}, got {name!r}")

@@ -41,7 +41,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import OmegaConf
 
-from .launchers import Launcher, make_launcher
+from .launchers import LAUNCHERS, Launcher, make_launcher
 
 PARAM_TYPES = ("float", "int", "categorical")
 OBJECTIVES = ("last", "max", "mean")
@@ -355,7 +355,7 @@ def sweep_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db); a database every "
                                           "machine reaches shares the study")
     parser.add_argument("--study", help="study name (default: the space file's name)")
-    parser.add_argument("--launcher", choices=["local", "ray"], default="local")
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="local")
     parser.add_argument("--jobs", type=int, default=1, help="local launcher: trials at a time (default 1)")
     parser.add_argument("--address", help="with --launcher ray: the cluster to join (default: a local head)")
     parser.add_argument("--cpus-per-run", type=float, default=1.0, help="with --launcher ray: CPUs per trial")
