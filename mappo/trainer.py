@@ -359,8 +359,9 @@ class Trainer:
             keys = sorted(set().union(*self.sync.gather(keys)))
         info = rollout.info_arrays(episodes, self.spec.num_agents)
         slots = [list(range(self.spec.num_agents))] + ([groups.members(g) for g in range(groups.count)] if several else [])
-        info_sums = [[float(np.nansum(info[key][:, s])), float(np.isfinite(info[key][:, s]).sum())] if key in info
-                     else [0.0, 0.0] for s in slots for key in keys]
+        finite = {key: np.isfinite(values) for key, values in info.items()}
+        info_sums = [[float(np.where(finite[key], info[key], 0.0)[:, s].sum()), float(finite[key][:, s].sum())]
+                     if key in info else [0.0, 0.0] for s in slots for key in keys]
         totals = self.sync.sum(torch.tensor([sum(e["team_return"] for e in episodes),
                                              sum(e["length"] for e in episodes), len(episodes),
                                              *per_group, *(x for pair in info_sums for x in pair)],
