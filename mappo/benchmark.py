@@ -259,7 +259,7 @@ def run_suite(suite: Suite, out: str, jobs: int = 1, poll_s: float = 1.0, launch
         raise ValueError(f"--retries must be >= 0, got {retries}")
     pending = pending_runs(suite, out)
     launcher = launcher if launcher is not None else LocalLauncher(jobs)
-    running: Dict[tuple, tuple] = {}  # (task name, seed) -> (task, command, started)
+    running: Dict[tuple, tuple] = {}  # (task name, seed) -> (task, command)
     attempts: Dict[tuple, int] = {}
     failed: Dict[str, List[int]] = {}
     stopping = {"signal": None}
@@ -270,12 +270,12 @@ def run_suite(suite: Suite, out: str, jobs: int = 1, poll_s: float = 1.0, launch
         attempts[key] = attempts.get(key, 0) + 1
         again = f" (attempt {attempts[key]})" if attempts[key] > 1 else ""
         print(f"[{time.strftime('%H:%M:%S')}] start {task.name} seed {seed}{again}", flush=True)
-        running[key] = (task, command, time.time())
+        running[key] = (task, command)
         launcher.submit(key, command, start_log(task, seed, out, command))
 
-    def finish(key: tuple, returncode: Optional[int], error: Optional[str]) -> Dict[str, Any]:
-        task, command, started = running.pop(key)
-        return record_outcome(task, key[1], out, command, returncode, time.time() - started, last_error=error)
+    def finish(key: tuple, returncode: Optional[int], error: Optional[str], wall_s: float) -> Dict[str, Any]:
+        task, command = running.pop(key)
+        return record_outcome(task, key[1], out, command, returncode, wall_s, last_error=error)
 
     def on_signal(signum, frame):  # stop starting runs; the running ones checkpoint and stop
         stopping["signal"] = signum
@@ -285,9 +285,9 @@ def run_suite(suite: Suite, out: str, jobs: int = 1, poll_s: float = 1.0, launch
         while (pending or running) and stopping["signal"] is None:
             while pending and launcher.free() > 0:
                 submit(*pending.pop(0))
-            for key, returncode, error in launcher.wait(poll_s):
+            for key, returncode, error, wall_s in launcher.wait(poll_s):
                 task = running[key][0]
-                record = finish(key, returncode, error)
+                record = finish(key, returncode, error, wall_s)
                 if record["done"]:
                     print(f"[{time.strftime('%H:%M:%S')}] done {task.name} seed {key[1]} "
                           f"({record['wall_s']:.0f} s in all)", flush=True)
@@ -303,8 +303,8 @@ def run_suite(suite: Suite, out: str, jobs: int = 1, poll_s: float = 1.0, launch
                     print(f"[{time.strftime('%H:%M:%S')}] failed {task.name} seed {key[1]} ({why})", flush=True)
                     failed.setdefault(task.name, []).append(key[1])
         if stopping["signal"] is not None:
-            for key, returncode, error in launcher.stop():
-                finish(key, returncode, error)
+            for outcome in launcher.stop():
+                finish(*outcome)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)

@@ -4,7 +4,7 @@ its run folder, and a launcher starts such commands and says when they end.
     launcher = make_launcher("local", jobs=2)             # subprocesses on this machine
     launcher = make_launcher("ray", address="auto")       # Ray tasks on a cluster (mappo/ray_launcher.py)
     launcher.submit(key, command, log_path)               # when launcher.free() > 0
-    for key, returncode, error in launcher.wait(1.0): ...  # the runs that ended (returncode None: lost)
+    for key, returncode, error, wall_s in launcher.wait(1.0): ...  # runs that ended (returncode None: lost)
     launcher.stop()                                       # SIGTERM to every run: each checkpoints
 
 ``mappo benchmark`` and ``mappo sweep`` drive either one the same way; a new launcher (SLURM
@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from typing import Any, Dict, List, Optional, Protocol, Tuple
 
 # the --launcher choices of `mappo benchmark` and `mappo sweep` (make_launcher builds them)
@@ -23,7 +24,9 @@ LAUNCHERS = ("local", "ray")
 # every run: one torch thread, unbuffered output to its log
 RUN_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
-Outcome = Tuple[Any, Optional[int], Optional[str]]  # (key, exit code or None when lost, what went wrong)
+# (key, exit code or None when lost, what went wrong, seconds the run ran: time queued for a free
+# CPU or GPU on a cluster is not counted)
+Outcome = Tuple[Any, Optional[int], Optional[str], float]
 
 
 class Launcher(Protocol):
@@ -52,7 +55,7 @@ class LocalLauncher:
         if jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {jobs}")
         self.jobs = jobs
-        self.running: Dict[Any, Tuple[subprocess.Popen, Any]] = {}
+        self.running: Dict[Any, Tuple[subprocess.Popen, Any, float]] = {}
 
     def free(self) -> int:
         return self.jobs - len(self.running)
@@ -61,28 +64,26 @@ class LocalLauncher:
         log = open(log_path, "a")
         proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **RUN_ENV},
                                 start_new_session=True)
-        self.running[key] = (proc, log)
+        self.running[key] = (proc, log, time.monotonic())
 
     def wait(self, timeout: float) -> List[Outcome]:
-        import time
-
         deadline = time.monotonic() + timeout
         while True:
-            ended = [key for key, (proc, _) in self.running.items() if proc.poll() is not None]
+            ended = [key for key, (proc, _, _) in self.running.items() if proc.poll() is not None]
             if ended or time.monotonic() >= deadline:
                 return [self._finish(key) for key in ended]
             time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def _finish(self, key: Any) -> Outcome:
-        proc, log = self.running.pop(key)
+        proc, log, started = self.running.pop(key)
         log.close()
-        return key, proc.returncode, None
+        return key, proc.returncode, None, time.monotonic() - started
 
     def stop(self) -> List[Outcome]:
-        for proc, _ in self.running.values():
+        for proc, _, _ in self.running.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
-        for proc, _ in self.running.values():
+        for proc, _, _ in self.running.values():
             proc.wait()
         return [self._finish(key) for key in list(self.running)]
 

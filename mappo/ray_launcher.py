@@ -19,20 +19,22 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Dict, List, Optional
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
 from .launchers import RUN_ENV, Outcome
 
 
-def _run_attempt(command: List[str], cwd: str, log_path: str) -> int:
+def _run_attempt(command: List[str], cwd: str, log_path: str) -> Tuple[int, float]:
     """The body of one Ray task: ``command`` with this node's Python, output appended to
-    ``log_path``; its exit code.  Cancelling the task (KeyboardInterrupt) sends the run SIGTERM and
-    waits for its checkpoint."""
+    ``log_path``; its exit code and the seconds it ran.  Cancelling the task (KeyboardInterrupt)
+    sends the run SIGTERM and waits for its checkpoint."""
     from .benchmark import run_child
 
     command = [sys.executable, *command[1:]]
+    started = time.monotonic()
     with open(log_path, "a") as log:
-        return run_child(command, log, {**os.environ, **RUN_ENV}, cwd=cwd)
+        return run_child(command, log, {**os.environ, **RUN_ENV}, cwd=cwd), time.monotonic() - started
 
 
 def import_ray() -> Any:
@@ -58,20 +60,22 @@ class RayLauncher:
         # retries are the driver's: a new attempt resumes from the run's checkpoint
         self.remote = ray.remote(_run_attempt).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
         self.cwd = os.getcwd()
-        self.running: Dict[Any, Any] = {}  # ObjectRef -> key
+        self.running: Dict[Any, Tuple[Any, float]] = {}  # ObjectRef -> (key, when submitted)
 
     def free(self) -> int:
         return 1 << 30
 
     def submit(self, key: Any, command: List[str], log_path: str) -> None:
-        self.running[self.remote.remote(command, self.cwd, os.path.abspath(log_path))] = key
+        self.running[self.remote.remote(command, self.cwd, os.path.abspath(log_path))] = (key, time.monotonic())
 
     def _outcome(self, ref: Any) -> Outcome:
-        key = self.running.pop(ref)
+        key, submitted = self.running.pop(ref)
         try:
-            return key, self.ray.get(ref), None
+            returncode, wall_s = self.ray.get(ref)
+            return key, returncode, None, wall_s
         except (self.ray.exceptions.RayError, KeyboardInterrupt) as err:  # lost with its worker, or cancelled
-            return key, None, f"{type(err).__name__}: {str(err)[:300]}"
+            # how long it ran before is unknown: the time since it was submitted is an upper bound
+            return key, None, f"{type(err).__name__}: {str(err)[:300]}", time.monotonic() - submitted
 
     def wait(self, timeout: float) -> List[Outcome]:
         if not self.running:

@@ -269,7 +269,7 @@ def run_sweep(space: Space, out: str, launcher: Launcher, storage: Optional[str]
         running[number] = trial_id
         launcher.submit(number, command, log)
 
-    def finish(number: int, returncode: Optional[int], error: Optional[str]) -> None:
+    def finish(number: int, returncode: Optional[int], error: Optional[str], wall_s: float) -> None:
         running.pop(number)
         trial = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
         if trial.state != TrialState.RUNNING:  # the run told the study itself (pruned)
@@ -304,11 +304,11 @@ def run_sweep(space: Space, out: str, launcher: Launcher, storage: Optional[str]
                 start(trial.number, trial._trial_id, _suggest(trial, space))
             if not running:
                 break
-            for number, returncode, error in launcher.wait(poll_s):
-                finish(number, returncode, error)
+            for outcome in launcher.wait(poll_s):
+                finish(*outcome)
         if stopping["signal"] is not None:
-            for number, returncode, error in launcher.stop():
-                finish(number, returncode, error)
+            for outcome in launcher.stop():
+                finish(*outcome)
     finally:
         for s, handler in old.items():
             signal.signal(s, handler)
