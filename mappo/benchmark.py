@@ -63,7 +63,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from .files import written_atomically
-from .launchers import LAUNCHERS, Launcher, LocalLauncher, make_launcher
+from .launchers import Driving, Launcher, LocalLauncher, add_launcher_arguments, launcher_from_arguments
 from .stats import curve_ci95, max_and_average
 
 
@@ -262,7 +262,6 @@ def run_suite(suite: Suite, out: str, jobs: int = 1, poll_s: float = 1.0, launch
     running: Dict[tuple, tuple] = {}  # (task name, seed) -> (task, command)
     attempts: Dict[tuple, int] = {}
     failed: Dict[str, List[int]] = {}
-    stopping = {"signal": None}
 
     def submit(task: Task, seed: int) -> None:
         command = run_command(task, seed, out)
@@ -277,12 +276,8 @@ def run_suite(suite: Suite, out: str, jobs: int = 1, poll_s: float = 1.0, launch
         task, command = running.pop(key)
         return record_outcome(task, key[1], out, command, returncode, wall_s, last_error=error)
 
-    def on_signal(signum, frame):  # stop starting runs; the running ones checkpoint and stop
-        stopping["signal"] = signum
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while (pending or running) and stopping["signal"] is None:
+    with Driving(launcher, finish) as driving:
+        while (pending or running) and driving.signum is None:
             while pending and launcher.free() > 0:
                 submit(*pending.pop(0))
             for key, returncode, error, wall_s in launcher.wait(poll_s):
@@ -293,7 +288,7 @@ def run_suite(suite: Suite, out: str, jobs: int = 1, poll_s: float = 1.0, launch
                           f"({record['wall_s']:.0f} s in all)", flush=True)
                     continue
                 why = error or f"exit {returncode}"
-                if stopping["signal"] is not None:
+                if driving.signum is not None:
                     print(f"[{time.strftime('%H:%M:%S')}] stopped {task.name} seed {key[1]} ({why})", flush=True)
                 elif attempts[key] <= retries:
                     print(f"[{time.strftime('%H:%M:%S')}] {task.name} seed {key[1]} stopped ({why}): starting it "
@@ -302,15 +297,6 @@ def run_suite(suite: Suite, out: str, jobs: int = 1, poll_s: float = 1.0, launch
                 else:
                     print(f"[{time.strftime('%H:%M:%S')}] failed {task.name} seed {key[1]} ({why})", flush=True)
                     failed.setdefault(task.name, []).append(key[1])
-        if stopping["signal"] is not None:
-            for outcome in launcher.stop():
-                finish(*outcome)
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        launcher.close()
-    if stopping["signal"] is not None:
-        raise KeyboardInterrupt(f"stopped by signal {stopping['signal']}; run the same command to continue")
     return failed
 
 
@@ -629,30 +615,20 @@ def benchmark_parser() -> argparse.ArgumentParser:
                         help="set another framework's runs (a marl-eval JSON file) beside ours in the statistics; "
                              "repeatable")
     parser.add_argument("--reps", type=int, default=50_000, help="bootstrap resamples of the statistics")
-    parser.add_argument("--launcher", choices=LAUNCHERS, default="local",
-                        help="local: subprocesses here, --jobs at a time (default); ray: each run a Ray task "
-                             "(needs the ray extra; --out on a filesystem every node sees)")
-    parser.add_argument("--address", help="with --launcher ray: the cluster to join (e.g. auto, or ray://HOST:10001); "
-                                          "default: a local Ray head started for this command")
+    add_launcher_arguments(parser)
     parser.add_argument("--retries", type=int, default=None,
                         help="attempts after a run fails or is lost, each from its checkpoint (default: 1 with "
                              "--launcher ray, 0 locally)")
-    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="with --launcher ray: CPUs each run asks for")
-    parser.add_argument("--gpus-per-run", type=float, default=0.0, help="with --launcher ray: GPUs each run asks for")
     return parser
 
 
 def benchmark_main(argv: List[str]) -> int:
     parser = benchmark_parser()
     args = parser.parse_args(argv)
-    if args.jobs < 1:
-        parser.error(f"--jobs must be >= 1, got {args.jobs}")
-    if args.launcher != "ray" and (args.address or "--cpus-per-run" in argv or "--gpus-per-run" in argv):
-        parser.error("--address, --cpus-per-run and --gpus-per-run go with --launcher ray")
     if args.retries is None:
         args.retries = 1 if args.launcher == "ray" else 0
-    if args.retries < 0 or args.cpus_per_run < 0 or args.gpus_per_run < 0:
-        parser.error("--retries, --cpus-per-run and --gpus-per-run must be >= 0")
+    if args.retries < 0:
+        parser.error(f"--retries must be >= 0, got {args.retries}")
     suite = select(load_suite(args.suite), args.tasks, args.seeds)
     from . import marl_eval
 
@@ -660,7 +636,7 @@ def benchmark_main(argv: List[str]) -> int:
         marl_eval.read(path)
     failed = {}
     if not args.report:
-        launcher = make_launcher(args.launcher, args.jobs, args.address, args.cpus_per_run, args.gpus_per_run)
+        launcher = launcher_from_arguments(parser, args, argv)
         try:
             failed = run_suite(suite, args.out, launcher=launcher, retries=args.retries)
         except KeyboardInterrupt as stop:

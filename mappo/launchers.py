@@ -16,7 +16,7 @@ import os
 import signal
 import subprocess
 import time
-from typing import Any, Dict, List, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 # the --launcher choices of `mappo benchmark` and `mappo sweep` (make_launcher builds them)
 LAUNCHERS = ("local", "ray")
@@ -89,6 +89,60 @@ class LocalLauncher:
 
     def close(self) -> None:
         self.stop()
+
+
+class Driving:
+    """A driver loop's hold on a launcher for the length of a ``with`` block.  SIGINT or SIGTERM
+    sets :attr:`signum` (the loop stops starting runs and leaves the block); on leaving after one,
+    the running runs are stopped (each checkpoints) and ``finish`` gets their outcomes, then a
+    KeyboardInterrupt says to run the same command to continue.  The handlers are restored and
+    the launcher closed however the block ends."""
+
+    def __init__(self, launcher: Launcher, finish: Callable[..., Any]):
+        self.launcher, self.finish = launcher, finish
+        self.signum: Optional[int] = None
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def __enter__(self) -> "Driving":
+        self.old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            if self.signum is not None and exc_type is None:
+                for outcome in self.launcher.stop():
+                    self.finish(*outcome)
+        finally:
+            for s, handler in self.old.items():
+                signal.signal(s, handler)
+            self.launcher.close()
+        if self.signum is not None and exc_type is None:
+            raise KeyboardInterrupt(f"stopped by signal {self.signum}; run the same command to continue")
+
+
+def add_launcher_arguments(parser: Any, runs: str = "runs") -> None:
+    """The launcher options of ``mappo benchmark`` and ``mappo sweep``."""
+    parser.add_argument("--launcher", choices=LAUNCHERS, default="local",
+                        help=f"local: subprocesses here, --jobs at a time (default); ray: each of the {runs} a Ray "
+                             f"task (needs the ray extra; --out on a filesystem every node sees)")
+    parser.add_argument("--address", help="with --launcher ray: the cluster to join (e.g. auto, or "
+                                          "ray://HOST:10001); default: a local Ray head started for this command")
+    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="with --launcher ray: CPUs each run asks for")
+    parser.add_argument("--gpus-per-run", type=float, default=0.0, help="with --launcher ray: GPUs each run asks for")
+
+
+def launcher_from_arguments(parser: Any, args: Any, argv: List[str]) -> Launcher:
+    """The launcher the parsed options ask for; a Ray-only option without ``--launcher ray`` is a
+    usage error."""
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
+    if args.launcher != "ray" and (args.address or "--cpus-per-run" in argv or "--gpus-per-run" in argv):
+        parser.error("--address, --cpus-per-run and --gpus-per-run go with --launcher ray")
+    if args.cpus_per_run < 0 or args.gpus_per_run < 0:
+        parser.error("--cpus-per-run and --gpus-per-run must be >= 0")
+    return make_launcher(args.launcher, args.jobs, args.address, args.cpus_per_run, args.gpus_per_run)
 
 
 def make_launcher(name: str, jobs: int = 1, address: Optional[str] = None, cpus_per_run: float = 1.0,

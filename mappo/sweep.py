@@ -33,7 +33,6 @@ import argparse
 import json
 import math
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import OmegaConf
 
-from .launchers import LAUNCHERS, Launcher, make_launcher
+from .launchers import Driving, Launcher, add_launcher_arguments, launcher_from_arguments
 
 PARAM_TYPES = ("float", "int", "categorical")
 OBJECTIVES = ("last", "max", "mean")
@@ -258,7 +257,7 @@ def run_sweep(space: Space, out: str, launcher: Launcher, storage: Optional[str]
     # trial number -> its id in the storage, which a run needs to report to it: Optuna keeps it in
     # the private _trial_id, and optuna.trial.Trial(study, trial_id) rebuilds the trial in the run
     running: Dict[int, int] = {}
-    stopping = {"signal": None}
+    driving: Optional[Driving] = None
 
     def start(number: int, trial_id: int, params: Dict[str, Any]) -> None:
         command = trial_command(space, out, number, trial_id, params, storage, study_name)
@@ -275,7 +274,7 @@ def run_sweep(space: Space, out: str, launcher: Launcher, storage: Optional[str]
         if trial.state != TrialState.RUNNING:  # the run told the study itself (pruned)
             print(f"[{time.strftime('%H:%M:%S')}] trial {number}: {trial.state.name.lower()}", flush=True)
             return
-        if stopping["signal"] is not None:
+        if driving is not None and driving.signum is not None:
             return  # left RUNNING: the next call continues it
         value = score(os.path.join(out, f"trial_{number}"), space.metric, space.objective) if returncode == 0 else None
         if value is None or not math.isfinite(value):
@@ -288,15 +287,11 @@ def run_sweep(space: Space, out: str, launcher: Launcher, storage: Optional[str]
         print(f"[{time.strftime('%H:%M:%S')}] trial {number}: {space.metric} ({space.objective}) {value:.4g}",
               flush=True)
 
-    def on_signal(signum: int, frame: Any) -> None:
-        stopping["signal"] = signum
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with Driving(launcher, finish) as driving:
         # trials a stopped call left running continue from their checkpoints
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             start(trial.number, trial._trial_id, trial.params)
-        while stopping["signal"] is None:
+        while driving.signum is None:
             finished = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
                                                                      TrialState.FAIL)))
             while launcher.free() > 0 and finished + len(running) < wanted:
@@ -306,15 +301,6 @@ def run_sweep(space: Space, out: str, launcher: Launcher, storage: Optional[str]
                 break
             for outcome in launcher.wait(poll_s):
                 finish(*outcome)
-        if stopping["signal"] is not None:
-            for outcome in launcher.stop():
-                finish(*outcome)
-    finally:
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        launcher.close()
-    if stopping["signal"] is not None:
-        raise KeyboardInterrupt(f"stopped by signal {stopping['signal']}; run the same command to continue")
     write_results(study, space, out)
     return study
 
@@ -355,11 +341,8 @@ def sweep_parser() -> argparse.ArgumentParser:
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db); a database every "
                                           "machine reaches shares the study")
     parser.add_argument("--study", help="study name (default: the space file's name)")
-    parser.add_argument("--launcher", choices=LAUNCHERS, default="local")
     parser.add_argument("--jobs", type=int, default=1, help="local launcher: trials at a time (default 1)")
-    parser.add_argument("--address", help="with --launcher ray: the cluster to join (default: a local head)")
-    parser.add_argument("--cpus-per-run", type=float, default=1.0, help="with --launcher ray: CPUs per trial")
-    parser.add_argument("--gpus-per-run", type=float, default=0.0, help="with --launcher ray: GPUs per trial")
+    add_launcher_arguments(parser, "trials")
     return parser
 
 
@@ -371,7 +354,7 @@ def sweep_main(argv: List[str]) -> int:
     space = load_space(args.space)
     import_optuna()  # before any run starts
     study_name = args.study or os.path.splitext(os.path.basename(args.space))[0]
-    launcher = make_launcher(args.launcher, args.jobs, args.address, args.cpus_per_run, args.gpus_per_run)
+    launcher = launcher_from_arguments(parser, args, argv)
     try:
         study = run_sweep(space, args.out, launcher, args.storage, study_name, args.trials)
     except KeyboardInterrupt as stop:

@@ -38,3 +38,20 @@ def write_config(path, **fields):
     base.update(fields)
     path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in base.items()) + "\n")
     return str(path)
+
+
+def sigterm_once_written(command, paths, env, timeout=180.0):
+    """Start ``command``, send it SIGTERM once every file in ``paths`` exists (or after ``timeout``
+    seconds), and return its exit code and output."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.time() + timeout
+    while not all(os.path.isfile(p) for p in paths) and time.time() < deadline:
+        time.sleep(0.1)
+    runner.send_signal(signal.SIGTERM)
+    output, _ = runner.communicate(timeout=timeout)
+    return runner.returncode, output

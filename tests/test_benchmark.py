@@ -11,6 +11,7 @@ import pytest
 from mappo import marl_eval
 from mappo.benchmark import eval_curves, load_suite, report, run_command, run_suite, select
 from mappo.stats import curve_ci95, max_and_average, mean_ci95
+from tests.helpers import sigterm_once_written
 
 T_975 = {2: 4.302652729911275, 3: 3.182446305284263, 4: 2.7764451051977987}  # Student t quantiles, df = S - 1
 
@@ -151,20 +152,14 @@ def test_runner_runs_resumes_and_reports(tmp_path):
 @pytest.mark.slow
 def test_sigterm_stops_the_runs_with_checkpoints_and_the_same_command_finishes_them(tmp_path):
     import signal
-    import time
 
     suite_path = _suite(tmp_path)
     out = str(tmp_path / "out")
     command = [sys.executable, "-m", "mappo", "benchmark", suite_path, "--out", out, "--jobs", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     ckpts = [os.path.join(out, "climb", f"seed{s}", "ckpt.pt") for s in (0, 1)]
-    deadline = time.time() + 120
-    while not all(os.path.isfile(c) for c in ckpts) and time.time() < deadline:
-        time.sleep(0.1)
-    runner.send_signal(signal.SIGTERM)
-    output, _ = runner.communicate(timeout=120)
-    assert runner.returncode == 130, output
+    returncode, output = sigterm_once_written(command, ckpts, env, timeout=120)
+    assert returncode == 130, output
     records = [json.load(open(os.path.join(out, "climb", f"seed{s}.json"))) for s in (0, 1)]
     if all(r["done"] for r in records):
         pytest.skip("both runs finished before the signal arrived (a very fast machine)")

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from mappo.benchmark import load_suite, report, run_suite
+from tests.helpers import sigterm_once_written
 
 SUITE = """
 seeds: [0, 1]
@@ -101,9 +102,7 @@ def test_ray_flags_need_the_ray_launcher(tmp_path):
 @pytest.mark.slow
 def test_sigterm_cancels_the_tasks_with_checkpoints_and_the_same_command_finishes_them(tmp_path):
     pytest.importorskip("ray")
-    import signal
     import subprocess
-    import time
 
     suite_path = _suite(tmp_path, after_steps=10**9)  # nothing is killed here
     text = open(suite_path).read().replace("total_steps=1000", "total_steps=5000")
@@ -111,14 +110,9 @@ def test_sigterm_cancels_the_tasks_with_checkpoints_and_the_same_command_finishe
     out = str(tmp_path / "out")
     command = [sys.executable, "-m", "mappo", "benchmark", suite_path, "--out", out, "--launcher", "ray", "--reps", "200"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     ckpts = [os.path.join(out, "climb", f"seed{s}", "ckpt.pt") for s in (0, 1)]
-    deadline = time.time() + 180
-    while not all(os.path.isfile(c) for c in ckpts) and time.time() < deadline:
-        time.sleep(0.1)
-    runner.send_signal(signal.SIGTERM)
-    output, _ = runner.communicate(timeout=180)
-    assert runner.returncode == 130, output
+    returncode, output = sigterm_once_written(command, ckpts, env)
+    assert returncode == 130, output
     records = [json.load(open(os.path.join(out, "climb", f"seed{s}.json"))) for s in (0, 1)]
     if all(r["done"] for r in records):
         pytest.skip("both runs finished before the signal arrived (a very fast machine)")

@@ -2,10 +2,8 @@
 search end to end (best.yaml, trials.md, more trials on a second call) and a stop and resume."""
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -14,6 +12,7 @@ optuna = pytest.importorskip("optuna")
 from mappo import Config  # noqa: E402
 from mappo.launchers import LocalLauncher  # noqa: E402
 from mappo.sweep import ReportToStudy, load_space, run_sweep, score  # noqa: E402
+from tests.helpers import sigterm_once_written  # noqa: E402
 
 SPACE = """
 config: {config}
@@ -124,13 +123,8 @@ def test_sigterm_stops_a_sweep_and_the_same_command_continues_its_trials(tmp_pat
     out = tmp_path / "out"
     command = [sys.executable, "-m", "mappo", "sweep", space, "--out", str(out), "--jobs", "2"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    deadline = time.time() + 180
-    while not (out / "trial_0" / "ckpt.pt").is_file() and time.time() < deadline:
-        time.sleep(0.1)
-    runner.send_signal(signal.SIGTERM)
-    output, _ = runner.communicate(timeout=180)
-    assert runner.returncode == 130, output
+    returncode, output = sigterm_once_written(command, [str(out / "trial_0" / "ckpt.pt")], env)
+    assert returncode == 130, output
     study = optuna.load_study(study_name="space", storage=f"sqlite:///{out / 'study.db'}")
     if all(t.state.name == "COMPLETE" for t in study.trials):
         pytest.skip("the trials finished before the signal arrived (a very fast machine)")
