@@ -51,10 +51,7 @@ import json
 import math
 import os
 import shlex
-import signal
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -63,7 +60,7 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from .files import written_atomically
-from .launchers import Driving, Launcher, LocalLauncher, add_launcher_arguments, launcher_from_arguments
+from .launchers import Driving, Launcher, LocalLauncher, add_launcher_arguments, launcher_from_arguments, run_child
 from .stats import curve_ci95, max_and_average
 
 
@@ -302,25 +299,6 @@ def run_suite(suite: Suite, out: str, jobs: int = 1, poll_s: float = 1.0, launch
 
 # ---------------------------------------------------------------------------------------------
 # reporting
-
-
-def run_child(command: List[str], log: Any, env: Dict[str, str], cwd: Optional[str] = None) -> int:
-    """Run ``command`` to its end (in ``cwd``), output to ``log``; its exit code.  A SIGTERM or
-    Ctrl-C to this process stops the child too (and then raises KeyboardInterrupt): no orphan is
-    left working."""
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
-
-    old = signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() else None
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-    try:
-        return proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait()
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
 
 
 def absolute_metrics(task: Task, seed: int, out: str) -> Optional[str]:

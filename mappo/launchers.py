@@ -8,18 +8,21 @@ its run folder, and a launcher starts such commands and says when they end.
     launcher.stop()                                       # SIGTERM to every run: each checkpoints
 
 ``mappo benchmark`` and ``mappo sweep`` drive either one the same way; a new launcher (SLURM
-through submitit, say) is one file with these four methods plus a line in :func:`make_launcher`.
+through submitit, say) is one file with these methods plus a line in :data:`LAUNCHERS`.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
-# the --launcher choices of `mappo benchmark` and `mappo sweep` (make_launcher builds them)
-LAUNCHERS = ("local", "ray")
+# name -> "module:Class", imported when chosen: the --launcher choices of `mappo benchmark` and
+# `mappo sweep`.  A launcher class has the Launcher methods and from_options(**options).
+LAUNCHERS = {"local": "mappo.launchers:LocalLauncher", "ray": "mappo.ray_launcher:RayLauncher"}
 
 # every run: one torch thread, unbuffered output to its log
 RUN_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -30,6 +33,10 @@ Outcome = Tuple[Any, Optional[int], Optional[str], float]
 
 
 class Launcher(Protocol):
+    @classmethod
+    def from_options(cls, **options: Any) -> "Launcher":
+        """Built from ``jobs``, ``address``, ``cpus_per_run``, ``gpus_per_run``: the ones it uses."""
+
     def free(self) -> int:
         """How many more runs may be submitted now."""
 
@@ -56,6 +63,10 @@ class LocalLauncher:
             raise ValueError(f"--jobs must be >= 1, got {jobs}")
         self.jobs = jobs
         self.running: Dict[Any, Tuple[subprocess.Popen, Any, float]] = {}
+
+    @classmethod
+    def from_options(cls, jobs: int = 1, **others: Any) -> "LocalLauncher":
+        return cls(jobs)
 
     def free(self) -> int:
         return self.jobs - len(self.running)
@@ -147,11 +158,29 @@ def launcher_from_arguments(parser: Any, args: Any, argv: List[str]) -> Launcher
 
 def make_launcher(name: str, jobs: int = 1, address: Optional[str] = None, cpus_per_run: float = 1.0,
                   gpus_per_run: float = 0.0) -> Launcher:
-    """``local`` (``jobs`` subprocesses here) or ``ray`` (tasks on the cluster at ``address``)."""
-    if name == "local":
-        return LocalLauncher(jobs)
-    if name == "ray":
-        from .ray_launcher import RayLauncher
+    """The launcher registered as ``name`` (:data:`LAUNCHERS`), built from the options it uses."""
+    if name not in LAUNCHERS:
+        raise ValueError(f"launcher must be one of {list(LAUNCHERS)}, got {name!r}")
+    module, _, attr = LAUNCHERS[name].partition(":")
+    launcher_class = getattr(importlib.import_module(module), attr)
+    return launcher_class.from_options(jobs=jobs, address=address, cpus_per_run=cpus_per_run,
+                                       gpus_per_run=gpus_per_run)
 
-        return RayLauncher(address, cpus_per_run, gpus_per_run)
-    raise ValueError(f"launcher must be one of {list(LAUNCHERS)}, got {name!r}")
+
+def run_child(command: List[str], log: Any, env: Dict[str, str], cwd: Optional[str] = None) -> int:
+    """Run ``command`` to its end (in ``cwd``), output to ``log``; its exit code.  A SIGTERM or
+    Ctrl-C to this process stops the child too (and then raises KeyboardInterrupt): no orphan is
+    left working."""
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    old = signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread() else None
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    try:
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait()
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)

@@ -22,15 +22,13 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Tuple
 
-from .launchers import RUN_ENV, Outcome
+from .launchers import RUN_ENV, Outcome, run_child
 
 
 def _run_attempt(command: List[str], cwd: str, log_path: str) -> Tuple[int, float]:
     """The body of one Ray task: ``command`` with this node's Python, output appended to
     ``log_path``; its exit code and the seconds it ran.  Cancelling the task (KeyboardInterrupt)
     sends the run SIGTERM and waits for its checkpoint."""
-    from .benchmark import run_child
-
     command = [sys.executable, *command[1:]]
     started = time.monotonic()
     with open(log_path, "a") as log:
@@ -61,6 +59,11 @@ class RayLauncher:
         self.remote = ray.remote(_run_attempt).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=0)
         self.cwd = os.getcwd()
         self.running: Dict[Any, Tuple[Any, float]] = {}  # ObjectRef -> (key, when submitted)
+
+    @classmethod
+    def from_options(cls, address: Optional[str] = None, cpus_per_run: float = 1.0, gpus_per_run: float = 0.0,
+                     **others: Any) -> "RayLauncher":
+        return cls(address, cpus_per_run, gpus_per_run)
 
     def free(self) -> int:
         return 1 << 30

@@ -336,7 +336,7 @@ def test_a_sigterm_during_a_child_run_stops_the_child_too(tmp_path):
     import threading
     import time
 
-    from mappo.benchmark import run_child
+    from mappo.launchers import run_child
 
     pid_file = tmp_path / "child.pid"
     child = [sys.executable, "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"]
