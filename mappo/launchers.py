@@ -46,6 +46,9 @@ class Launcher(Protocol):
     def wait(self, timeout: float) -> List[Outcome]:
         """The runs that ended within ``timeout`` seconds."""
 
+    def interrupt(self) -> None:
+        """Pass a stop on to the runs now, without blocking (called from a signal handler)."""
+
     def stop(self) -> List[Outcome]:
         """Ask every running run to stop (SIGTERM: it checkpoints) and wait for them."""
 
@@ -63,6 +66,7 @@ class LocalLauncher:
             raise ValueError(f"--jobs must be >= 1, got {jobs}")
         self.jobs = jobs
         self.running: Dict[Any, Tuple[subprocess.Popen, Any, float]] = {}
+        self.signalled: set = set()  # runs sent SIGTERM: a second one would stop them without a checkpoint
 
     @classmethod
     def from_options(cls, jobs: int = 1, **others: Any) -> "LocalLauncher":
@@ -87,13 +91,18 @@ class LocalLauncher:
 
     def _finish(self, key: Any) -> Outcome:
         proc, log, started = self.running.pop(key)
+        self.signalled.discard(key)
         log.close()
         return key, proc.returncode, None, time.monotonic() - started
 
-    def stop(self) -> List[Outcome]:
-        for proc, _, _ in self.running.values():
-            if proc.poll() is None:
+    def interrupt(self) -> None:
+        for key, (proc, _, _) in list(self.running.items()):
+            if proc.poll() is None and key not in self.signalled:
+                self.signalled.add(key)
                 proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> List[Outcome]:
+        self.interrupt()
         for proc, _, _ in self.running.values():
             proc.wait()
         return [self._finish(key) for key in list(self.running)]
@@ -115,6 +124,7 @@ class Driving:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self.signum = signum
+        self.launcher.interrupt()  # at once: a run about to finish checkpoints and stops now
 
     def __enter__(self) -> "Driving":
         self.old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
