@@ -153,7 +153,7 @@ def evaluate(policy: Policy, env_fn: Any, spec: TeamSpec, episodes: int, determi
         "return_mean": {name: float(per_agent[:, k].mean()) for k, name in enumerate(spec.names)},
         "episode_length_mean": float(np.mean([e["length"] for e in done])),
         # each agent's mean of what its info reported as the episode ended (None: it never did)
-        "info_mean": {key: {name: _finite_mean(values[:, k]) for k, name in enumerate(spec.names)}
+        "info_mean": {key: {name: finite_mean(values[:, k]) for k, name in enumerate(spec.names)}
                       for key, values in info.items()},
         "episodes": len(team),
         "episodes_cut": cut,
@@ -162,7 +162,7 @@ def evaluate(policy: Policy, env_fn: Any, spec: TeamSpec, episodes: int, determi
                         "episode_length": [int(e["length"]) for e in done],
                         # the env's info numbers, each episode's mean over its agents (SMAX's info/won:
                         # 1.0 for a won episode; None for an episode that reported none, one cut short)
-                        **{f"info/{key}": [_finite_mean(row) for row in values] for key, values in info.items()}},
+                        **{f"info/{key}": [finite_mean(row) for row in values] for key, values in info.items()}},
     }
 
 
@@ -177,9 +177,9 @@ def info_arrays(episodes: List[Dict[str, Any]], num_agents: int) -> Dict[str, np
     return out
 
 
-def _finite_mean(values: Any) -> Optional[float]:
-    """The mean of the finite entries; None when there are none (JSON has no NaN)."""
-    values = np.asarray(values, dtype=np.float64)
+def finite_mean(values: Any) -> Optional[float]:
+    """The mean of the finite entries (None counts as missing); None when there are none (JSON has no NaN)."""
+    values = np.array([np.nan if v is None else v for v in values], dtype=np.float64)
     values = values[np.isfinite(values)]
     return float(values.mean()) if values.size else None
 
@@ -198,7 +198,7 @@ def eval_row(evaluation: Dict[str, Any]) -> Dict[str, float]:
     row.update({f"eval/return_mean/{name}": v for name, v in evaluation["return_mean"].items()})
     for name, values in evaluation.get("per_episode", {}).items():
         if name.startswith("info/"):
-            row[f"eval/{name}_mean"] = _finite_mean([np.nan if v is None else v for v in values])
+            row[f"eval/{name}_mean"] = finite_mean(values)
     groups = evaluation.get("group_return_mean", {})
     if len(groups) > 1:  # agent groups: each group's return (its agents' returns summed)
         row.update({f"eval/{g}/team_return_mean": v for g, v in groups.items()})

@@ -64,12 +64,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _mean_of_reported(values: Any) -> Optional[float]:
-    """The mean of the values that are not None; None when all are."""
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -406,7 +400,7 @@ class Trainer:
         result["group_return_mean"] = {g: float(sum(result["return_mean"][self.spec.names[k]]
                                                     for k in groups.members(i)))
                                        for i, g in enumerate(groups.names)}
-        result["group_info_mean"] = {g: {key: _mean_of_reported(means[self.spec.names[k]] for k in groups.members(i))
+        result["group_info_mean"] = {g: {key: rollout.finite_mean([means[self.spec.names[k]] for k in groups.members(i)])
                                          for key, means in result["info_mean"].items()}
                                      for i, g in enumerate(groups.names)}
         result["policies"] = {g: (policies or {}).get(g, "trained") for g in groups.names}
