@@ -81,8 +81,9 @@ class Task:
     def labels(self) -> tuple[str, str, str]:
         """``(env, task, algorithm)`` of this task's runs in the marl-eval layout."""
         from .config import Config
+        from .registries import check_registered
 
-        cfg = Config.from_yaml(self.config, self.overrides)
+        cfg = check_registered(Config.from_yaml(self.config, self.overrides))
         env = self.env_name or (cfg.env.split("/")[0] if "/" in cfg.env else cfg.env)
         algorithm = self.algorithm or (cfg.algorithm if cfg.algorithm != "ppo" else
                                        "ippo" if cfg.critic_input == "local" else "mappo")
@@ -203,9 +204,10 @@ def check_resumable(task: Task, seed: int, out: str) -> None:
     if not os.path.isfile(os.path.join(run_dir, "ckpt.pt")) or not os.path.isfile(saved_path):
         return
     from .config import Config, changed_settings
+    from .registries import check_registered
 
-    saved = Config.from_yaml(saved_path).to_dict()
-    wanted = Config.from_yaml(task.config, [*task.overrides, f"seed={seed}"]).to_dict()
+    saved = check_registered(Config.from_yaml(saved_path)).to_dict()
+    wanted = check_registered(Config.from_yaml(task.config, [*task.overrides, f"seed={seed}"])).to_dict()
     changed = [k for k in changed_settings(saved, wanted) if k not in _RESUME_FREE]
     if changed:
         raise ValueError(f"{run_dir!r} was started with other settings than {task.config!r} now gives ("

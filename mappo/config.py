@@ -1,7 +1,10 @@
 """One typed config for a run: defaults, YAML + ``key=value`` overrides, validation.
 
 Every field is documented in its comment; ``mappo train --help`` prints them.
-Validation happens in one place (:func:`validate`) and runs before any env is built.
+:func:`validate` checks each field by itself (types, ranges, fields against each other) when a
+Config is made.  Fields that name a part of mappo (algorithm, encoder, loggers, callbacks,
+wrappers, groups) are checked by that part's module, composed in ``mappo/registries.py``; this
+file imports no other part of mappo.
 """
 from __future__ import annotations
 
@@ -40,9 +43,10 @@ class Config:
     num_envs: int = 8  # env copies stepped side by side
     rollout_length: int = 128  # T: steps per env per iteration
     seed: int = 0  # seeds torch, numpy and every env reset (env i, episode k: SeedSequence([seed, i, k]))
-    device: str = "auto"  # "auto" (CUDA when present) | "cpu" | "cuda"
+    device: str = "auto"  # "auto": CUDA only where it pays (a batched simulator, images, a hidden layer >= 512; else the CPU: mappo/machine.py), printed at the start | "cpu" | "cuda"
     vector_mode: str = "subprocess"  # "subprocess" workers, or "inprocess" for debugging
-    num_workers: int = 0  # subprocess workers; 0 means min(num_envs, CPU count)
+    num_workers: int = 0  # subprocess env workers, each on one torch thread; 0: auto, one per CPU core this process may use (at most num_envs; printed at the start)
+    torch_threads: int = 0  # torch threads for the update (collection with subprocess workers on the CPU uses one); 0: auto, min(CPU cores, 4), the cores divided among torchrun's ranks (mappo/machine.py)
     env_timeout_s: float = 60.0  # a subprocess env step or reset slower than this is an error naming the env (0: wait forever)
     # --- optimisation ------------------------------------------------------------------
     algorithm: str = "ppo"  # the learner (mappo/algorithm.py ALGORITHMS): "ppo" (MAPPO, or IPPO with critic_input=local) | "happo" (HAPPO: each agent's or group's actor updated in turn, mappo/happo.py)
@@ -276,7 +280,7 @@ def _check_type(cfg: Config, name: str, kind: type) -> None:
 def validate(cfg: Config) -> None:
     """Raise ValueError/TypeError naming the field and the allowed values."""
     for name in ("total_steps", "num_envs", "rollout_length", "seed", "ppo_epochs", "num_minibatches",
-                 "num_workers", "log_every", "chunk_length", "checkpoint_every", "eval_every", "eval_episodes",
+                 "num_workers", "torch_threads", "log_every", "chunk_length", "checkpoint_every", "eval_every", "eval_episodes",
                  "eval_max_steps", "update_rows"):
         _check_type(cfg, name, int)
     for name in ("lr", "gamma", "gae_lambda", "max_grad_norm", "adam_eps", "clip_eps", "kl_coef",
@@ -309,8 +313,9 @@ def validate(cfg: Config) -> None:
     if cfg.num_minibatches < 0:
         raise ValueError(f"config field 'num_minibatches' must be >= 1, or 0 for auto (by action type), "
                          f"got {cfg.num_minibatches}")
-    if cfg.num_workers < 0:
-        raise ValueError(f"config field 'num_workers' must be >= 0 (0 = automatic), got {cfg.num_workers}")
+    for name in ("num_workers", "torch_threads"):
+        if getattr(cfg, name) < 0:
+            raise ValueError(f"config field {name!r} must be >= 0 (0 = automatic), got {getattr(cfg, name)}")
     if not 0 <= cfg.seed < 2 ** 32:
         raise ValueError(f"config field 'seed' must be in [0, 2**32), got {cfg.seed}")
     for name in ("lr", "max_grad_norm", "adam_eps", "kl_coef", "target_kl"):
@@ -338,10 +343,6 @@ def validate(cfg: Config) -> None:
     ):
         raise ValueError(f"config field 'hidden_sizes' must be a non-empty list of positive ints, got {cfg.hidden_sizes!r}")
     cfg.hidden_sizes = list(cfg.hidden_sizes)
-    from .encoders import ENCODER_CHOICES
-
-    if cfg.encoder not in ENCODER_CHOICES:
-        raise ValueError(f"config field 'encoder' must be one of {list(ENCODER_CHOICES)}, got {cfg.encoder!r}")
     if cfg.image_layout not in ("auto", "hwc", "chw"):
         raise ValueError(f"config field 'image_layout' must be one of ['auto', 'hwc', 'chw'], got {cfg.image_layout!r}")
     layer_fields = ("cnn_channels", "cnn_kernels", "cnn_strides")
@@ -371,27 +372,6 @@ def validate(cfg: Config) -> None:
     if not isinstance(cfg.algorithm_options, dict):
         raise TypeError(f"config field 'algorithm_options' must be a mapping, got {cfg.algorithm_options!r}")
     cfg.algorithm_options = dict(cfg.algorithm_options)
-    from .wrappers import check_wrappers  # imports SuperSuit only when there are wrappers to check
-
-    cfg.wrappers = check_wrappers(cfg.wrappers)
-    from .groups import check_groups
-
-    cfg.groups = check_groups(cfg.groups)
-    from .algorithm import ALGORITHMS
-    from .callbacks import check_callbacks
-    from .logger import BACKENDS
-
-    cfg.callbacks = check_callbacks(cfg.callbacks)
-
-    if cfg.algorithm not in ALGORITHMS:
-        raise ValueError(f"config field 'algorithm' must be one of {sorted(ALGORITHMS)}, got {cfg.algorithm!r}")
-    if not isinstance(cfg.loggers, (list, tuple)) or not all(isinstance(n, str) for n in cfg.loggers):
-        raise TypeError(f"config field 'loggers' must be a list of names, got {cfg.loggers!r}")
-    cfg.loggers = list(cfg.loggers)
-    unknown = [n for n in cfg.loggers if n not in BACKENDS or n == "jsonl"]
-    if unknown:
-        raise ValueError(f"config field 'loggers' has unknown name(s) {unknown}; choose from "
-                         f"{sorted(n for n in BACKENDS if n != 'jsonl')} (metrics.jsonl is always written)")
     if cfg.popart and cfg.value_norm:
         raise ValueError("config fields 'popart' and 'value_norm' are mutually exclusive (PopArt is ValueNorm plus "
                          "a rescaled value head); set value_norm=false to use popart=true")

@@ -27,6 +27,17 @@ BACKENDS = {
 EVALUATIONS = "evaluations.jsonl"
 
 
+def check_loggers(names: Any) -> List[str]:
+    """The config field ``loggers`` checked against :data:`BACKENDS` (metrics.jsonl is always written)."""
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"config field 'loggers' must be a list of names, got {names!r}")
+    unknown = [n for n in names if n not in BACKENDS or n == "jsonl"]
+    if unknown:
+        raise ValueError(f"config field 'loggers' has unknown name(s) {unknown}; choose from "
+                         f"{sorted(n for n in BACKENDS if n != 'jsonl')} (metrics.jsonl is always written)")
+    return list(names)
+
+
 def make_backend(name: str, cfg: Any, run_dir: Optional[str]) -> Any:
     module, _, cls = BACKENDS[name].partition(":")
     return getattr(importlib.import_module(module), cls)(cfg, run_dir)

@@ -104,11 +104,12 @@ def load_space(path: str) -> Space:
         _check_param(name, spec, f"{where}: params.{name}")
     # every field exists and takes the range's ends: build the configs at both ends now
     from .config import Config
+    from .registries import check_registered
 
     for end in (0, -1):
         values = [_override(name, _end_value(spec, end)) for name, spec in space.params.items()]
         try:
-            Config.from_yaml(space.config, space.overrides + values)
+            check_registered(Config.from_yaml(space.config, space.overrides + values))
         except (ValueError, TypeError) as err:
             raise ValueError(f"{where}: params at their {'low' if end == 0 else 'high'} end: {err}") from err
     return space

@@ -10,17 +10,19 @@ writers of metrics in :mod:`mappo.logger`; docs/ARCHITECTURE.md shows how they f
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from . import callbacks as C
 from . import distributed as D
+from . import machine as M
 from . import rollout, runfolder
 from .buffer import RolloutBuffer
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -29,6 +31,7 @@ from .encoders import resolve_conv_stacks
 from .algorithm import build_learner, learner_class
 from .logger import RunLogger
 from .policy import Policy
+from .registries import check_registered
 from .protocol import Batched, EnvError, VectorEnv
 from .vector import make_vector_env, team_spec
 from .stop import StopOnSignal
@@ -56,12 +59,17 @@ def linear_schedule(step: int, total: int) -> float:
     return max(0.0, 1.0 - step / total)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("config field 'device' is 'cuda' but CUDA is not available; use 'auto' or 'cpu'")
-    return torch.device(name)
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` inside the block, and given back after it."""
+    before = torch.get_num_threads()
+    if n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n != before:
+            torch.set_num_threads(before)
 
 
 def seed_everything(seed: int) -> None:
@@ -77,8 +85,8 @@ class Trainer:
         cfg = cfg if cfg is not None else Config()
         if not isinstance(cfg, Config):
             raise TypeError(f"cfg must be a mappo.Config, got {type(cfg).__name__}")
-        validate(cfg)  # before any env is built
-        learner_class(cfg.algorithm).options(cfg)  # the algorithm's own section, checked by it
+        validate(cfg)  # the fields by themselves, then the parts they name: before any env is built
+        check_registered(cfg)
         self.callbacks = C.build_callbacks(cfg.callbacks) + C.from_argument(callbacks)
         if not callable(env_fn):
             raise TypeError(f"env_fn must be a zero-argument callable returning a ParallelEnv, got {env_fn!r}")
@@ -88,18 +96,21 @@ class Trainer:
                                  "simulator (mappo.Batched) takes none")
             env_fn = WrappedEnvFn(env_fn, cfg.wrappers)
         self.cfg, self.env_fn = cfg, env_fn
+        seed_everything(cfg.seed)
+        # device=auto weighs the env (mappo/machine.py): a PettingZoo env's layout is read first, on
+        # the CPU; a batched simulator is built on the chosen device
+        machine, batched = M.Machine.this(), isinstance(env_fn, Batched)
+        spec = None if batched else self._team_spec(torch.device("cpu"))
+        images = spec is not None and cfg.encoder != "mlp" and (any(a.image for a in spec.agents) or (
+            spec.state_image is not None and cfg.critic_input in ("state", "agent_specific")))
+        device, why = M.choose_device(cfg.device, machine, batched, images, max(cfg.hidden_sizes))
         # under torchrun: join the process group; each rank takes GPU LOCAL_RANK (docs/DISTRIBUTED.md)
-        self.sync, self.device = D.setup(resolve_device(cfg.device))
+        self.sync, self.device = D.setup(torch.device(device))
+        self.resources = M.choose_resources(machine, device, why, cfg.vector_mode, batched, cfg.num_envs,
+                                            cfg.num_workers, cfg.torch_threads)
         # rank r's envs are numbered from r * num_envs, as if one process ran them all
         self.env_index_offset = self.sync.rank * cfg.num_envs
-        seed_everything(cfg.seed)
-        try:
-            self.spec = team_spec(env_fn, cfg.seed, self.device)
-        except TypeError as err:
-            if "keyword argument" not in str(err):
-                raise
-            raise TypeError(f"building the env failed: {err}. Check config field 'env_kwargs' "
-                            f"({cfg.env_kwargs}) against what env {cfg.env!r} accepts") from err
+        self.spec = spec if spec is not None else self._team_spec(self.device)
         if cfg.critic_input in ("concat_obs", "local") and not isinstance(env_fn, Batched):
             # the critic never reads state(): the workers skip it (pistonball's is a 1.5 MB screen per step)
             self.spec.set_state(None)
@@ -119,11 +130,20 @@ class Trainer:
         if self.sync.rank:  # a different sampling stream per rank
             seed_everything(cfg.seed + self.sync.rank)
 
+    def _team_spec(self, device: torch.device) -> Any:
+        try:
+            return team_spec(self.env_fn, self.cfg.seed, device)
+        except TypeError as err:
+            if "keyword argument" not in str(err):
+                raise
+            raise TypeError(f"building the env failed: {err}. Check config field 'env_kwargs' "
+                            f"({self.cfg.env_kwargs}) against what env {self.cfg.env!r} accepts") from err
+
     def _resolve_automatic_fields(self, cfg: Config) -> Config:
         """``cfg`` with the fields left to the env filled in (``num_minibatches=0``: by action
         type; the ``cnn_*`` stacks: by image size), so that config.yaml and checkpoints record
         what ran.  The choices are printed once, when made."""
-        lines = []
+        lines = list(self.resources.lines)
         if not cfg.num_minibatches:
             cfg = cfg.replace(num_minibatches=auto_minibatches(cfg, continuous=self.spec.cont_dim > 0))
             kind = "Box (Gaussian) actions" if self.spec.cont_dim else "categorical actions only"
@@ -159,7 +179,7 @@ class Trainer:
         if self.vec is None:
             cfg = self.cfg
             self.vec = make_vector_env(self.env_fn, cfg.num_envs, cfg.seed, self.device, cfg.vector_mode,
-                                       cfg.num_workers, first_index=self.env_index_offset, spec=self.spec,
+                                       self.resources.num_workers, first_index=self.env_index_offset, spec=self.spec,
                                        timeout=cfg.env_timeout_s)
             hidden = cfg.hidden_sizes[-1] if cfg.recurrent else 0
             self.buffer = RolloutBuffer(self.spec, cfg.rollout_length, cfg.num_envs, self.device, hidden)
@@ -181,17 +201,13 @@ class Trainer:
         the cores, and small per-step batches gain nothing from intra-op threads (this alone
         took simple_spread collection from 2,700 to 4,200 steps/s on 2 cores, docs/PERFORMANCE.md).
         """
-        threads = torch.get_num_threads()
-        if self.cfg.vector_mode == "subprocess" and self.device.type == "cpu":
-            torch.set_num_threads(1)
-        try:
+        with threads(self.resources.collect_threads):
             return rollout.collect(self.policy, self.learner, self.vec, self.buffer, self.carry)
-        finally:
-            torch.set_num_threads(threads)
 
     def update(self) -> Dict[str, float]:
-        """The learner's update on the filled buffer; returns mean diagnostics."""
-        return self.learner.update(self.buffer)
+        """The learner's update on the filled buffer, on the run's update threads; returns mean diagnostics."""
+        with threads(self.resources.update_threads):
+            return self.learner.update(self.buffer)
 
     def train(self, total_steps: Optional[int] = None, run_dir: Optional[str] = None) -> List[Dict[str, Any]]:
         """Train until ``total_steps`` env steps (default ``cfg.total_steps``); returns this call's history:
@@ -477,8 +493,9 @@ class Trainer:
             raise ValueError(f"{path!r} is a format-{fmt} checkpoint; this version of mappo reads formats 3 to "
                              f"{CHECKPOINT_FORMAT} (format 2 and older were written before mappo's exact-resume "
                              f"checkpoints; retrain, or load it with the mappo version that wrote it)")
-        cfg = Config.from_dict({**payload["config"], **overrides})
-        saved = Config.from_dict(payload["config"])
+        # in their checked form (wrappers, groups), so that the comparison below is field by field
+        cfg = check_registered(Config.from_dict({**payload["config"], **overrides}))
+        saved = check_registered(Config.from_dict(payload["config"]))
         shaping = SHAPING_FIELDS + learner_class(saved.algorithm).shaping_fields
         changed = [f for f in shaping if getattr(cfg, f) != getattr(saved, f)]
         if changed:

@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 import numpy as np
 import torch
 
+from .machine import Machine, worker_single_threaded
 from .protocol import Batched, EnvError, VectorEnv, describe_env, field_shapes
 from .spaces import TeamSpec, flatten_state
 
@@ -357,6 +358,7 @@ def _worker(conn: Any, env_fns: List[EnvFn], indices: List[int], spec: TeamSpec,
     # writes a checkpoint and then closes the workers), so a worker must not die on either first
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    worker_single_threaded()  # workers step small envs side by side, one core each
     # A forked worker inherits the trainer's ends of the pipes made so far (its own and its
     # elder siblings'); while any process holds them, a dead trainer's pipe never reads EOF.
     for end in inherited:
@@ -432,7 +434,7 @@ class SubprocVectorEnv:
         self.num_envs, self.spec, self.timeout, self.name = len(env_fns), spec, timeout, name
         self.first_index = first_index
         self.arrays = allocate(spec, self.num_envs, alloc=_shared_array)
-        num_workers = num_workers or min(self.num_envs, os.cpu_count() or 1)
+        num_workers = num_workers or min(self.num_envs, Machine.this().cores)
         num_workers = max(1, min(num_workers, self.num_envs))
         chunks = np.array_split(np.arange(self.num_envs), num_workers)
         # fork keeps env_fn usable even when it is a lambda or closure (not picklable)

@@ -44,14 +44,19 @@ def main() -> None:
     env_fn = make_env_fn(cfg.env, **cfg.env_kwargs)
     E = cfg.num_envs
 
+    # the trainer first: it chooses the device, torch threads and env workers (and, under torchrun,
+    # joins the process group); raw stepping then uses the same device and workers
+    trainer = mappo.Trainer(env_fn, cfg)
+    ranks = trainer.sync.world_size
+    device = trainer.device
+
     # 1. raw env stepping: random valid actions through the same vector env (VMAS: drawn on the device),
     # with the config's wrappers, and reading state() only where the trainer does
-    device = mappo.trainer.resolve_device(cfg.device)
     raw_fn = WrappedEnvFn(env_fn, cfg.wrappers) if cfg.wrappers else env_fn
     spec = team_spec(raw_fn, cfg.seed, device)
     if cfg.critic_input in ("concat_obs", "local") and not isinstance(raw_fn, mappo.Batched):
         spec.set_state(None)
-    vec = make_vector_env(raw_fn, E, cfg.seed, device, cfg.vector_mode, cfg.num_workers, spec=spec)
+    vec = make_vector_env(raw_fn, E, cfg.seed, device, cfg.vector_mode, trainer.resources.num_workers, spec=spec)
     vec.set_actions(random_actions(vec.spec, vec.observe("action_mask")))
     vec.step()  # warm-up: a compiled simulator (JAX) compiles its step here
     steps, start = 0, time.perf_counter()
@@ -69,10 +74,7 @@ def main() -> None:
 
         jax_sps = raw_step_rate(cfg.env.partition("/")[2], E, args.seconds / 2, cfg.seed, **cfg.env_kwargs)
 
-    # 2. collection (policy in the loop) and 3. full training, on one trainer (which joins the
-    # process group under torchrun)
-    trainer = mappo.Trainer(env_fn, cfg)
-    ranks = trainer.sync.world_size
+    # 2. collection (policy in the loop) and 3. full training, on the trainer
     trainer._ensure_envs()
     trainer.collect()  # warm-up
     steps, start = 0, time.perf_counter()
@@ -97,7 +99,8 @@ def main() -> None:
         return
     print(f"config: {args.config} {' '.join(args.overrides)}")
     print(f"device: {trainer.device}  ranks: {ranks}  envs per rank: {E}  vector_mode: {cfg.vector_mode}  "
-          f"torch threads: {torch.get_num_threads()}  cpus: {os.cpu_count()}")
+          f"torch threads: {trainer.resources.update_threads} (update), {trainer.resources.collect_threads} "
+          f"(collection)  env workers: {trainer.resources.num_workers}  cpus: {os.cpu_count()}")
     if jax_sps is not None:
         print(f"JaxMARL's own step/s   {jax_sps:12.0f}   {jax_sps / raw_sps:.2f} x raw  (jit(vmap(env.step)), random "
               f"actions in JAX, no hand-over)")

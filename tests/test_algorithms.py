@@ -78,6 +78,6 @@ def test_groups_keep_their_own_units_and_metrics(algorithm):
     assert {"red/team_return", "blue/team_return", "red/value_loss", "blue/value_loss"} <= set(history[-1])
     assert set(evaluation["group_return_mean"]) == {"red", "blue"}
     with pytest.raises(ValueError, match="config field 'algorithm' must be one of"):
-        tiny(algorithm="nope")
+        mappo.Trainer(TwoTeamEnv, tiny(algorithm="nope"))
     with pytest.raises(ValueError, match=f"'algorithm_options': algorithm '{algorithm}' takes"):
         mappo.Trainer(TwoTeamEnv, tiny(algorithm=algorithm, groups=groups, algorithm_options={"no_such_option": 1}))

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 import mappo
+from mappo.registries import check_registered
 from mappo.callbacks import EarlyStopping
 from tests.helpers import tiny
 from tests.toy_envs import CoordinationEnv, InfoEnv
@@ -91,11 +92,11 @@ def test_early_stopping_state_resumes_exactly(tmp_path):
 
 def test_callback_entries_and_their_errors():
     with pytest.raises(ValueError, match=r"config field 'callbacks\[0\]': unknown callback 'early_stoping'"):
-        tiny(callbacks=["early_stoping"])
+        check_registered(tiny(callbacks=["early_stoping"]))
     with pytest.raises(TypeError, match="config field 'callbacks' must be a list"):
-        tiny(callbacks="early_stopping")
+        check_registered(tiny(callbacks="early_stopping"))
     with pytest.raises(ValueError, match=r"callbacks\[1\]' needs a string 'name'"):
-        tiny(callbacks=["early_stopping", {"patience": 3}])
+        mappo.Trainer(CoordinationEnv, tiny(callbacks=["early_stopping", {"patience": 3}]))
     with pytest.raises(TypeError, match=r"callbacks\[0\]': early_stopping .*patiense.*it takes \(metric"):
         mappo.Trainer(CoordinationEnv, tiny(callbacks=[{"name": "early_stopping", "patiense": 3}]))
     with pytest.raises(ValueError, match=r"cannot import callback 'tests.nowhere:Stop'"):

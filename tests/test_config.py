@@ -2,6 +2,7 @@ import pytest
 
 import mappo
 from mappo.config import Config
+from mappo.registries import check_registered
 
 
 def test_defaults_are_valid_and_contract_fields_exist():
@@ -51,7 +52,27 @@ def test_bad_config_fails_before_any_env_is_built():
     cfg.lr = -1.0  # mutated after construction: the Trainer validates again
     with pytest.raises(ValueError, match="'lr'"):
         mappo.Trainer(env_fn, cfg)
+    # names of parts are checked by their modules (mappo/registries.py), still before any env
+    for field, value in (("algorithm", "mapo"), ("encoder", "resnet"), ("loggers", ["stdout"]),
+                         ("callbacks", ["early_stoping"]), ("wrappers", [{"frame_stak_v2": {}}]),
+                         ("groups", {"a/b": ["x"]}), ("algorithm_options", {"fixed_order": True})):
+        with pytest.raises(ValueError, match=f"config field '{field}"):
+            mappo.Trainer(env_fn, Config(**{field: value}))
     assert built == []
+
+
+def test_config_imports_no_other_part_of_mappo():
+    import ast
+    import inspect
+
+    import mappo.config
+
+    tree = ast.parse(inspect.getsource(mappo.config))
+    imported = [node.module or "." for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                if node.level or (node.module or "").startswith("mappo")]
+    imported += [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names
+                 if a.name.startswith(("mappo", "envs"))]
+    assert imported == []
 
 
 def test_yaml_round_trip_and_overrides(tmp_path):
@@ -84,7 +105,7 @@ def test_every_shipped_config_loads():
     paths = sorted(glob.glob("configs/*.yaml"))
     assert paths
     for p in paths:
-        Config.from_yaml(p)
+        check_registered(Config.from_yaml(p))
 
 
 def test_a_saved_config_matches_where_the_wanted_one_leaves_the_choice_to_the_env():

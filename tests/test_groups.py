@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import mappo
+from mappo.registries import check_registered
 from mappo.groups import resolve_groups
 from tests.helpers import straight_and_resumed, tiny
 from tests.toy_envs import EarlyExitEnv, TwoKindsEnv, TwoTeamEnv
@@ -30,11 +31,11 @@ def test_group_resolution_and_its_errors():
     with pytest.raises(ValueError, match=r"agents \['agent_0'\] are in no group"):
         resolve_groups(agents, {"adversaries": ["adversary_*"]})
     with pytest.raises(ValueError, match="must be a non-empty list"):
-        tiny(groups={"a": []})
+        check_registered(tiny(groups={"a": []}))
     with pytest.raises(ValueError, match="without '/'"):
-        tiny(groups={"a/b": ["x"]})
+        check_registered(tiny(groups={"a/b": ["x"]}))
     with pytest.raises(TypeError, match="must be a mapping"):
-        tiny(groups=["red_*"])
+        check_registered(tiny(groups=["red_*"]))
     with pytest.raises(ValueError, match="matches no agent"):  # at trainer build, naming the pattern
         mappo.Trainer(TwoTeamEnv, tiny(groups={"red": ["red_*"], "green": ["green_*"]}))
 

@@ -7,6 +7,7 @@ import torch
 from gymnasium import spaces
 
 import mappo
+from mappo.registries import check_registered
 from mappo.encoders import ConvEncoder, FlatEncoder
 from mappo.spaces import TeamSpec, AgentSpec, find_image
 from tests.helpers import tiny
@@ -46,7 +47,7 @@ def test_auto_picks_the_encoder_per_agent():
                                          r"agent 'agent_1' sees a vector.*parameter_sharing=separate"):
         mappo.Trainer(MixedPixelEnv, tiny(**SMALL_CNN))
     with pytest.raises(ValueError, match="config field 'encoder' must be one of"):
-        tiny(encoder="resnet")
+        check_registered(tiny(encoder="resnet"))
     with pytest.raises(ValueError, match="same length"):
         tiny(cnn_channels=[8], cnn_kernels=[3, 3], cnn_strides=[1, 1])
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import mappo
+from mappo.registries import check_registered
 from tests.helpers import strip_timing, tiny
 from tests.toy_envs import EarlyExitEnv
 
@@ -43,9 +44,11 @@ def test_csv_and_tensorboard_hold_the_history_keys(tmp_path):
     assert events.Scalars("value_loss")[-1].value == pytest.approx(history[-1]["value_loss"], rel=1e-6)
 
 
-def test_unknown_logger_is_a_config_error():
+def test_unknown_logger_is_an_error_before_any_env_is_built():
     with pytest.raises(ValueError, match="'loggers' has unknown name"):
-        mappo.Config(loggers=["stdout"])
+        check_registered(mappo.Config(loggers=["stdout"]))
+    with pytest.raises(TypeError, match="'loggers' must be a list of names"):
+        mappo.Trainer(EarlyExitEnv, tiny(loggers="csv"))
 
 
 def test_evaluation_metrics_at_the_right_iterations_and_best_checkpoint(tmp_path):

@@ -6,6 +6,7 @@ import supersuit
 import torch
 
 import mappo
+from mappo.registries import check_registered
 from envs import make_env_fn
 from mappo.vector import make_vector_env
 from mappo.spaces import random_actions
@@ -14,15 +15,15 @@ from mappo.wrappers import WrappedEnvFn, check_wrappers
 
 def test_config_errors_name_the_entry_and_the_wrapper():
     with pytest.raises(ValueError, match=r"'wrappers'\[1\]: 'frame_stak_v2' is not a SuperSuit wrapper; did you mean frame_stack_v2"):
-        mappo.Config(wrappers=[{"clip_reward_v0": {}}, {"frame_stak_v2": {}}])
+        check_registered(mappo.Config(wrappers=[{"clip_reward_v0": {}}, {"frame_stak_v2": {}}]))
     with pytest.raises(ValueError, match=r"'wrappers'\[0\] \(frame_stack_v2\): got an unexpected keyword argument 'size'"):
-        mappo.Config(wrappers=[{"frame_stack_v2": {"size": 4}}])
+        check_registered(mappo.Config(wrappers=[{"frame_stack_v2": {"size": 4}}]))
     with pytest.raises(ValueError, match="vector-env converter"):
-        mappo.Config(wrappers=[{"concat_vec_envs_v1": {}}])
+        check_registered(mappo.Config(wrappers=[{"concat_vec_envs_v1": {}}]))
     with pytest.raises(ValueError, match="mapping with one key"):
-        mappo.Config(wrappers=[{"frame_stack_v2": {}, "clip_reward_v0": {}}])
+        check_registered(mappo.Config(wrappers=[{"frame_stack_v2": {}, "clip_reward_v0": {}}]))
     with pytest.raises(TypeError, match="must be a list"):
-        mappo.Config(wrappers={"frame_stack_v2": {}})
+        check_registered(mappo.Config(wrappers={"frame_stack_v2": {}}))
     assert check_wrappers([{"frame_stack_v2": None}]) == [{"frame_stack_v2": {}}]
 
 
