@@ -74,7 +74,7 @@ def resolve_groups(agents: List[str], groups: Dict[str, List[str]]) -> Groups:
                     owner[a].append(name)
     twice = {a: g for a, g in owner.items() if len(g) > 1}
     if twice:
-        raise ValueError(f"config field 'groups': agents in more than one group: "
+        raise ValueError("config field 'groups': agents in more than one group: "
                          + ", ".join(f"{a!r} in {g}" for a, g in twice.items()))
     none = [a for a, g in owner.items() if not g]
     if none:

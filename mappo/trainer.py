@@ -143,7 +143,7 @@ class Trainer:
         """``cfg`` with the fields left to the env filled in (``num_minibatches=0``: by action
         type; the ``cnn_*`` stacks: by image size), so that config.yaml and checkpoints record
         what ran.  The choices are printed once, when made."""
-        lines = list(self.resources.lines)
+        lines = []
         if not cfg.num_minibatches:
             cfg = cfg.replace(num_minibatches=auto_minibatches(cfg, continuous=self.spec.cont_dim > 0))
             kind = "Box (Gaussian) actions" if self.spec.cont_dim else "categorical actions only"
@@ -262,6 +262,8 @@ class Trainer:
         logger: Optional[RunLogger] = None
         completed = False
         try:
+            if self.vec is None and cfg.progress and main:  # the first train() call: how it uses the machine
+                print("\n".join(self.resources.lines), flush=True)
             self._ensure_envs()
             logger = RunLogger(cfg if main else cfg.replace(wandb=False, loggers=[], progress=False),
                                run_dir if main else None, self.spec.names, total, self.env_steps, self.iteration,

@@ -211,7 +211,7 @@ def test_resume_after_a_crash_drops_rows_logged_after_the_checkpoint(tmp_path):
     import json
 
     import mappo
-    from tests.helpers import strip_timing, tiny
+    from tests.helpers import tiny
     from tests.toy_envs import CoordinationEnv
 
     run_dir = tmp_path / "run"
