@@ -642,6 +642,14 @@ class JaxMarlEnvFn:
     def __call__(self, num_envs: int = 1, device: Any = "cpu", seed: Optional[int] = 0) -> JaxMarlVectorEnv:
         return JaxMarlVectorEnv(self.env_id, num_envs, device, 0 if seed is None else seed, **self.kwargs)
 
+    def can_use_cuda(self) -> bool:
+        """Whether this jax has a GPU backend (``jax[cuda12]``); ``device=auto`` asks before choosing CUDA."""
+        jax, _ = import_jax()
+        try:
+            return bool(jax.devices("gpu"))
+        except RuntimeError:
+            return False
+
     def __repr__(self) -> str:
         return f"jaxmarl/{self.env_id}"
 

@@ -59,6 +59,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 from omegaconf import OmegaConf
 
+from . import runfolder
 from .files import written_atomically
 from .launchers import Driving, Launcher, LocalLauncher, add_launcher_arguments, launcher_from_arguments, run_child
 from .stats import curve_ci95, max_and_average
@@ -261,10 +262,25 @@ def run_suite(suite: Suite, out: str, jobs: int = 1, poll_s: float = 1.0, launch
     running: Dict[tuple, tuple] = {}  # (task name, seed) -> (task, command)
     attempts: Dict[tuple, int] = {}
     failed: Dict[str, List[int]] = {}
+    # a run is driven by one runner at a time: two `mappo benchmark` calls on one OUT share the
+    # runs between them, and neither writes a record over a run the other is driving
+    claims: Dict[tuple, int] = {}
 
     def submit(task: Task, seed: int) -> None:
-        command = run_command(task, seed, out)
         key = (task.name, seed)
+        if key not in claims:
+            lock = run_dir_of(out, task, seed) + ".lock"
+            os.makedirs(os.path.dirname(lock), exist_ok=True)
+            fd = runfolder.hold(lock)
+            if fd is None:
+                print(f"[{time.strftime('%H:%M:%S')}] skip {task.name} seed {seed}: another mappo benchmark "
+                      f"(pid {runfolder.holder(lock)}) is running it", flush=True)
+                return
+            claims[key] = fd
+            if _read_record(_record_path(out, task, seed)).get("done"):  # finished by that other runner meanwhile
+                runfolder.let_go(claims.pop(key))
+                return
+        command = run_command(task, seed, out)
         attempts[key] = attempts.get(key, 0) + 1
         again = f" (attempt {attempts[key]})" if attempts[key] > 1 else ""
         print(f"[{time.strftime('%H:%M:%S')}] start {task.name} seed {seed}{again}", flush=True)
@@ -275,27 +291,31 @@ def run_suite(suite: Suite, out: str, jobs: int = 1, poll_s: float = 1.0, launch
         task, command = running.pop(key)
         return record_outcome(task, key[1], out, command, returncode, wall_s, last_error=error)
 
-    with Driving(launcher, finish) as driving:
-        while (pending or running) and driving.signum is None:
-            while pending and launcher.free() > 0:
-                submit(*pending.pop(0))
-            for key, returncode, error, wall_s in launcher.wait(poll_s):
-                task = running[key][0]
-                record = finish(key, returncode, error, wall_s)
-                if record["done"]:
-                    print(f"[{time.strftime('%H:%M:%S')}] done {task.name} seed {key[1]} "
-                          f"({record['wall_s']:.0f} s in all)", flush=True)
-                    continue
-                why = error or f"exit {returncode}"
-                if driving.signum is not None:
-                    print(f"[{time.strftime('%H:%M:%S')}] stopped {task.name} seed {key[1]} ({why})", flush=True)
-                elif attempts[key] <= retries:
-                    print(f"[{time.strftime('%H:%M:%S')}] {task.name} seed {key[1]} stopped ({why}): starting it "
-                          f"again", flush=True)
-                    pending.insert(0, (task, key[1]))
-                else:
-                    print(f"[{time.strftime('%H:%M:%S')}] failed {task.name} seed {key[1]} ({why})", flush=True)
-                    failed.setdefault(task.name, []).append(key[1])
+    try:
+        with Driving(launcher, finish) as driving:
+            while (pending or running) and driving.signum is None:
+                while pending and launcher.free() > 0:
+                    submit(*pending.pop(0))
+                for key, returncode, error, wall_s in launcher.wait(poll_s):
+                    task = running[key][0]
+                    record = finish(key, returncode, error, wall_s)
+                    if record["done"]:
+                        print(f"[{time.strftime('%H:%M:%S')}] done {task.name} seed {key[1]} "
+                              f"({record['wall_s']:.0f} s in all)", flush=True)
+                        continue
+                    why = error or f"exit {returncode}"
+                    if driving.signum is not None:
+                        print(f"[{time.strftime('%H:%M:%S')}] stopped {task.name} seed {key[1]} ({why})", flush=True)
+                    elif attempts[key] <= retries:
+                        print(f"[{time.strftime('%H:%M:%S')}] {task.name} seed {key[1]} stopped ({why}): starting "
+                              f"it again", flush=True)
+                        pending.insert(0, (task, key[1]))
+                    else:
+                        print(f"[{time.strftime('%H:%M:%S')}] failed {task.name} seed {key[1]} ({why})", flush=True)
+                        failed.setdefault(task.name, []).append(key[1])
+    finally:
+        for fd in claims.values():
+            runfolder.let_go(fd)
     return failed
 
 

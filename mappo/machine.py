@@ -19,6 +19,7 @@ The rules, and the measurements behind them (docs/PERFORMANCE.md, "Torch threads
   a few dozen rows). On 16 cores with 16 torch threads training ran at 0.16-0.35x raw env
   stepping, against 0.68x on 2 cores with one thread; an update of a small MLP on a few
   thousand rows gains little from more threads than a few, and idle OpenMP threads spin.
+  Evaluating a PettingZoo env (one env, one step at a time, in this process) runs on one thread.
 """
 from __future__ import annotations
 
@@ -55,23 +56,29 @@ class Machine:
 @dataclass(frozen=True)
 class Resources:
     """The choice for one run: ``device`` ("cpu" | "cuda"), ``update_threads`` (torch threads
-    during the update), ``collect_threads`` (during collection), ``num_workers`` (subprocess env
-    workers; 0 when the envs run in-process or batched) and the lines that explain it."""
+    during the update), ``collect_threads`` (during collection), ``eval_threads`` (during
+    evaluations), ``num_workers`` (subprocess env workers; 0 when the envs run in-process or
+    batched) and the lines that explain it."""
     device: str
     update_threads: int
     collect_threads: int
+    eval_threads: int
     num_workers: int
     lines: List[str]
 
 
-def choose_device(wanted: str, machine: Machine, batched: bool, images: bool, widest_hidden: int) -> Tuple[str, str]:
-    """``(device, reason)`` for the config field ``device``; "auto" picks CUDA only where it pays."""
+def choose_device(wanted: str, machine: Machine, batched: bool, images: bool, widest_hidden: int,
+                  simulator_cuda: bool = True) -> Tuple[str, str]:
+    """``(device, reason)`` for the config field ``device``; "auto" picks CUDA only where it pays.
+    ``simulator_cuda``: whether a batched simulator can step on CUDA (JaxMARL needs jax's GPU backend)."""
     if wanted == "cuda" and not machine.cuda:
         raise ValueError("config field 'device' is 'cuda' but CUDA is not available; use 'auto' or 'cpu'")
     if wanted != "auto":
         return wanted, "set in the config"
     if not machine.cuda:
         return "cpu", "no CUDA device"
+    if batched and not simulator_cuda:
+        return "cpu", "the batched simulator has no CUDA backend here (JaxMARL: pip install 'jax[cuda12]')"
     if batched:
         return "cuda", "a batched simulator steps on the training device"
     if images:
@@ -95,17 +102,20 @@ def choose_resources(machine: Machine, device: str, device_reason: str, vector_m
     update = torch_threads or min(share, MAX_AUTO_THREADS, machine.torch_threads)
     # subprocess workers need the cores while the trainer acts; a GPU learner launches kernels
     collect = 1 if subprocess and device == "cpu" else update
+    # a PettingZoo evaluation steps one env at a time in this process: rows of one step's agents
+    evaluate = 1 if not batched and device == "cpu" else update
     cores = f"{machine.cores} CPU cores" + (f" shared by {machine.local_ranks} ranks" if machine.local_ranks > 1 else "")
     lines = [f"machine: {cores}, {'CUDA' if machine.cuda else 'no CUDA'}",
              f"device={device} ({device_reason})",
              f"torch threads: {update} for the update"
              + ("" if torch_threads else f" (torch_threads=auto: min(cores, {MAX_AUTO_THREADS}, torch's own "
                                         f"{machine.torch_threads}))")
-             + (f", {collect} while collecting" if collect != update else "")]
+             + (f", {collect} while collecting" if collect != update else "")
+            + (f", {evaluate} while evaluating" if evaluate != update else "")]
     if subprocess:
         lines.append(f"env workers: {workers} subprocesses for {num_envs} envs, one torch thread each"
                      + ("" if num_workers else " (num_workers=auto: one per core)"))
-    return Resources(device, update, collect, workers, lines)
+    return Resources(device, update, collect, evaluate, workers, lines)
 
 
 def worker_single_threaded() -> None:

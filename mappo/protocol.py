@@ -136,5 +136,12 @@ class Batched:
     def __call__(self, num_envs: int = 1, device: Any = "cpu", seed: int = 0) -> VectorEnv:
         return self.builder(num_envs=num_envs, device=device, seed=seed)
 
+    def can_use_cuda(self) -> bool:
+        """Whether the simulator can step on a CUDA device: the builder's own ``can_use_cuda()``
+        when it has one (a JAX simulator needs jax's GPU backend), else True (a torch simulator
+        such as VMAS runs wherever torch does).  ``device=auto`` asks before it chooses CUDA."""
+        check = getattr(self.builder, "can_use_cuda", None)
+        return bool(check()) if callable(check) else True
+
     def __repr__(self) -> str:
         return f"Batched({self.builder!r})"

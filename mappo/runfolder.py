@@ -56,6 +56,35 @@ def write_error_log(run_dir: str, err: BaseException) -> str:
     return path
 
 
+def hold(path: str) -> Optional[int]:
+    """An exclusive ``flock`` on ``path`` (created if missing; this process's pid written in it): its
+    file descriptor, or None while another process holds it.  :func:`let_go` releases it; the
+    kernel releases it when the process dies."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def holder(path: str) -> str:
+    """The pid written in a held lock file, or "?"."""
+    try:
+        with open(path) as f:
+            return f.read(32).strip() or "?"
+    except OSError:
+        return "?"
+
+
+def let_go(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
 class RunFolderLock:
     """An exclusive ``flock`` on ``<run_dir>/.lock`` for as long as the run writes there; released
     by the kernel if the process dies, so a crashed run never leaves the folder locked."""
@@ -65,22 +94,14 @@ class RunFolderLock:
         self.created = not os.path.isdir(run_dir)  # made for this run: removed again by discard()
         os.makedirs(run_dir, exist_ok=True)
         self.path = os.path.join(run_dir, ".lock")
-        self.fd: Optional[int] = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(self.fd)
-            self.fd = None
-            raise RunFolderInUse(f"run_dir {run_dir!r} is in use by another run (pid {holder}); give this run its "
-                                 f"own run_dir") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = hold(self.path)
+        if self.fd is None:
+            raise RunFolderInUse(f"run_dir {run_dir!r} is in use by another run (pid {holder(self.path)}); give this "
+                                 f"run its own run_dir")
 
     def release(self) -> None:
         if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
+            let_go(self.fd)
             self.fd = None
 
     def discard(self) -> None:

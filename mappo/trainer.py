@@ -103,7 +103,9 @@ class Trainer:
         spec = None if batched else self._team_spec(torch.device("cpu"))
         images = spec is not None and cfg.encoder != "mlp" and (any(a.image for a in spec.agents) or (
             spec.state_image is not None and cfg.critic_input in ("state", "agent_specific")))
-        device, why = M.choose_device(cfg.device, machine, batched, images, max(cfg.hidden_sizes))
+        # asked only where it matters: a JAX simulator answers by importing jax
+        simulator_cuda = batched and cfg.device == "auto" and machine.cuda and env_fn.can_use_cuda()
+        device, why = M.choose_device(cfg.device, machine, batched, images, max(cfg.hidden_sizes), simulator_cuda)
         # under torchrun: join the process group; each rank takes GPU LOCAL_RANK (docs/DISTRIBUTED.md)
         self.sync, self.device = D.setup(torch.device(device))
         self.resources = M.choose_resources(machine, device, why, cfg.vector_mode, batched, cfg.num_envs,
@@ -412,8 +414,9 @@ class Trainer:
             from .policy import MixedPolicy
 
             policy = MixedPolicy.build(self.policy, self.learner.groups, policies, self._group_policy)
-        result = rollout.evaluate(policy, self.env_fn, self.spec, episodes, deterministic,
-                                  self.eval_seed if seed is None else seed, self.device, self.cfg.eval_max_steps)
+        with threads(self.resources.eval_threads):
+            result = rollout.evaluate(policy, self.env_fn, self.spec, episodes, deterministic,
+                                      self.eval_seed if seed is None else seed, self.device, self.cfg.eval_max_steps)
         groups = self.learner.groups
         result["group_return_mean"] = {g: float(sum(result["return_mean"][self.spec.names[k]]
                                                     for k in groups.members(i)))

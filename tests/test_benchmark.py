@@ -150,6 +150,25 @@ def test_runner_runs_resumes_and_reports(tmp_path):
 
 
 @pytest.mark.slow
+def test_two_runners_on_one_folder_never_drive_the_same_run(tmp_path, capsys):
+    from mappo import runfolder
+
+    suite = load_suite(_suite(tmp_path))
+    out = str(tmp_path / "out")
+    os.makedirs(os.path.join(out, "climb"))
+    # another `mappo benchmark` on the same --out is driving seed 0
+    other = runfolder.hold(os.path.join(out, "climb", "seed0.lock"))
+    assert run_suite(suite, out, jobs=2, poll_s=0.2) == {}  # skipped, not failed
+    assert f"skip climb seed 0: another mappo benchmark (pid {os.getpid()}) is running it" in capsys.readouterr().out
+    assert not os.path.exists(os.path.join(out, "climb", "seed0.json"))  # no record written over its run
+    assert json.load(open(os.path.join(out, "climb", "seed1.json")))["done"]
+    runfolder.let_go(other)
+    assert run_suite(suite, out, jobs=2, poll_s=0.2) == {}  # once free, the next call runs it
+    assert json.load(open(os.path.join(out, "climb", "seed0.json")))["done"]
+    assert json.load(open(os.path.join(out, "climb", "seed1.json")))["attempts"] == 1  # done once, not again
+
+
+@pytest.mark.slow
 def test_sigterm_stops_the_runs_with_checkpoints_and_the_same_command_finishes_them(tmp_path):
     import signal
 
