@@ -86,7 +86,7 @@ def main() -> None:
             done[key] = row
             with open(args.out, "a") as f:
                 f.write(json.dumps(row) + "\n")
-    print(f"\n| config | setting | device | threads | workers | raw steps/s | training steps/s | training / raw |")
+    print("\n| config | setting | device | threads | workers | raw steps/s | training steps/s | training / raw |")
     print("|---|---|---|---|---|---|---|---|")
     for (config, _), row in done.items():
         if config not in args.configs:
