@@ -46,7 +46,7 @@ class Config:
     device: str = "auto"  # "auto": CUDA only where it pays (a batched simulator, images, a hidden layer >= 512; else the CPU: mappo/machine.py), printed at the start | "cpu" | "cuda"
     vector_mode: str = "subprocess"  # "subprocess" workers, or "inprocess" for debugging
     num_workers: int = 0  # subprocess env workers, each on one torch thread; 0: auto, one per CPU core this process may use (at most num_envs; printed at the start)
-    torch_threads: int = 0  # torch threads for the update (collection with subprocess workers on the CPU uses one); 0: auto, min(CPU cores, 4), the cores divided among torchrun's ranks (mappo/machine.py)
+    torch_threads: int = 0  # torch threads for the update (collection with subprocess workers on the CPU uses one); 0: auto, the cores (divided among torchrun's ranks), at most 4 beside subprocess env workers, never more than torch had (mappo/machine.py)
     env_timeout_s: float = 60.0  # a subprocess env step or reset slower than this is an error naming the env (0: wait forever)
     # --- optimisation ------------------------------------------------------------------
     algorithm: str = "ppo"  # the learner (mappo/algorithm.py ALGORITHMS): "ppo" (MAPPO, or IPPO with critic_input=local) | "happo" (HAPPO: each agent's or group's actor updated in turn, mappo/happo.py)

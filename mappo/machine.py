@@ -13,8 +13,9 @@ The rules, and the measurements behind them (docs/PERFORMANCE.md, "Torch threads
   affinity, which containers and ``taskset`` narrow; not the machine's count), at most one per
   env. Each worker runs torch on one thread: they step small envs side by side.
 - **Torch threads** for the update: the cores of this process's share (under torchrun, the
-  cores divided by the ranks on this machine), at most :data:`MAX_AUTO_THREADS`, and never more
-  than torch had before the run (so ``OMP_NUM_THREADS=1`` keeps one). Collection
+  cores divided by the ranks on this machine), at most :data:`MAX_AUTO_THREADS` beside subprocess
+  env workers, and never more than torch had before the run (so ``OMP_NUM_THREADS=1`` keeps
+  one). A batched simulator or in-process envs leave the cores to torch alone. Collection
   with subprocess workers runs on one thread (the workers need the cores; the per-step batch is
   a few dozen rows). On 16 cores with 16 torch threads training ran at 0.16-0.35x raw env
   stepping, against 0.68x on 2 cores with one thread; an update of a small MLP on a few
@@ -29,7 +30,7 @@ from typing import List, Tuple
 
 import torch
 
-MAX_AUTO_THREADS = 4  # torch_threads=0 uses at most this many (see the module docstring)
+MAX_AUTO_THREADS = 4  # torch_threads=0 beside subprocess env workers uses at most this many (see above)
 BIG_HIDDEN = 512  # a hidden layer at least this wide makes device=auto choose CUDA
 
 
@@ -99,7 +100,8 @@ def choose_resources(machine: Machine, device: str, device_reason: str, vector_m
     if subprocess:
         workers = max(1, min(num_workers or share, num_envs))
     # auto never raises the count the process was given (OMP_NUM_THREADS=1 stays one thread)
-    update = torch_threads or min(share, MAX_AUTO_THREADS, machine.torch_threads)
+    cap = MAX_AUTO_THREADS if subprocess else share
+    update = torch_threads or min(share, cap, machine.torch_threads)
     # subprocess workers need the cores while the trainer acts; a GPU learner launches kernels
     collect = 1 if subprocess and device == "cpu" else update
     # a PettingZoo evaluation steps one env at a time in this process: rows of one step's agents
@@ -108,8 +110,9 @@ def choose_resources(machine: Machine, device: str, device_reason: str, vector_m
     lines = [f"machine: {cores}, {'CUDA' if machine.cuda else 'no CUDA'}",
              f"device={device} ({device_reason})",
              f"torch threads: {update} for the update"
-             + ("" if torch_threads else f" (torch_threads=auto: min(cores, {MAX_AUTO_THREADS}, torch's own "
-                                        f"{machine.torch_threads}))")
+             + ("" if torch_threads else f" (torch_threads=auto: min(cores, "
+                                        f"{str(MAX_AUTO_THREADS) + ' beside env workers, ' if subprocess else ''}"
+                                        f"torch's own {machine.torch_threads}))")
              + (f", {collect} while collecting" if collect != update else "")
             + (f", {evaluate} while evaluating" if evaluate != update else "")]
     if subprocess:

@@ -40,7 +40,7 @@ def test_threads_and_workers_by_rule():
     r = choose_resources(big, "cpu", "", "subprocess", batched=False, num_envs=8, num_workers=3, torch_threads=6)
     assert (r.num_workers, r.update_threads, r.collect_threads) == (3, 6, 1)  # the config's own numbers
     r = choose_resources(big, "cuda", "", "inprocess", batched=True, num_envs=4096, num_workers=0, torch_threads=0)
-    assert (r.num_workers, r.update_threads, r.collect_threads, r.eval_threads) == (0,) + (MAX_AUTO_THREADS,) * 3
+    assert (r.num_workers, r.update_threads, r.collect_threads, r.eval_threads) == (0, 16, 16, 16)  # torch alone
     assert "env workers" not in "\n".join(r.lines)  # a batched simulator has none
     r = choose_resources(big, "cuda", "", "subprocess", batched=False, num_envs=8, num_workers=0, torch_threads=0)
     assert r.collect_threads == r.update_threads  # a GPU learner: the CPU thread only launches kernels
@@ -76,7 +76,8 @@ def test_a_run_uses_the_threads_it_printed_and_gives_them_back(capsys):
 def test_auto_device_for_a_small_mlp_is_the_cpu_and_bad_threads_are_errors():
     with mappo.Trainer(CoordinationEnv, tiny(device="auto")) as trainer:
         assert trainer.device.type == "cpu"  # with or without CUDA: a PettingZoo env with a 16-unit MLP
-        assert trainer.resources.update_threads == min(Machine.this().cores, MAX_AUTO_THREADS, torch.get_num_threads())
+        # in-process envs: the cores are torch's alone, up to the count it had
+        assert trainer.resources.update_threads == min(Machine.this().cores, torch.get_num_threads())
     with pytest.raises(ValueError, match="'torch_threads' must be >= 0"):
         tiny(torch_threads=-1)
 
