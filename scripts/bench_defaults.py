@@ -24,7 +24,7 @@ from typing import Dict, List, Optional
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ["configs/mpe_simple_spread.yaml", "configs/jaxmarl_mpe_simple_spread.yaml",
            "configs/benchmarks/lbf_8x8-2p-2f-coop.yaml", "configs/benchmarks/rware_tiny-2ag.yaml",
-           "configs/vmas_navigation.yaml"]
+           "configs/vmas_navigation.yaml", "configs/butterfly_cooperative_pong.yaml"]
 FIGURES = {"raw": r"raw env steps/s\s+([\d.]+)", "collect": r"collection steps/s\s+([\d.]+)",
            "train": r"training steps/s\s+([\d.]+)", "device": r"device: (\S+)",
            "threads": r"torch threads: (\d+) \(update\)", "workers": r"env workers: (\d+)"}
@@ -56,11 +56,11 @@ def measure(config: str, setting: Dict[str, str], seconds: float) -> Optional[Di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=CONFIGS)
-    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2, 4, 8, 16],
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 4, 16],
                         help="fixed torch_threads to compare with the automatic choice")
     parser.add_argument("--devices", nargs="+", default=None,
                         help="devices to compare (default: cpu, and cuda when there is one)")
-    parser.add_argument("--seconds", type=float, default=8.0, help="bench_throughput.py's time per stage")
+    parser.add_argument("--seconds", type=float, default=4.0, help="bench_throughput.py's time per stage")
     parser.add_argument("--out", default="runs/bench_defaults.jsonl", help="results, one line per setting")
     args = parser.parse_args()
     import torch
