@@ -7,10 +7,17 @@ step remains: reading whether any env finished, to reset it and report its episo
 VMAS can only reset one env index at a time (``reset_at``), so envs that finish on their own
 are reset in a loop over the *finished* envs; when all finish together (fixed
 ``max_steps``, the usual case) one batched ``reset`` is used.
+
+Each adapter owns its random streams (:class:`OwnRandomState`).  VMAS itself keeps one random
+state for every env in the process (a class attribute of its ``Environment``, swapped in around
+each call), seeds an env with ``torch.manual_seed`` (which reseeds every CUDA generator too), and
+on a GPU draws resets from the process's CUDA generator.  Without the adapter's own state, building
+an evaluation env would reseed the training env's resets, and on a GPU the policy's sampling.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+import contextlib
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -44,6 +51,38 @@ def final_info(infos: List[Dict[str, torch.Tensor]], index: torch.Tensor) -> Dic
     return out
 
 
+class OwnRandomState:
+    """One VMAS env's own random streams: its copy of VMAS's shared state (torch CPU, numpy and
+    Python ``random``) and, on a GPU, of the device's CUDA generator.  ``with own():`` around every
+    call into VMAS swaps them in, and afterwards keeps what the call left and gives the process
+    (and any other VMAS env) back its own, so envs and the caller never draw from each other."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device if device.type == "cuda" else None
+        self.shared: Optional[List[Any]] = None  # set by the first call (the env's construction seeds it)
+        self.cuda_state: Optional[torch.Tensor] = None
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        from vmas.simulator.environment.environment import Environment
+
+        shared = Environment.vmas_random_state
+        others = list(shared)
+        caller_cuda = torch.cuda.get_rng_state(self.cuda) if self.cuda is not None else None
+        if self.shared is not None:
+            shared[:] = self.shared
+        if self.cuda_state is not None:
+            torch.cuda.set_rng_state(self.cuda_state, self.cuda)
+        try:
+            yield
+        finally:
+            self.shared = list(shared)
+            shared[:] = others
+            if caller_cuda is not None:
+                self.cuda_state = torch.cuda.get_rng_state(self.cuda)
+                torch.cuda.set_rng_state(caller_cuda, self.cuda)
+
+
 class VmasVectorEnv:
     """A ``mappo.protocol.VectorEnv`` over one VMAS simulator; every field is a tensor on ``device``."""
 
@@ -54,9 +93,11 @@ class VmasVectorEnv:
         except ImportError as err:
             raise ImportError("VMAS envs need the vmas extra: pip install -e '.[vmas]'") from err
         self.device = torch.device(device)
-        self.env = vmas.make_env(scenario, num_envs=num_envs, device=self.device, continuous_actions=continuous_actions,
-                                 max_steps=max_steps, seed=seed, terminated_truncated=True, dict_spaces=False,
-                                 **scenario_kwargs)
+        self.own = OwnRandomState(self.device)
+        with self.own():
+            self.env = vmas.make_env(scenario, num_envs=num_envs, device=self.device,
+                                     continuous_actions=continuous_actions, max_steps=max_steps, seed=seed,
+                                     terminated_truncated=True, dict_spaces=False, **scenario_kwargs)
         self.num_envs = num_envs
         names = [agent.name for agent in self.env.agents]
         obs_spaces, act_spaces = self.env.observation_space, self.env.action_space
@@ -95,7 +136,9 @@ class VmasVectorEnv:
         self.reset()
 
     def reset(self) -> None:
-        self._write_obs(self.env.reset(), self.arrays["obs"])
+        with self.own():
+            obs = self.env.reset()
+        self._write_obs(obs, self.arrays["obs"])
         self.team_return.zero_(), self.agent_returns.zero_(), self.length.zero_()
 
     def step(self) -> List[Dict[str, Any]]:
@@ -108,7 +151,8 @@ class VmasVectorEnv:
                 c = spec.num_components
                 actions.append(to_bounds(a["actions"][:, k, c : c + agent.cont_dim], self.low[k, : agent.cont_dim],
                                          self.high[k, : agent.cont_dim]))
-        obs, rewards, terminated, truncated, infos = self.env.step(actions)
+        with self.own():
+            obs, rewards, terminated, truncated, infos = self.env.step(actions)
         reward = torch.stack(rewards, dim=-1).to(torch.float32)
         terminated = terminated.bool()
         truncated = truncated.bool() & ~terminated
@@ -131,13 +175,14 @@ class VmasVectorEnv:
         for key, values in final_info(infos, index).items():
             for episode, row in zip(episodes, values.tolist()):
                 episode.setdefault("info", {})[key] = row
-        if bool(done.all()):
-            obs = self.env.reset()
-        else:
-            for i in index.tolist():
-                self.env.reset_at(i, return_observations=False)
-            obs = self.env.get_from_scenario(get_observations=True, get_rewards=False, get_infos=False,
-                                             get_dones=False)[0]
+        with self.own():
+            if bool(done.all()):
+                obs = self.env.reset()
+            else:
+                for i in index.tolist():
+                    self.env.reset_at(i, return_observations=False)
+                obs = self.env.get_from_scenario(get_observations=True, get_rewards=False, get_infos=False,
+                                                 get_dones=False)[0]
         self._write_obs(obs, a["obs"])
         self.team_return[index] = 0.0
         self.agent_returns[index] = 0.0

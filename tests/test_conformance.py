@@ -87,6 +87,36 @@ def test_vmas_adapter_conformance(scenario, kwargs):
     check_conformance(vec, steps=12, episode_length=5)
 
 
+def test_each_vmas_env_keeps_its_own_random_streams():
+    """VMAS shares one random state among all its envs in a process; the adapter gives each its own,
+    so an env stepped beside others (or after an evaluation env was built) sees the episodes it
+    would see alone, and the caller's torch stream is left alone."""
+    pytest.importorskip("vmas")
+    env_fn = make_env_fn("vmas/simple_spread", max_steps=3)  # resets (random positions) every 3 steps
+
+    def trace(vec, steps, actions):
+        out = []
+        for t in range(steps):
+            vec.set_actions(actions[t])
+            vec.step()
+            out.append(vec.observe("obs"))
+        return out
+
+    alone = make_vector_env(env_fn, 4, 0, torch.device("cpu"))
+    actions = [random_actions(alone.spec, alone.observe("action_mask"), torch.Generator().manual_seed(t))
+               for t in range(12)]
+    expected = trace(alone, 12, actions)
+    torch.manual_seed(99)
+    caller = torch.get_rng_state()
+    first = make_vector_env(env_fn, 4, 0, torch.device("cpu"))
+    got = trace(first, 5, actions)
+    other = make_vector_env(env_fn, 4, 1, torch.device("cpu"))  # as an evaluation env is built mid-run
+    trace(other, 4, actions)
+    got += trace(first, 7, actions[5:])
+    assert all(torch.equal(a, b) for a, b in zip(got, expected))
+    assert torch.equal(torch.get_rng_state(), caller)
+
+
 def test_vmas_trains_through_the_same_trainer_api():
     pytest.importorskip("vmas")
     import mappo

@@ -1,5 +1,6 @@
-"""GPU path: device=auto picks CUDA, and the rollout buffer, networks and a batched
-simulator's tensors all live on the GPU.  Skipped on machines without CUDA."""
+"""GPU path: device=auto picks CUDA for a batched simulator (and the CPU for a PettingZoo env
+with a small MLP), and the rollout buffer, networks and a batched simulator's tensors all live on
+the GPU.  Skipped on machines without CUDA."""
 import numpy as np
 import pytest
 import torch
@@ -11,10 +12,12 @@ from envs import make_env_fn
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def test_auto_device_is_cuda_and_pettingzoo_envs_feed_a_gpu_learner():
+def test_pettingzoo_envs_feed_a_gpu_learner():
     cfg = mappo.Config(env="mpe/simple_spread", num_envs=4, rollout_length=25, total_steps=200, ppo_epochs=2,
                        progress=False, device="auto")
     with mappo.Trainer(make_env_fn("mpe/simple_spread", N=3, max_cycles=25), cfg) as trainer:
+        assert trainer.device.type == "cpu"  # a small MLP: the GPU learner is slower (mappo/machine.py)
+    with mappo.Trainer(make_env_fn("mpe/simple_spread", N=3, max_cycles=25), cfg.replace(device="cuda")) as trainer:
         assert trainer.device.type == "cuda"
         history = trainer.train()
         assert all(t.device.type == "cuda" for t in trainer.buffer.data.values())
@@ -25,11 +28,20 @@ def test_auto_device_is_cuda_and_pettingzoo_envs_feed_a_gpu_learner():
 def test_vmas_stays_on_the_gpu():
     pytest.importorskip("vmas")
     cfg = mappo.Config(env="vmas/simple_spread", num_envs=1024, rollout_length=10, total_steps=20480, ppo_epochs=2,
-                       progress=False, device="cuda")
+                       progress=False, device="auto")
     with mappo.Trainer(make_env_fn("vmas/simple_spread", max_steps=10), cfg) as trainer:
+        assert trainer.device.type == "cuda"  # a batched simulator: device=auto takes the GPU
         history = trainer.train()
         assert all(trainer.vec.observe(name).device.type == "cuda" for name in STEP_FIELDS)
         assert all(t.device.type == "cuda" for t in trainer.buffer.data.values())
         stats = trainer.evaluate(episodes=8)
     assert len(history) == 2 and history[-1]["episodes"] == 1024
     assert stats["episodes"] == 8
+
+
+def test_building_a_vmas_env_leaves_the_cuda_generator_alone():
+    pytest.importorskip("vmas")
+    torch.cuda.manual_seed(123)
+    before = torch.cuda.get_rng_state()
+    make_env_fn("vmas/simple_spread", max_steps=5)(num_envs=8, device="cuda", seed=7)  # VMAS calls torch.manual_seed(7)
+    assert torch.equal(torch.cuda.get_rng_state(), before)

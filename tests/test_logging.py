@@ -82,13 +82,22 @@ def test_resume_stays_exact_with_evaluation_on(tmp_path, deterministic):
     assert first + second == straight
 
 
-def test_evaluation_leaves_training_untouched():
+@pytest.mark.parametrize("env", ["pettingzoo", "vmas"])
+def test_evaluation_leaves_training_untouched(env):
     """Evaluations run on envs of their own and sample from a forked RNG: the training numbers
-    are the same with and without them."""
+    are the same with and without them (a VMAS evaluation env, too, though VMAS shares one random
+    state among its envs: envs/vmas_adapter.py keeps each env's own)."""
+    if env == "vmas":
+        pytest.importorskip("vmas")
+        from envs import make_env_fn
+
+        env_fn, size = make_env_fn("vmas/simple_spread", max_steps=4), dict(num_envs=8, rollout_length=10)
+    else:
+        env_fn, size = EarlyExitEnv, {}
     runs = []
     for eval_every in (0, 1):
-        cfg = tiny(total_steps=160, eval_every=eval_every, eval_episodes=2, eval_deterministic=False)
-        with mappo.Trainer(EarlyExitEnv, cfg) as trainer:
+        cfg = tiny(total_steps=160, eval_every=eval_every, eval_episodes=2, eval_deterministic=False, **size)
+        with mappo.Trainer(env_fn, cfg) as trainer:
             runs.append([{k: v for k, v in r.items() if not k.startswith("eval/")}
                          for r in strip_timing(trainer.train())])
     assert runs[0] == runs[1]
