@@ -444,10 +444,13 @@ def compiled_env(env_id: str, max_steps: Optional[int], accounting: str, env_kwa
 
 class JaxMarlVectorEnv:
     """A ``mappo.protocol.VectorEnv`` over ``num_envs`` copies of one JaxMARL env, stepped together
-    in one compiled call; every field is a torch tensor on ``device`` that shares XLA's buffer."""
+    in one compiled call; every field is a torch tensor on ``device`` that shares XLA's buffer.
+    Env ``i`` draws its keys from ``(seed, first_index + i, episode)``: a rank of a distributed
+    job passes ``first_index = rank * num_envs`` and continues the numbering of the ranks before it."""
 
     def __init__(self, env_id: str, num_envs: int, device: Any = "cpu", seed: int = 0,
-                 max_steps: Optional[int] = None, accounting: str = "jaxmarl", **env_kwargs: Any):
+                 max_steps: Optional[int] = None, accounting: str = "jaxmarl", first_index: int = 0,
+                 **env_kwargs: Any):
         jax, _ = import_jax()
         import jax.numpy as jnp
 
@@ -459,7 +462,8 @@ class JaxMarlVectorEnv:
         self.device = torch.device(device)
         self.jax_device = _jax_device(jax, self.device)
         self._seed = jax.device_put(jnp.asarray(int(seed) % 2**32, dtype=jnp.uint32), self.jax_device)
-        self._indexes = jax.device_put(jnp.arange(self.num_envs, dtype=jnp.int32), self.jax_device)
+        self._indexes = jax.device_put(jnp.arange(first_index, first_index + self.num_envs, dtype=jnp.int32),
+                                       self.jax_device)
         self._start_layout, self._step_layout = self.compiled.layouts_for(self.num_envs)
         self._start_episodes = np.zeros(self.num_envs, dtype=np.int64)  # what reset() starts from
         self.arrays: Dict[str, torch.Tensor] = {}
@@ -639,8 +643,10 @@ class JaxMarlEnvFn:
     def __init__(self, env_id: str, **kwargs: Any):
         self.env_id, self.kwargs = env_id, kwargs
 
-    def __call__(self, num_envs: int = 1, device: Any = "cpu", seed: Optional[int] = 0) -> JaxMarlVectorEnv:
-        return JaxMarlVectorEnv(self.env_id, num_envs, device, 0 if seed is None else seed, **self.kwargs)
+    def __call__(self, num_envs: int = 1, device: Any = "cpu", seed: Optional[int] = 0,
+                 first_index: int = 0) -> JaxMarlVectorEnv:
+        return JaxMarlVectorEnv(self.env_id, num_envs, device, 0 if seed is None else seed,
+                                first_index=first_index, **self.kwargs)
 
     def can_use_cuda(self) -> bool:
         """Whether this jax has a GPU backend (``jax[cuda12]``); ``device=auto`` asks before choosing CUDA."""

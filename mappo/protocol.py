@@ -31,6 +31,7 @@ env (wrapped here into the in-process or subprocess back end of ``mappo.vector``
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 import numpy as np
@@ -126,15 +127,26 @@ def describe_env(env_fn: Any) -> str:
 class Batched:
     """Marks an env builder that simulates many envs at once: ``builder(num_envs=E, device=d,
     seed=s)`` returns a :class:`VectorEnv` whose tensors live on ``device`` (``envs/vmas_adapter.py``).
-    ``mappo.Trainer(Batched(MyBatchedEnv), cfg)`` trains on it."""
+    ``mappo.Trainer(Batched(MyBatchedEnv), cfg)`` trains on it.
+
+    Under torchrun, rank r's envs are numbers ``r * E`` to ``r * E + E - 1`` of the job.  A builder
+    that takes a ``first_index`` keyword gets it and numbers its envs from there (JaxMARL's do: the
+    job sees the episodes one process with all the envs would).  Any other builder gets, on ranks
+    after the first, a seed of its own derived from ``(seed, first_index)``: distinct streams, and
+    not ``seed + first_index``, which would replay another seed's run."""
 
     def __init__(self, builder: Callable[..., VectorEnv]):
         if not callable(builder):
             raise TypeError(f"Batched needs a callable builder(num_envs, device, seed), got {builder!r}")
         self.builder = builder
 
-    def __call__(self, num_envs: int = 1, device: Any = "cpu", seed: int = 0) -> VectorEnv:
-        return self.builder(num_envs=num_envs, device=device, seed=seed)
+    def __call__(self, num_envs: int = 1, device: Any = "cpu", seed: int = 0, first_index: int = 0) -> VectorEnv:
+        if not first_index:
+            return self.builder(num_envs=num_envs, device=device, seed=seed)
+        if "first_index" in inspect.signature(self.builder).parameters:
+            return self.builder(num_envs=num_envs, device=device, seed=seed, first_index=first_index)
+        own = int(np.random.SeedSequence([seed, first_index]).generate_state(1)[0])
+        return self.builder(num_envs=num_envs, device=device, seed=own)
 
     def can_use_cuda(self) -> bool:
         """Whether the simulator can step on a CUDA device: the builder's own ``can_use_cuda()``

@@ -102,7 +102,7 @@ def load_space(path: str) -> Space:
         raise ValueError(f"{where}: 'params' must map config fields to search ranges, got {space.params!r}")
     for name, spec in space.params.items():
         _check_param(name, spec, f"{where}: params.{name}")
-    # every field exists and takes the range's ends: build the configs at both ends now
+    # every field exists and takes the range's ends and every categorical choice: build those configs now
     from .config import Config
     from .registries import check_registered
 
@@ -112,6 +112,14 @@ def load_space(path: str) -> Space:
             check_registered(Config.from_yaml(space.config, space.overrides + values))
         except (ValueError, TypeError) as err:
             raise ValueError(f"{where}: params at their {'low' if end == 0 else 'high'} end: {err}") from err
+    low = {name: _override(name, _end_value(spec, 0)) for name, spec in space.params.items()}
+    for name, spec in space.params.items():
+        for choice in spec["choices"][1:-1] if spec["type"] == "categorical" else ():
+            values = [*{**low, name: _override(name, choice)}.values()]
+            try:
+                check_registered(Config.from_yaml(space.config, space.overrides + values))
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"{where}: params.{name} choice {choice!r}: {err}") from err
     return space
 
 

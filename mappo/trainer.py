@@ -130,7 +130,7 @@ class Trainer:
         self.history: List[Dict[str, Any]] = []
         self.best_eval: Optional[float] = None  # the best evaluation team return so far (best.pt holds it)
         if self.sync.rank:  # a different sampling stream per rank
-            seed_everything(cfg.seed + self.sync.rank)
+            seed_everything((cfg.seed + self.sync.rank) % 2**32)  # numpy takes seeds below 2**32
 
     def _team_spec(self, device: torch.device) -> Any:
         try:
@@ -228,6 +228,10 @@ class Trainer:
         """
         cfg = self.cfg
         total = int(total_steps if total_steps is not None else cfg.total_steps)
+        if total > cfg.total_steps:
+            # the run's budget grows: lr_schedule=linear decays to the new end (not to 0 at the old
+            # one), and config.yaml and checkpoints say what ran, as `--resume total_steps=` does
+            self.cfg = cfg = cfg.replace(total_steps=total)
         run_dir = run_dir if run_dir is not None else cfg.run_dir
         main = self.sync.is_main  # only rank 0 logs and writes the run folder
         ckpt = os.path.join(run_dir, "ckpt.pt") if run_dir is not None else None
@@ -305,13 +309,15 @@ class Trainer:
                     if "eval/team_return_mean" in row:
                         logger.log_evaluation(self.iteration, self.env_steps, evaluation)
                         C.call(self.callbacks, "on_evaluation", self, evaluation)
+                    # the callbacks see the row before the checkpoints are written, so that a run
+                    # resumed from one goes on with the callbacks' state after this row
+                    if self.callbacks:
+                        asked = any(C.call(self.callbacks, "on_iteration_end", self, row))
+                        stopping = bool(self.sync.max_int(int(asked), self.device))
                     if run_dir is not None and improved:
                         self._save(os.path.join(run_dir, "best.pt"))
                     if ckpt and cfg.checkpoint_every and self.iteration % cfg.checkpoint_every == 0:
                         self._save(ckpt)
-                    if self.callbacks:
-                        asked = any(C.call(self.callbacks, "on_iteration_end", self, row))
-                        stopping = bool(self.sync.max_int(int(asked), self.device))
                     if main and run_dir and cfg.curves_every_s and time.perf_counter() - last_plot >= cfg.curves_every_s:
                         logger.plot()
                         last_plot = time.perf_counter()
@@ -397,7 +403,7 @@ class Trainer:
     @property
     def eval_seed(self) -> int:
         """Seed of evaluation episodes (and eval videos): away from the training envs' seeds."""
-        return self.cfg.seed + EVAL_SEED_OFFSET
+        return (self.cfg.seed + EVAL_SEED_OFFSET) % 2**32  # seeds numpy too (VMAS): below 2**32
 
     def evaluate(self, episodes: int = 20, deterministic: bool = True, seed: Optional[int] = None,
                  policies: Optional[Dict[str, str]] = None) -> Dict[str, Any]:
@@ -413,7 +419,10 @@ class Trainer:
         if policies:
             from .policy import MixedPolicy
 
-            policy = MixedPolicy.build(self.policy, self.learner.groups, policies, self._group_policy)
+            # another run's actor is built (random init, then its weights) on a forked RNG: an
+            # evaluation never moves the training run's random streams
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                policy = MixedPolicy.build(self.policy, self.learner.groups, policies, self._group_policy)
         with threads(self.resources.eval_threads):
             result = rollout.evaluate(policy, self.env_fn, self.spec, episodes, deterministic,
                                       self.eval_seed if seed is None else seed, self.device, self.cfg.eval_max_steps)
@@ -454,6 +463,8 @@ class Trainer:
             episode = self.vec.episode_counts()
             resume = {"rng": rng_state(), "episode": None if episode is None else torch.from_numpy(episode),
                       **{k: getattr(self.carry, k).cpu() for k in ("actor_h", "critic_h", "episode_start")}}
+        elif self._resume is not None:  # loaded and not trained yet: the state it will resume from
+            resume = self._resume
         ranks = self.sync.gather(resume)  # one entry per rank: each resumes its own envs and RNG streams
         return {
             "format": CHECKPOINT_FORMAT,

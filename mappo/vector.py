@@ -526,9 +526,9 @@ def make_vector_env(env_fn: Any, num_envs: int, seed: int, device: torch.device,
     ``episode_seed(seed, first_index + i, 0)``; ``mode`` picks its back end ("subprocess" or
     "inprocess"); ``spec`` (from :func:`team_spec`) saves building an env to read the layout;
     ``timeout`` (seconds, 0 = none) bounds a subprocess step or reset (a hung env is an error).
-    A :class:`Batched` builder gets ``seed + first_index``."""
+    A :class:`Batched` builder gets ``first_index`` (see :class:`Batched`)."""
     if isinstance(env_fn, Batched):
-        vec = env_fn(num_envs=num_envs, device=device, seed=seed + first_index)
+        vec = env_fn(num_envs=num_envs, device=device, seed=seed, first_index=first_index)
     else:
         name = describe_env(env_fn)
         first = None

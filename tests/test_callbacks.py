@@ -1,6 +1,7 @@
 """Callbacks: every hook called at its point of the loop, early stopping (its rule by hand, a run it
 stops, exact resume of its state), config entries and their errors."""
 import json
+import shutil
 import subprocess
 import sys
 
@@ -41,8 +42,9 @@ def test_each_hook_runs_at_its_point_of_the_loop(tmp_path):
     assert recorder.calls == [
         ("evaluation", 0, 2),
         ("iteration", 1),
-        ("evaluation", 2, 2), ("checkpoint", 2, "best.pt"), ("iteration", 2),
-        ("checkpoint", 3, "ckpt.pt"), ("iteration", 3),
+        # the callbacks see a row before the checkpoints written after it hold their state
+        ("evaluation", 2, 2), ("iteration", 2), ("checkpoint", 2, "best.pt"),
+        ("iteration", 3), ("checkpoint", 3, "ckpt.pt"),
         ("checkpoint", 3, "ckpt.pt"),  # the run's last checkpoint
         ("end", 4)]  # 3 iterations and the evaluation at the start
 
@@ -88,6 +90,39 @@ def test_early_stopping_state_resumes_exactly(tmp_path):
     with mappo.Trainer.load(run_dir + "/ckpt.pt", CoordinationEnv) as trainer:
         rest = trainer.train()
     assert [r["iteration"] for r in first + rest] == straight
+
+
+class RowCounter:
+    """Counts the rows it sees; its count is its checkpointed state."""
+
+    def __init__(self, keep_at=None, keep_as=None):
+        self.rows, self.keep_at, self.keep_as = 0, keep_at, keep_as
+
+    def on_iteration_end(self, trainer, row):
+        self.rows += 1
+
+    def on_checkpoint(self, trainer, path):  # keeps a periodic checkpoint, as a crash after it would leave it
+        if trainer.iteration == self.keep_at and path.endswith("ckpt.pt"):
+            shutil.copy(path, self.keep_as)
+
+    def state_dict(self):
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state):
+        self.rows = state["rows"]
+
+
+def test_a_run_resumed_from_a_periodic_checkpoint_gives_callbacks_the_state_after_its_row(tmp_path):
+    kept = str(tmp_path / "at2.pt")
+    cfg = tiny(total_steps=200, checkpoint_every=2, run_dir=str(tmp_path / "run"))  # 5 iterations
+    straight = RowCounter(keep_at=2, keep_as=kept)
+    with mappo.Trainer(CoordinationEnv, cfg, callbacks=[straight]) as trainer:
+        trainer.train()
+    resumed = RowCounter()
+    with mappo.Trainer.load(kept, CoordinationEnv, callbacks=[resumed], run_dir=str(tmp_path / "again")) as trainer:
+        assert trainer.iteration == 2 and resumed.rows == 2  # the state after row 2, which it saw
+        trainer.train()
+    assert straight.rows == resumed.rows == 5
 
 
 def test_callback_entries_and_their_errors():

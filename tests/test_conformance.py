@@ -117,6 +117,17 @@ def test_each_vmas_env_keeps_its_own_random_streams():
     assert torch.equal(torch.get_rng_state(), caller)
 
 
+def test_a_batched_builder_that_cannot_number_its_envs_gets_a_seed_of_its_own_per_rank():
+    pytest.importorskip("vmas")
+    env_fn = make_env_fn("vmas/simple_spread", max_steps=3)
+    rank1 = make_vector_env(env_fn, 2, 0, torch.device("cpu"), first_index=2).observe("obs")
+    seed2 = make_vector_env(env_fn, 2, 2, torch.device("cpu")).observe("obs")  # what `seed + first_index` built
+    rank0 = make_vector_env(env_fn, 2, 0, torch.device("cpu")).observe("obs")
+    assert not torch.equal(rank1, seed2) and not torch.equal(rank1, rank0)
+    again = make_vector_env(env_fn, 2, 0, torch.device("cpu"), first_index=2).observe("obs")
+    assert torch.equal(rank1, again)  # derived from (seed, first_index): reproducible
+
+
 def test_vmas_trains_through_the_same_trainer_api():
     pytest.importorskip("vmas")
     import mappo

@@ -302,3 +302,22 @@ def test_without_the_extra_the_error_names_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "jaxmarl", None)  # import jaxmarl now raises ImportError
     with pytest.raises(ImportError, match=r"\.\[jax\]"):
         make_env_fn("jaxmarl/MPE_simple_spread_v3")
+
+
+def test_a_rank_continues_the_env_numbering_of_the_ranks_before_it():
+    """Under torchrun rank r builds its envs with first_index = r * num_envs: its envs are the
+    one-process run's envs r*E..., episode for episode, and not another seed's envs."""
+    env_fn = make_env_fn("jaxmarl/MPE_simple_spread_v3")
+    whole = make_vector_env(env_fn, 4, 0, CPU)
+    rank1 = make_vector_env(env_fn, 2, 0, CPU, first_index=2)
+    seed2 = make_vector_env(env_fn, 2, 2, CPU)  # what `seed + first_index` used to build
+    generator = torch.Generator().manual_seed(0)
+    for t in range(30):  # past the first episode's end (max_steps 25): the next episode's reset too
+        actions = random_actions(whole.spec, whole.observe("action_mask"), generator)
+        assert torch.equal(rank1.observe("obs"), whole.observe("obs")[2:])
+        assert not torch.equal(seed2.observe("obs"), rank1.observe("obs"))
+        for vec, part in ((whole, actions), (rank1, actions[2:]), (seed2, actions[2:])):
+            vec.set_actions(part)
+            vec.step()
+    for vec in (whole, rank1, seed2):
+        vec.close()

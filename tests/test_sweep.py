@@ -52,6 +52,9 @@ def test_space_errors_name_the_field(tmp_path):
         (f"config: {config}\nobjective: best\nparams: {{lr: {{type: float, low: 0.1, high: 1}}}}\n", "'objective'"),
         (f"config: {config}\npruner: hyper\nparams: {{lr: {{type: float, low: 0.1, high: 1}}}}\n", "'pruner'"),
         (f"config: {config}\ntrials: 0\nparams: {{lr: {{type: float, low: 0.1, high: 1}}}}\n", "'trials' must be"),
+        # a bad choice between good ones is found when the space is read, not when its trial starts
+        (f"config: {config}\nparams: {{algorithm: {{type: categorical, choices: [ppo, hapo, happo]}}}}\n",
+         r"params.algorithm choice 'hapo': config field 'algorithm' must be one of"),
     ]
     for text, match in cases:
         path.write_text(text)

@@ -312,3 +312,36 @@ def test_checkpoints_of_the_previous_format_load_and_older_ones_say_what_they_ar
     torch.save({**payload, "format": 2}, tmp_path / "v2.pt")
     with pytest.raises(ValueError, match="format-2 checkpoint; this version of mappo reads formats 3 to 5"):
         mappo.Trainer.load(str(tmp_path / "v2.pt"), EarlyExitEnv)
+
+
+def test_training_past_the_configured_budget_keeps_a_linear_schedule_learning():
+    with mappo.Trainer(CoordinationEnv, tiny(total_steps=80, lr_schedule="linear")) as trainer:
+        trainer.train()
+        more = trainer.train(total_steps=160)  # the budget grows: the schedule decays to the new end
+        assert trainer.cfg.total_steps == 160
+    assert [r["lr"] for r in more] == pytest.approx([5e-4 * (1 - 80 / 160), 5e-4 * (1 - 120 / 160)])
+
+
+def test_a_loaded_trainer_saved_before_training_keeps_its_resume_state(tmp_path):
+    run_dir = str(tmp_path / "run")
+    with mappo.Trainer(EarlyExitEnv, tiny(total_steps=80, run_dir=run_dir)) as trainer:
+        trainer.train()
+    with mappo.Trainer.load(os.path.join(run_dir, "ckpt.pt"), EarlyExitEnv) as trainer:
+        trainer.save(str(tmp_path / "again.pt"))
+    original = torch.load(os.path.join(run_dir, "ckpt.pt"), weights_only=True)["resume"]
+    again = torch.load(str(tmp_path / "again.pt"), weights_only=True)["resume"]
+    assert again is not None and torch.equal(again[0]["episode"], original[0]["episode"])
+    assert torch.equal(again[0]["rng"]["torch"], original[0]["rng"]["torch"])
+
+
+def test_cross_play_against_another_run_leaves_the_training_rng_alone(tmp_path):
+    from tests.toy_envs import TwoTeamEnv
+
+    teams = {"red": ["red_*"], "blue": ["blue_*"]}
+    other = str(tmp_path / "other")
+    with mappo.Trainer(TwoTeamEnv, tiny(groups=teams, total_steps=40, run_dir=other)) as trainer:
+        trainer.train()
+    with mappo.Trainer(TwoTeamEnv, tiny(groups=teams, total_steps=40)) as trainer:
+        before = torch.get_rng_state()
+        trainer.evaluate(episodes=2, deterministic=False, policies={"blue": other})
+        assert torch.equal(torch.get_rng_state(), before)
