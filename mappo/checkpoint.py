@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -100,9 +100,11 @@ def load_checkpoint(path: str) -> Dict[str, Any]:
 FIELDS_BEFORE_THEY_EXISTED = {"critic_pass": "agent"}
 
 
-def rng_state() -> Dict[str, Any]:
-    """Every global RNG state (Python, numpy, torch CPU and CUDA) as tensors and plain containers,
-    so it loads with ``weights_only=True``."""
+def rng_state(device: Optional[torch.device] = None) -> Dict[str, Any]:
+    """The global RNG states a run draws from (Python, numpy, torch's CPU generator, and the CUDA
+    generator of ``device`` when it is a GPU) as tensors and plain containers, so it loads with
+    ``weights_only=True``.  Only the run's own GPU: a checkpoint then resumes on a machine with
+    fewer GPUs, and a CPU run never starts CUDA to save it."""
     import random
 
     import numpy as np
@@ -114,12 +116,13 @@ def rng_state() -> Dict[str, Any]:
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype("int64")), "pos": int(pos),
                   "has_gauss": int(has_gauss), "gauss": float(gauss)},
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state(device)] if device is not None and device.type == "cuda" else [],
     }
 
 
-def set_rng_state(state: Dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured."""
+def set_rng_state(state: Dict[str, Any], device: Optional[torch.device] = None) -> None:
+    """Restore what :func:`rng_state` captured, the CUDA state onto ``device`` when it is a GPU
+    (from files that hold every GPU's state, the one of ``device``'s index)."""
     import random
 
     import numpy as np
@@ -129,5 +132,7 @@ def set_rng_state(state: Dict[str, Any]) -> None:
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype("uint32"), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state["cuda"]
+    if cuda and device is not None and device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        torch.cuda.set_rng_state(cuda[index] if len(cuda) > 1 and index < len(cuda) else cuda[0], device)

@@ -193,7 +193,7 @@ class Trainer:
                 # checkpoint fell between episodes, as it does when episode lengths divide rollout_length
                 self.vec.restart_episodes(state["episode"].numpy())
             self.carry = rollout.Carry(*(state[k].to(self.device) for k in ("actor_h", "critic_h", "episode_start")))
-            set_rng_state(state["rng"])  # last: building and resetting envs may draw from the RNGs
+            set_rng_state(state["rng"], self.device)  # last: building and resetting envs may draw from the RNGs
 
     def collect(self) -> List[Dict[str, Any]]:
         """Fill the buffer with ``T`` steps of every env and the critic's values; returns the
@@ -461,7 +461,7 @@ class Trainer:
         resume = None
         if self.vec is not None:  # envs built: their position in the run is part of the state
             episode = self.vec.episode_counts()
-            resume = {"rng": rng_state(), "episode": None if episode is None else torch.from_numpy(episode),
+            resume = {"rng": rng_state(self.device), "episode": None if episode is None else torch.from_numpy(episode),
                       **{k: getattr(self.carry, k).cpu() for k in ("actor_h", "critic_h", "episode_start")}}
         elif self._resume is not None:  # loaded and not trained yet: the state it will resume from
             resume = self._resume

@@ -45,3 +45,15 @@ def test_building_a_vmas_env_leaves_the_cuda_generator_alone():
     before = torch.cuda.get_rng_state()
     make_env_fn("vmas/simple_spread", max_steps=5)(num_envs=8, device="cuda", seed=7)  # VMAS calls torch.manual_seed(7)
     assert torch.equal(torch.cuda.get_rng_state(), before)
+
+
+def test_a_checkpoint_holds_the_cuda_state_of_its_own_gpu_only(tmp_path):
+    cfg = mappo.Config(env="mpe/simple_spread", num_envs=2, rollout_length=25, total_steps=50, ppo_epochs=1,
+                       progress=False, device="cuda", vector_mode="inprocess", run_dir=str(tmp_path / "run"))
+    with mappo.Trainer(make_env_fn("mpe/simple_spread", N=3, max_cycles=25), cfg) as trainer:
+        trainer.train()
+    resume = torch.load(str(tmp_path / "run" / "ckpt.pt"), weights_only=True)["resume"][0]
+    assert len(resume["rng"]["cuda"]) == 1  # resumes on a machine with fewer GPUs
+    with mappo.Trainer.load(str(tmp_path / "run" / "ckpt.pt"), make_env_fn("mpe/simple_spread", N=3, max_cycles=25),
+                            total_steps=100) as trainer:
+        trainer.train()

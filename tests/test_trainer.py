@@ -345,3 +345,14 @@ def test_cross_play_against_another_run_leaves_the_training_rng_alone(tmp_path):
         before = torch.get_rng_state()
         trainer.evaluate(episodes=2, deterministic=False, policies={"blue": other})
         assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_the_largest_seed_trains_and_evaluates():
+    """Derived seeds (the evaluation's, another rank's) stay below 2**32, which numpy (and VMAS,
+    which seeds numpy) requires."""
+    pytest.importorskip("vmas")
+    cfg = tiny(seed=2**32 - 1, num_envs=4, rollout_length=5, total_steps=20)
+    with mappo.Trainer(make_env_fn("vmas/simple_spread", max_steps=5), cfg) as trainer:
+        trainer.train()
+        assert trainer.eval_seed == (2**32 - 1 + 1_000_003) % 2**32
+        assert trainer.evaluate(episodes=2)["episodes"] == 2
