@@ -41,7 +41,8 @@ from .wrappers import WrappedEnvFn
 EVAL_SEED_OFFSET = 1_000_003
 # config fields that shape the envs' carried state, or pick the learner: fixed for a loaded run (the
 # learner's own are its ``shaping_fields``)
-SHAPING_FIELDS = ("algorithm", "wrappers", "num_envs")
+# (seed: a loaded run's RNG states and env episodes come from its own seed; another would mix two runs)
+SHAPING_FIELDS = ("algorithm", "wrappers", "num_envs", "seed")
 # checkpoint formats this version reads: 3 (before the learner had its own module, no best_eval), 4
 # (one optimiser per network) and 5 (one per update unit)
 CHECKPOINT_FORMAT = 5
@@ -516,7 +517,7 @@ class Trainer:
         changed = [f for f in shaping if getattr(cfg, f) != getattr(saved, f)]
         if changed:
             raise ValueError(f"{path!r} was trained with " + ", ".join(f"{f}={getattr(saved, f)!r}" for f in changed)
-                             + "; these fields shape the networks or the envs, so a loaded run keeps them (got "
+                             + "; these fields shape the networks, the envs or the random streams, so a loaded run keeps them (got "
                              + ", ".join(f"{f}={getattr(cfg, f)!r}" for f in changed) + ")")
         trainer = cls(env_fn, cfg, callbacks)
         layout = trainer.spec.layout()

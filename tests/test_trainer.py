@@ -332,6 +332,9 @@ def test_a_loaded_trainer_saved_before_training_keeps_its_resume_state(tmp_path)
     again = torch.load(str(tmp_path / "again.pt"), weights_only=True)["resume"]
     assert again is not None and torch.equal(again[0]["episode"], original[0]["episode"])
     assert torch.equal(again[0]["rng"]["torch"], original[0]["rng"]["torch"])
+    # a loaded run keeps its seed: another would mix two runs' episode and sampling streams
+    with pytest.raises(ValueError, match=r"was trained with seed=0; these fields shape .* random streams"):
+        mappo.Trainer.load(os.path.join(run_dir, "ckpt.pt"), EarlyExitEnv, seed=5)
 
 
 def test_cross_play_against_another_run_leaves_the_training_rng_alone(tmp_path):
