@@ -144,7 +144,10 @@ def select(suite: Suite, tasks: Optional[str], seeds: Optional[str]) -> Suite:
         if missing:
             raise ValueError(f"--tasks: unknown task(s) {missing}; the suite has {[t.name for t in suite.tasks]}")
         chosen = [t for t in suite.tasks if t.name in wanted]
-    chosen_seeds = [int(s) for s in seeds.split(",")] if seeds else suite.seeds
+    try:
+        chosen_seeds = [int(s) for s in seeds.split(",")] if seeds else suite.seeds
+    except ValueError:
+        raise ValueError(f"--seeds takes comma-separated integers, e.g. 0,1,2; got {seeds!r}") from None
     return Suite(seeds=chosen_seeds, tasks=chosen)
 
 
@@ -629,6 +632,8 @@ def benchmark_main(argv: List[str]) -> int:
         args.retries = 1 if args.launcher == "ray" else 0
     if args.retries < 0:
         parser.error(f"--retries must be >= 0, got {args.retries}")
+    if args.reps < 1:
+        parser.error(f"--reps (bootstrap resamples) must be >= 1, got {args.reps}")
     suite = select(load_suite(args.suite), args.tasks, args.seeds)
     from . import marl_eval
 

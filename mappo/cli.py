@@ -157,6 +157,8 @@ def eval_main(argv: List[str]) -> int:
         policies[group] = source
     if args.video and os.path.splitext(args.video)[1].lower() not in (".mp4", ".gif"):
         parser.error(f"--video must end in .mp4 or .gif, got {args.video!r}")
+    if args.fps < 1:
+        parser.error(f"--fps must be >= 1, got {args.fps}")
     overrides = {"env": args.env} if args.env else {}
     if not _cuda():
         overrides["device"] = "cpu"  # a GPU run evaluates on a CPU-only machine

@@ -110,14 +110,14 @@ def choose_resources(machine: Machine, device: str, device_reason: str, vector_m
     lines = [f"machine: {cores}, {'CUDA' if machine.cuda else 'no CUDA'}",
              f"device={device} ({device_reason})",
              f"torch threads: {update} for the update"
-             + ("" if torch_threads else f" (torch_threads=auto: min(cores, "
+             + ("" if torch_threads else f" (torch_threads=0, automatic: min(cores, "
                                         f"{str(MAX_AUTO_THREADS) + ' beside env workers, ' if subprocess else ''}"
                                         f"torch's own {machine.torch_threads}))")
              + (f", {collect} while collecting" if collect != update else "")
             + (f", {evaluate} while evaluating" if evaluate != update else "")]
     if subprocess:
         lines.append(f"env workers: {workers} subprocesses for {num_envs} envs, one torch thread each"
-                     + ("" if num_workers else " (num_workers=auto: one per core)"))
+                     + ("" if num_workers else " (num_workers=0, automatic: one per core)"))
     return Resources(device, update, collect, evaluate, workers, lines)
 
 

@@ -1,6 +1,6 @@
 """Hyperparameter search: ``mappo sweep SPACE.yaml`` samples configs with Optuna and trains each.
 
-    mappo sweep configs/sweeps/mpe_simple_spread.yaml --out runs/sweep --jobs 2
+    mappo sweep configs/sweeps/matrix_climbing.yaml --out runs/sweep --jobs 2
     mappo sweep SPACE.yaml --out /shared/runs/sweep --launcher ray --address auto --storage postgresql://...
 
 A space file names a base config, what to search and how to score a run::
@@ -344,7 +344,7 @@ def write_results(study: Any, space: Space, out: str) -> None:
 
 def sweep_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mappo sweep", description=__doc__.split("\n\n")[0])
-    parser.add_argument("space", help="space file, e.g. configs/sweeps/mpe_simple_spread.yaml")
+    parser.add_argument("space", help="space file, e.g. configs/sweeps/matrix_climbing.yaml")
     parser.add_argument("--out", default="runs/sweep", help="folder for the trials, the study and best.yaml")
     parser.add_argument("--trials", type=int, help="trials the study should hold (default: the space's 'trials')")
     parser.add_argument("--storage", help="Optuna storage URL (default: sqlite:///OUT/study.db); a database every "

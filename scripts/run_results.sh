@@ -13,8 +13,13 @@ run() {  # run NAME CONFIG [key=value ...]
     local dir="$OUT/$name/seed$seed"
     if [ -f "$dir/eval.json" ]; then echo "skip $dir (done)"; continue; fi
     echo "=== $name seed $seed: $(date +%T)"
-    python -m mappo train "$config" seed="$seed" run_dir="$dir" progress=false log_every=50 "$@"
-    python -m mappo eval "$dir" --episodes 100 > "$dir/eval.json"
+    if [ -f "$dir/ckpt.pt" ]; then  # stopped before (Ctrl-C, a crash, a failed eval): continue it
+      python -m mappo train --resume "$dir" progress=false log_every=50
+    else
+      python -m mappo train "$config" seed="$seed" run_dir="$dir" progress=false log_every=50 "$@"
+    fi
+    # eval.json marks the run done, so it appears only once the evaluation has succeeded
+    python -m mappo eval "$dir" --episodes 100 > "$dir/eval.json.tmp" && mv "$dir/eval.json.tmp" "$dir/eval.json"
   done
 }
 
