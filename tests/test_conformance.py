@@ -121,7 +121,7 @@ def test_a_batched_builder_that_cannot_number_its_envs_gets_a_seed_of_its_own_pe
     pytest.importorskip("vmas")
     env_fn = make_env_fn("vmas/simple_spread", max_steps=3)
     rank1 = make_vector_env(env_fn, 2, 0, torch.device("cpu"), first_index=2).observe("obs")
-    seed2 = make_vector_env(env_fn, 2, 2, torch.device("cpu")).observe("obs")  # what `seed + first_index` built
+    seed2 = make_vector_env(env_fn, 2, 2, torch.device("cpu")).observe("obs")  # seed + first_index would replay another seed's envs
     rank0 = make_vector_env(env_fn, 2, 0, torch.device("cpu")).observe("obs")
     assert not torch.equal(rank1, seed2) and not torch.equal(rank1, rank0)
     again = make_vector_env(env_fn, 2, 0, torch.device("cpu"), first_index=2).observe("obs")

@@ -310,7 +310,7 @@ def test_a_rank_continues_the_env_numbering_of_the_ranks_before_it():
     env_fn = make_env_fn("jaxmarl/MPE_simple_spread_v3")
     whole = make_vector_env(env_fn, 4, 0, CPU)
     rank1 = make_vector_env(env_fn, 2, 0, CPU, first_index=2)
-    seed2 = make_vector_env(env_fn, 2, 2, CPU)  # what `seed + first_index` used to build
+    seed2 = make_vector_env(env_fn, 2, 2, CPU)  # seed + first_index would replay another seed's envs
     generator = torch.Generator().manual_seed(0)
     for t in range(30):  # past the first episode's end (max_steps 25): the next episode's reset too
         actions = random_actions(whole.spec, whole.observe("action_mask"), generator)
