@@ -122,6 +122,7 @@ def load_suite(path: str) -> Suite:
         if not os.path.isfile(t["config"]):
             raise FileNotFoundError(f"suite {path!r}: task {t['name']!r}: config {t['config']!r} not found")
         tasks.append(Task(**t))
+        _check_metric(tasks[-1], path)
     if not tasks:
         raise ValueError(f"suite {path!r} has no tasks")
     names = [t.name for t in tasks]
@@ -153,6 +154,20 @@ def select(suite: Suite, tasks: Optional[str], seeds: Optional[str]) -> Suite:
 
 # ---------------------------------------------------------------------------------------------
 # running
+
+
+def _check_metric(task: Task, path: str) -> None:
+    """A task's metric is one the report can read, and its runs evaluate: found when the suite is
+    read, not after every run has spent its budget."""
+    from .config import Config
+    from .marl_eval import PER_EPISODE
+
+    where = f"suite {path!r}: task {task.name!r}"
+    if task.metric not in PER_EPISODE:
+        raise ValueError(f"{where}: 'metric' must be one of {sorted(PER_EPISODE)}, got {task.metric!r}")
+    if not Config.from_yaml(task.config, task.overrides).eval_every:
+        raise ValueError(f"{where}: its metric {task.metric!r} comes from evaluations, but its config has "
+                         f"eval_every=0; set eval_every in the config or the task's overrides")
 
 
 def _record_path(out: str, task: Task, seed: int) -> str:

@@ -98,6 +98,14 @@ def test_suite_errors(tmp_path):
     bad.write_text(f"seeds: [0]\ntasks:\n  - name: x\n    config: {_suite(tmp_path)}\n    published: {{best: 1}}\n")
     with pytest.raises(ValueError, match="'published' takes the keys"):
         load_suite(str(bad))
+    # a metric the report cannot read, or one the runs never log, is found before anything runs
+    good = open(_suite(tmp_path)).read()
+    bad.write_text(good.replace("metric: eval/agent_return_mean", "metric: eval/agent_retrun_mean"))
+    with pytest.raises(ValueError, match=r"task 'climb': 'metric' must be one of .*got 'eval/agent_retrun_mean'"):
+        load_suite(str(bad))
+    bad.write_text(good.replace("eval_every=2", "eval_every=0"))
+    with pytest.raises(ValueError, match=r"task 'climb': its metric .* eval_every=0"):
+        load_suite(str(bad))
     suite = load_suite(_suite(tmp_path))
     with pytest.raises(ValueError, match=r"unknown task\(s\) \['nope'\]"):
         select(suite, "nope", None)
