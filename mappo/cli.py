@@ -120,7 +120,12 @@ def train_main(argv: List[str]) -> int:
         cfg = Config.from_yaml(args.config, overrides)
         if cfg.run_dir is None:
             cfg.run_dir = os.path.join("runs", f"{cfg.run_name}-{time.strftime('%Y%m%d-%H%M%S')}")
-        trainer = Trainer(_env_fn(cfg), cfg)
+        if cfg.num_seeds > 1:
+            from .seeds import SeedStack
+
+            trainer = SeedStack(_env_fn(cfg), cfg)
+        else:
+            trainer = Trainer(_env_fn(cfg), cfg)
     with trainer:
         trainer.train()
     D.shutdown()  # every rank waits for the others (rank 0 writes the checkpoint and summary), then leaves

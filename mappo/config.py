@@ -43,6 +43,7 @@ class Config:
     num_envs: int = 8  # env copies stepped side by side
     rollout_length: int = 128  # T: steps per env per iteration
     seed: int = 0  # seeds torch, numpy and every env reset (env i, episode k: SeedSequence([seed, i, k]))
+    num_seeds: int = 1  # K > 1: seeds seed .. seed+K-1 trained in one process with one batched update, each an ordinary run in run_dir/seed<S> (mappo/seeds.py)
     device: str = "auto"  # "auto": CUDA only where it pays (a batched simulator, images, a hidden layer >= 512; else the CPU: mappo/machine.py), printed at the start | "cpu" | "cuda"
     vector_mode: str = "subprocess"  # "subprocess" workers, or "inprocess" for debugging
     num_workers: int = 0  # subprocess env workers, each on one torch thread; 0: auto, one per CPU core this process may use (at most num_envs; printed at the start)
@@ -279,7 +280,7 @@ def _check_type(cfg: Config, name: str, kind: type) -> None:
 
 def validate(cfg: Config) -> None:
     """Raise ValueError/TypeError naming the field and the allowed values."""
-    for name in ("total_steps", "num_envs", "rollout_length", "seed", "ppo_epochs", "num_minibatches",
+    for name in ("total_steps", "num_envs", "rollout_length", "seed", "num_seeds", "ppo_epochs", "num_minibatches",
                  "num_workers", "torch_threads", "log_every", "chunk_length", "checkpoint_every", "eval_every", "eval_episodes",
                  "eval_max_steps", "update_rows"):
         _check_type(cfg, name, int)
@@ -318,6 +319,9 @@ def validate(cfg: Config) -> None:
             raise ValueError(f"config field {name!r} must be >= 0 (0 = automatic), got {getattr(cfg, name)}")
     if not 0 <= cfg.seed < 2 ** 32:
         raise ValueError(f"config field 'seed' must be in [0, 2**32), got {cfg.seed}")
+    if cfg.num_seeds < 1 or cfg.seed + cfg.num_seeds > 2 ** 32:
+        raise ValueError(f"config field 'num_seeds' must be >= 1 with seed + num_seeds <= 2**32 (seeds seed .. "
+                         f"seed+num_seeds-1), got num_seeds={cfg.num_seeds} with seed={cfg.seed}")
     for name in ("lr", "max_grad_norm", "adam_eps", "kl_coef", "target_kl"):
         value = getattr(cfg, name)
         if not (value > 0 and math.isfinite(value)):

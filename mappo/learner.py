@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
@@ -48,6 +48,31 @@ class LossTerms(NamedTuple):
     approx_kl: torch.Tensor
     clip_fraction: torch.Tensor
     parts: Dict[str, torch.Tensor]
+
+
+class EpochTally:
+    """The update's diagnostics over its minibatches: the mean of every :class:`LossTerms` part,
+    and each actor unit's mean approx_kl over the last epoch's minibatches."""
+
+    def __init__(self) -> None:
+        self.sums: Dict[str, float] = {}
+        self.last_kl: Dict[str, float] = {}
+        self.count = self.last_count = 0
+
+    def add(self, terms: LossTerms, last_epoch: bool) -> None:
+        for key, value in terms.parts.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value.item()
+        self.count += 1
+        if last_epoch:
+            for key, value in terms.parts.items():
+                if key.endswith("/approx_kl"):
+                    unit = key[:-len("/approx_kl")]
+                    self.last_kl[unit] = self.last_kl.get(unit, 0.0) + value.item()
+            self.last_count += 1
+
+    def result(self) -> Tuple[Dict[str, float], Dict[str, float]]:
+        return ({k: v / self.count for k, v in self.sums.items()},
+                {k: v / self.last_count for k, v in self.last_kl.items()})
 
 
 class PPOLearner:
@@ -257,7 +282,8 @@ class PPOLearner:
         return explained_var
 
     def loss(self, mb: Dict[str, torch.Tensor], counts: Optional[Tuple[List[torch.Tensor], List[torch.Tensor]]] = None,
-             units: Optional[Sequence[int]] = None, critic: bool = True) -> LossTerms:
+             units: Optional[Sequence[int]] = None, critic: bool = True,
+             kl_coefs: Optional[Sequence[Any]] = None) -> LossTerms:
         """The PPO loss of one minibatch: the clipped (or KL-penalised) surrogate and entropy of each
         actor unit in ``units`` (default all), each a mean over its own agents, plus the value loss
         of each critic unit when ``critic``.
@@ -269,7 +295,8 @@ class PPOLearner:
         ``factor [L, B, A]`` multiplies each sample's surrogate (HAPPO's product of the earlier
         units' ratios).  ``counts`` (per actor unit, per critic unit): the counted rows of the
         whole minibatch when ``mb`` is a piece of it (see :meth:`learn`); the piece's terms are
-        then its share of the minibatch's.
+        then its share of the minibatch's.  ``kl_coefs``: each actor unit's KL beta in place of
+        the unit's own (mappo/seeds.py passes each seed's, batched).
         """
         cfg = self.cfg
         mask = mb["alive"]
@@ -284,8 +311,9 @@ class PPOLearner:
             members = mask & self.unit_mask[u]
             count = None if counts is None else counts[0][u]
             entropy = L.masked_mean(entropies, members, count)
+            beta = unit.kl_coef if kl_coefs is None else kl_coefs[u]
             p_loss, info = L.policy_loss(new_logp, mb["logp"], mb["advantages"], members, cfg.objective,
-                                         cfg.clip_eps, unit.kl_coef, count, mb.get("factor"))
+                                         cfg.clip_eps, beta, count, mb.get("factor"))
             total = total + p_loss - cfg.entropy_coef * entropy
             for key, value in zip(ACTOR_TERMS, (p_loss, entropy, info["approx_kl"], info["clip_fraction"])):
                 parts[f"{unit.name}/{key}"] = value
@@ -433,32 +461,29 @@ class PPOLearner:
             inputs["critic_in"] = self.critic.inputs(buf.obs, buf.state, buf.alive)
         return inputs
 
-    def run_epochs(self, buf: RolloutBuffer, inputs: Dict[str, torch.Tensor], units: Optional[Sequence[int]] = None,
-                   critic: bool = True) -> Tuple[Dict[str, float], Dict[str, float]]:
-        """``ppo_epochs`` passes of minibatch steps (:meth:`learn`) of the actor units in ``units``
-        (default all) and, with ``critic``, the critic units.  ``inputs`` (:meth:`network_inputs`,
-        and any other ``[T, E, A]`` field the loss reads, e.g. HAPPO's ``factor``) join each
-        minibatch.  Returns the mean of every :class:`LossTerms` part over the minibatches, and each
-        actor unit's mean approx_kl over the last epoch's minibatches."""
+    def epoch_minibatches(self, buf: RolloutBuffer, inputs: Dict[str, torch.Tensor],
+                          generator: Optional[torch.Generator] = None) -> Iterator[Tuple[bool, Dict[str, torch.Tensor]]]:
+        """The minibatches of ``ppo_epochs`` shuffled passes over ``buf``, each with ``inputs``
+        (:meth:`network_inputs`, and any other ``[T, E, A]`` field the loss reads, e.g. HAPPO's
+        ``factor``), as ``(in_last_epoch, minibatch)``.  The shuffles draw from ``generator``
+        (default torch's global one)."""
         cfg = self.cfg
         raw = ("obs",) * ("actor_in" not in inputs or "critic_in" not in inputs) + ("state",) * ("critic_in" not in inputs)
         keys = UPDATE_KEYS + raw + (HIDDEN_KEYS if cfg.recurrent else ())
         chunk = cfg.chunk_length if cfg.recurrent else 1
-        sums: Dict[str, float] = {}
-        last_kl: Dict[str, float] = {}
-        count = last_count = 0
         for epoch in range(cfg.ppo_epochs):
-            for mb in buf.minibatches(auto_minibatches(cfg, self.spec.cont_dim > 0), keys, chunk, extra=inputs):
-                terms = self.learn(mb, units, critic)
-                for key, value in terms.parts.items():
-                    sums[key] = sums.get(key, 0.0) + value.item()
-                count += 1
-                if epoch == cfg.ppo_epochs - 1:
-                    for key, value in terms.parts.items():
-                        if key.endswith("/approx_kl"):
-                            last_kl[key[:-len("/approx_kl")]] = last_kl.get(key[:-len("/approx_kl")], 0.0) + value.item()
-                    last_count += 1
-        return ({k: v / count for k, v in sums.items()}, {k: v / last_count for k, v in last_kl.items()})
+            for mb in buf.minibatches(auto_minibatches(cfg, self.spec.cont_dim > 0), keys, chunk, generator, inputs):
+                yield epoch == cfg.ppo_epochs - 1, mb
+
+    def run_epochs(self, buf: RolloutBuffer, inputs: Dict[str, torch.Tensor], units: Optional[Sequence[int]] = None,
+                   critic: bool = True) -> Tuple[Dict[str, float], Dict[str, float]]:
+        """``ppo_epochs`` passes of minibatch steps (:meth:`learn`) of the actor units in ``units``
+        (default all) and, with ``critic``, the critic units, over :meth:`epoch_minibatches`.
+        Returns :meth:`EpochTally.result`."""
+        tally = EpochTally()
+        for last, mb in self.epoch_minibatches(buf, inputs):
+            tally.add(self.learn(mb, units, critic), last)
+        return tally.result()
 
     def finish_update(self, buf: RolloutBuffer, inputs: Dict[str, torch.Tensor], parts: Dict[str, float],
                       last_kl: Dict[str, float], explained_var: float) -> Dict[str, float]:

@@ -68,9 +68,13 @@ class Tanh(nn.Module):
     inputs, not its output).  No parameters, so checkpoints are unchanged."""
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        if z.requires_grad and torch.is_grad_enabled():
+        if not torch.is_grad_enabled():
+            return sigmoid_tanh_(z)  # the same operations, without autograd (acting, export)
+        if z.requires_grad:
             return _SigmoidTanhFn.apply(z)
-        return sigmoid_tanh_(z)  # the same operations, without autograd (acting, export)
+        # autograd may still be recording where ``z`` says it needs no grad: inside torch.func's
+        # vmap over stacked weights (mappo/seeds.py), which in-place ops would break
+        return torch.sigmoid(z * 2) * 2 - 1
 
 
 class WeightSets(nn.Module):

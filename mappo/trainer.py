@@ -15,7 +15,7 @@ import os
 import random
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Generator, Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -73,6 +73,24 @@ def threads(n: int) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+def drive(run: Generator[str, Dict[str, float], List[Dict[str, Any]]], update: Callable[[], Dict[str, float]]
+          ) -> List[Dict[str, Any]]:
+    """Run a :meth:`Trainer.training` generator to its end, answering each ``"update"`` with
+    ``update()``; an error in the update is raised inside the run (its folder, error log and
+    summary are handled there), then here.  Returns the run's history."""
+    try:
+        next(run)
+        while True:
+            try:
+                stats = update()
+            except BaseException as err:
+                run.throw(err)
+                raise
+            run.send(stats)
+    except StopIteration as done:
+        return done.value
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -86,6 +104,9 @@ class Trainer:
         cfg = cfg if cfg is not None else Config()
         if not isinstance(cfg, Config):
             raise TypeError(f"cfg must be a mappo.Config, got {type(cfg).__name__}")
+        if cfg.num_seeds > 1:
+            raise ValueError(f"config field 'num_seeds'={cfg.num_seeds}: a Trainer trains one seed; "
+                             f"mappo.SeedStack(env_fn, cfg) trains {cfg.num_seeds} in one process (mappo train picks it)")
         validate(cfg)  # the fields by themselves, then the parts they name: before any env is built
         check_registered(cfg)
         self.callbacks = C.build_callbacks(cfg.callbacks) + C.from_argument(callbacks)
@@ -227,6 +248,14 @@ class Trainer:
         With ``flush_denormal`` (the default) this process flushes denormal floats to zero until
         ``train()`` returns.
         """
+        return drive(self.training(total_steps, run_dir), self.update)
+
+    def training(self, total_steps: Optional[int] = None, run_dir: Optional[str] = None,
+                 stop: Optional[StopOnSignal] = None) -> Generator[str, Dict[str, float], List[Dict[str, Any]]]:
+        """:meth:`train` as a generator that yields ``"update"`` after each rollout and takes the
+        update's diagnostics back (``send``); it returns the history.  :func:`drive` runs it with
+        :meth:`update`; ``mappo/seeds.py`` runs several seeds' generators side by side with one
+        update for all of them.  ``stop``: a signal handler shared by such runs (default: its own)."""
         cfg = self.cfg
         total = int(total_steps if total_steps is not None else cfg.total_steps)
         if total > cfg.total_steps:
@@ -244,7 +273,7 @@ class Trainer:
         # to zero while training, and the process is left as torch's default (off) afterwards
         flush = cfg.flush_denormal and torch.set_flush_denormal(True)
         try:
-            return self._train(total, run_dir, ckpt, discard_on_error=folder if fresh else None)
+            return (yield from self._train(total, run_dir, ckpt, folder if fresh else None, stop))
         except Exception as err:
             if folder is not None and runfolder.holds_run(run_dir):  # the folder stays: the report goes with it
                 path = runfolder.write_error_log(run_dir, err)
@@ -258,7 +287,8 @@ class Trainer:
                 folder.release()
 
     def _train(self, total: int, run_dir: Optional[str], ckpt: Optional[str],
-               discard_on_error: Optional[runfolder.RunFolderLock] = None) -> List[Dict[str, Any]]:
+               discard_on_error: Optional[runfolder.RunFolderLock] = None, shared_stop: Optional[StopOnSignal] = None
+               ) -> Generator[str, Dict[str, float], List[Dict[str, Any]]]:
         cfg, main = self.cfg, self.sync.is_main
         # env steps of all ranks: total_steps counts the whole data-parallel job
         steps_per_iter = cfg.num_envs * cfg.rollout_length * self.sync.world_size
@@ -275,7 +305,7 @@ class Trainer:
             logger = RunLogger(cfg if main else cfg.replace(wandb=False, loggers=[], progress=False),
                                run_dir if main else None, self.spec.names, total, self.env_steps, self.iteration,
                                self.learner.groups.names)
-            with StopOnSignal() as stop:
+            with contextlib.nullcontext(shared_stop) if shared_stop else StopOnSignal() as stop:
                 if cfg.eval_every and cfg.eval_at_start and self.iteration == 0:
                     # the untrained policy's evaluation: EPyMARL's averages over evaluations include it
                     evaluation = self.evaluate(cfg.eval_episodes, cfg.eval_deterministic)
@@ -290,7 +320,7 @@ class Trainer:
                     frac = linear_schedule(self.env_steps, cfg.total_steps) if cfg.lr_schedule == "linear" else 1.0
                     self.learner.set_lr_fraction(frac)
                     episodes = self.collect()
-                    stats = self.update()
+                    stats = yield "update"
                     self.env_steps += steps_per_iter
                     self.iteration += 1
                     row: Dict[str, Any] = {"iteration": self.iteration, "env_steps": self.env_steps,

@@ -1,0 +1,251 @@
+"""Several seeds of one config trained in one process (config field ``num_seeds``).
+
+    stack = SeedStack(env_fn, cfg)   # cfg.num_seeds = K: seeds cfg.seed, ..., cfg.seed + K - 1
+    histories = stack.train()        # one history per seed
+
+Each seed is an ordinary one-seed run: a :class:`~mappo.trainer.Trainer` with ``seed = cfg.seed + k``
+and ``num_seeds = 1``, with its own envs, networks, update units (Adam, gradient clip, KL beta,
+value normaliser), random streams, logs and checkpoints, in the folder ``<run_dir>/seed<S>``
+(``mappo eval`` and ``mappo train --resume`` take that folder as they take any run's).
+
+What the seeds share is the update.  Every minibatch step computes all seeds' losses, forward and
+backward, as one batched computation: ``torch.func.vmap`` over the seeds' weights stacked
+``[K, ...]`` (the "model ensembling" recipe of torch.func).  Then each seed clips its own gradient
+and steps its own Adam.  Between updates each seed collects its rollout with its own random
+streams in place, so seed ``k`` follows the run ``Trainer(env_fn, cfg.replace(seed=cfg.seed + k,
+num_seeds=1))`` would, up to the float rounding of the batched matmuls
+(tests/test_seeds.py::test_each_seed_equals_its_own_run).
+"""
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Callable, Dict, Generator, List, Optional, Sequence
+
+import torch
+from torch.func import functional_call, vmap
+
+from .checkpoint import rng_state, set_rng_state
+from .config import Config
+from .learner import EpochTally, LossTerms, PPOLearner
+from .stop import StopOnSignal
+from .trainer import Trainer, threads
+
+
+def seed_folder(run_dir: str, seed: int) -> str:
+    """The run folder of seed ``seed`` of a ``num_seeds`` run in ``run_dir``."""
+    return os.path.join(run_dir, f"seed{seed}")
+
+
+class _Networks(torch.nn.Module):
+    """A learner's actor and critic as one module, whose forward is the learner's loss: what
+    ``functional_call`` runs with another seed's weights in place."""
+
+    def __init__(self, learner: PPOLearner):
+        super().__init__()
+        self.actor, self.critic = learner.actor, learner.critic
+        self._learner = [learner]  # in a list: not a submodule
+
+    def forward(self, mb: Dict[str, torch.Tensor], counts: Any, kl_coefs: torch.Tensor) -> LossTerms:
+        return self._learner[0].loss(mb, counts, kl_coefs=kl_coefs)
+
+
+def _stack(dicts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    return {k: torch.stack([d[k] for d in dicts]) for k in dicts[0]}
+
+
+def _seed_terms(terms: LossTerms, k: int) -> LossTerms:
+    """Seed ``k``'s (detached) part of losses computed for all seeds at once."""
+    parts = {name: value[k].detach() for name, value in terms.parts.items()}
+    return LossTerms(*(getattr(terms, f)[k].detach() for f in LossTerms._fields if f != "parts"), parts)
+
+
+def learn_together(learners: Sequence[PPOLearner], mbs: Sequence[Dict[str, torch.Tensor]]) -> List[LossTerms]:
+    """One optimiser step of every learner (all actor and critic units), learner ``k`` on
+    minibatch ``mbs[k]``, with the losses, forward and backward, batched over the learners;
+    returns each one's loss terms (detached), as :meth:`PPOLearner.learn` does for one.
+
+    The learners must share one config but the seed, so their networks and minibatches have the
+    same shapes.  A minibatch larger than ``update_rows`` runs in pieces, as in ``learn``."""
+    template = learners[0]
+    nets = [_Networks(learner) for learner in learners]
+    own = [dict(net.named_parameters()) for net in nets]
+    weights = {name: w.detach().requires_grad_() for name, w in _stack(own).items()}
+    buffers = _stack([dict(net.named_buffers()) for net in nets])
+    kl_coefs = torch.tensor([[u.kl_coef for u in learner.actor_units] for learner in learners],
+                            device=template.device)
+    pieces = [template._pieces(mb) for mb in mbs]  # the same cuts for every seed: equal shapes
+    counts = None
+    if len(pieces[0]) > 1:
+        alive = torch.stack([mb["alive"] for mb in mbs])
+        counts = ([(alive & m).sum((1, 2, 3)).to(torch.float32) for m in template.unit_mask],
+                  [(alive & m).sum((1, 2, 3)).to(torch.float32) for m in template.group_mask])
+
+    def loss(w: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], mb: Dict[str, torch.Tensor], c: Any,
+             kl: torch.Tensor) -> LossTerms:
+        return functional_call(nets[0], {**w, **b}, (mb, c, kl))
+
+    totals: List[Optional[LossTerms]] = [None] * len(learners)
+    for i in range(len(pieces[0])):
+        terms = vmap(loss, in_dims=(0, 0, 0, None if counts is None else 0, 0))(
+            weights, buffers, _stack([p[i] for p in pieces]), counts, kl_coefs)
+        for k, learner in enumerate(learners):
+            if len(pieces[0]) == 1:  # before the backward pass: a NaN loss names its part and seed
+                learner._check_finite(terms.total[k], _seed_terms(terms, k))
+        terms.total.sum().backward()
+        for k in range(len(learners)):
+            part = _seed_terms(terms, k)
+            totals[k] = part if totals[k] is None else _add_terms(totals[k], part)
+    for k, learner in enumerate(learners):
+        learner._check_finite(totals[k].total, totals[k])
+        for name, p in own[k].items():  # a weight the loss never reads (no Gaussian dims) has none
+            grad = weights[name].grad
+            p.grad = None if grad is None else grad[k]
+        learner._apply(learner._stepped(None, True))
+    return totals  # type: ignore[return-value]
+
+
+def _add_terms(a: LossTerms, b: LossTerms) -> LossTerms:
+    parts = {k: a.parts[k] + b.parts[k] for k in a.parts}
+    return LossTerms(*(getattr(a, f) + getattr(b, f) for f in LossTerms._fields if f != "parts"), parts)
+
+
+class SeedStack:
+    """``cfg.num_seeds`` seeds of ``cfg`` trained side by side in this process (module docstring).
+
+    ``callbacks`` (as :class:`~mappo.trainer.Trainer` takes them): each seed gets its own copy,
+    so a callback's state (early stopping's patience) is per seed; a seed a callback stops ends
+    while the others go on."""
+
+    def __init__(self, env_fn: Callable[..., Any], cfg: Config, callbacks: Sequence[Any] = ()):
+        if not isinstance(cfg, Config):
+            raise TypeError(f"cfg must be a mappo.Config, got {type(cfg).__name__}")
+        check_seedable(cfg)
+        self.cfg = cfg
+        self.trainers: List[Trainer] = []
+        self.rng: List[Dict[str, Any]] = []  # each seed's random streams while another seed runs
+        try:
+            for k in range(cfg.num_seeds):
+                seed = cfg.seed + k
+                one = cfg.replace(seed=seed, num_seeds=1, progress=cfg.progress and k == 0,
+                                  run_dir=None if cfg.run_dir is None else seed_folder(cfg.run_dir, seed))
+                trainer = Trainer(env_fn, one, [copy.deepcopy(c) for c in callbacks])
+                if not isinstance(trainer.learner, PPOLearner) or type(trainer.learner).update is not PPOLearner.update:
+                    raise ValueError(f"num_seeds={cfg.num_seeds} batches PPO's update over the seeds; algorithm="
+                                     f"{cfg.algorithm!r} updates its own way: train its seeds as separate runs")
+                if trainer.sync.world_size > 1:
+                    raise ValueError("num_seeds > 1 runs in one process; under torchrun train one seed per job")
+                self.trainers.append(trainer)
+                self.rng.append(rng_state(trainer.device))  # what a one-seed run holds entering train()
+        except BaseException:
+            self.close()
+            raise
+        self.device = self.trainers[0].device
+        self.interrupted: Optional[int] = None
+
+    @property
+    def seeds(self) -> List[int]:
+        return [t.cfg.seed for t in self.trainers]
+
+    def train(self, total_steps: Optional[int] = None) -> List[List[Dict[str, Any]]]:
+        """Train every seed to ``total_steps`` env steps each (default ``cfg.total_steps``); returns
+        each seed's history (as :meth:`Trainer.train` does for one).  SIGINT/SIGTERM stops every
+        seed after the current iteration, each with its checkpoint."""
+        cfg = self.cfg
+        if cfg.progress:
+            where = f" in {cfg.run_dir}/seed<S>" if cfg.run_dir is not None else ""
+            print(f"num_seeds={cfg.num_seeds}: seeds {self.seeds[0]}..{self.seeds[-1]} in one process{where}; "
+                  f"progress shows seed {self.seeds[0]}", flush=True)
+        histories: List[List[Dict[str, Any]]] = [[] for _ in self.trainers]
+        stop = StopOnSignal()
+        runs: Dict[int, Generator[str, Dict[str, float], List[Dict[str, Any]]]] = {}
+        try:
+            with stop:
+                for k, trainer in enumerate(self.trainers):
+                    runs[k] = trainer.training(total_steps, stop=stop)
+                waiting = [k for k in list(runs) if self._advance(k, runs, histories, None)]
+                while waiting:
+                    try:
+                        stats = self.update(waiting)
+                    except BaseException as err:
+                        for k in waiting:  # each run's own handlers see it (error log, summary)
+                            try:
+                                self._advance(k, runs, histories, err)
+                            except BaseException:
+                                pass
+                        raise
+                    waiting = [k for k, s in zip(waiting, stats) if self._advance(k, runs, histories, s)]
+        finally:
+            for run in runs.values():  # after an error in one seed: the others close their logs and folders
+                run.close()
+        self.interrupted = stop.signum
+        return histories
+
+    def _advance(self, k: int, runs: Dict[int, Any], histories: List[Any], answer: Any) -> bool:
+        """Run seed ``k``'s generator, with its random streams in place, to its next update
+        (True) or its end (False; its history kept).  ``answer``: the update's diagnostics, an
+        error to raise in it, or None to start it."""
+        set_rng_state(self.rng[k], self.device)
+        try:
+            if answer is None:
+                next(runs[k])
+            elif isinstance(answer, BaseException):
+                runs[k].throw(answer)
+            else:
+                runs[k].send(answer)
+            return True
+        except StopIteration as done:
+            histories[k] = done.value
+            del runs[k]
+            return False
+        except BaseException:
+            del runs[k]
+            raise
+        finally:
+            self.rng[k] = rng_state(self.device)
+
+    def update(self, ks: Sequence[int]) -> List[Dict[str, float]]:
+        """The update of seeds ``ks`` (indices): each seed's targets, then ``ppo_epochs`` passes of
+        minibatch steps batched over the seeds (:func:`learn_together`), each seed's minibatches
+        shuffled from its own stream; returns each seed's diagnostics."""
+        trainers = [self.trainers[k] for k in ks]
+        learners = [t.learner for t in trainers]
+        with threads(trainers[0].resources.update_threads):
+            explained = [t.learner.targets(t.buffer) for t in trainers]
+            inputs = [t.learner.network_inputs(t.buffer) for t in trainers]
+            shuffles = []
+            for k in ks:  # the stream the one-seed run's global generator would be at
+                generator = torch.Generator()
+                generator.set_state(self.rng[k]["torch"])
+                shuffles.append(generator)
+            streams = [t.learner.epoch_minibatches(t.buffer, x, g) for t, x, g in zip(trainers, inputs, shuffles)]
+            tallies = [EpochTally() for _ in ks]
+            for items in zip(*streams):
+                terms = learn_together(learners, [mb for _, mb in items])
+                for tally, part, (last, _) in zip(tallies, terms, items):
+                    tally.add(part, last)
+            for k, generator in zip(ks, shuffles):
+                self.rng[k]["torch"] = generator.get_state()
+            return [t.learner.finish_update(t.buffer, x, *tally.result(), ev)
+                    for t, x, tally, ev in zip(trainers, inputs, tallies, explained)]
+
+    def close(self) -> None:
+        for trainer in self.trainers:
+            trainer.close()
+
+    def __enter__(self) -> "SeedStack":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def check_seedable(cfg: Config) -> None:
+    """What ``num_seeds > 1`` does not batch: an error naming the field."""
+    if cfg.num_seeds < 2:
+        raise ValueError(f"SeedStack trains num_seeds >= 2 seeds; num_seeds={cfg.num_seeds} is one Trainer")
+    refused = {"recurrent": cfg.recurrent, "compile": cfg.compile}
+    for field, value in refused.items():
+        if value:
+            raise ValueError(f"num_seeds={cfg.num_seeds} does not take {field}=true yet: the batched update "
+                             f"covers feed-forward networks without torch.compile; train the seeds as separate runs")

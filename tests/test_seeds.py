@@ -1,0 +1,145 @@
+"""num_seeds: K seeds in one process with one batched update (mappo/seeds.py)."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+import envs
+import mappo
+from mappo.seeds import SeedStack, seed_folder
+from tests.helpers import strip_timing, tiny, write_config
+from tests.toy_envs import ContinuousEnv, CoordinationEnv, EarlyExitEnv, TwoTeamEnv, uneven_batched_env
+
+# float rounding of the batched matmuls against the one-seed ones, after a few updates
+TOL = 1e-5
+
+
+def weights(trainer):
+    return {f"{net}.{k}": v for net in ("actor", "critic")
+            for k, v in getattr(trainer.learner, net).state_dict().items()}
+
+
+def assert_same_run(stacked, stacked_history, alone, alone_history, what):
+    a, b = strip_timing(stacked_history), strip_timing(alone_history)
+    assert len(a) == len(b) > 0, what
+    for i, (row_a, row_b) in enumerate(zip(a, b)):
+        assert row_a.keys() == row_b.keys(), (what, i, set(row_a) ^ set(row_b))
+        for key in row_a:
+            assert row_a[key] == pytest.approx(row_b[key], abs=TOL, rel=TOL), (what, i, key)
+    wa, wb = weights(stacked), weights(alone)
+    for key in wb:
+        assert torch.allclose(wa[key], wb[key], atol=TOL, rtol=TOL), (what, key)
+
+
+CASES = {
+    "concat_obs critic": (CoordinationEnv, dict()),
+    "separate weights, no value_norm, kl objective": (CoordinationEnv, dict(parameter_sharing="separate", value_norm=False,
+                                                                         objective="clip_kl")),
+    "groups, popart, pieces": (TwoTeamEnv, dict(groups={"red": ["red_*"], "blue": ["blue_*"]}, popart=True, value_norm=False,
+                                                update_rows=16)),
+    "Box actions, agents leaving early": (ContinuousEnv, dict(critic_input="local")),
+    "agents leaving, team deaths": (EarlyExitEnv, dict(dead_agents="team")),
+    "batched simulator": (uneven_batched_env(), dict()),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_seed_equals_its_own_run(case):
+    """Seed k of a num_seeds=3 run trains as a one-seed run with seed cfg.seed + k: the same
+    rollouts (episode returns), losses, evaluations and final weights."""
+    env_fn, fields = CASES[case]
+    cfg = tiny(total_steps=240, num_envs=4, hidden_sizes=[16, 16], eval_every=1, eval_episodes=2, seed=7, **fields)
+    with SeedStack(env_fn, cfg.replace(num_seeds=3)) as stack:
+        histories = stack.train()
+        assert stack.seeds == [7, 8, 9]
+        for k, history in enumerate(histories):
+            with mappo.Trainer(env_fn, cfg.replace(seed=7 + k)) as alone:
+                assert_same_run(stack.trainers[k], history, alone, alone.train(), (case, k))
+
+
+def test_seeds_differ_and_the_update_is_per_seed():
+    """The seeds are not copies of one run: different weights from the start, different
+    rollouts; and one seed's weights move only by its own gradient (the equality test above
+    would also pass if every seed trained on the union of the minibatches only by accident of
+    equal data, so this pins that they differ)."""
+    with SeedStack(CoordinationEnv, tiny(num_seeds=2, total_steps=80)) as stack:
+        histories = stack.train()
+        w0, w1 = weights(stack.trainers[0]), weights(stack.trainers[1])
+    assert any(not torch.equal(w0[k], w1[k]) for k in w0)
+    assert [r["policy_loss"] for r in histories[0]] != [r["policy_loss"] for r in histories[1]]
+
+
+def test_seed_folders_are_ordinary_runs(tmp_path):
+    """Each seed writes an ordinary one-seed run folder, which loads and resumes as one; the
+    resumed seed goes on as its one-seed run would."""
+    cfg = tiny(total_steps=120, num_envs=2, rollout_length=20, seed=3)
+    root = str(tmp_path / "run")
+    with SeedStack(CoordinationEnv, cfg.replace(num_seeds=2, total_steps=80, run_dir=root)) as stack:
+        stack.train()
+    assert sorted(os.listdir(root)) == ["seed3", "seed4"]
+    for seed in (3, 4):
+        folder = seed_folder(root, seed)
+        saved = yaml.safe_load(open(os.path.join(folder, "config.yaml")))
+        assert (saved["seed"], saved["num_seeds"]) == (seed, 1)
+        assert {"ckpt.pt", "metrics.jsonl"} <= set(os.listdir(folder))
+        with mappo.Trainer.load(os.path.join(folder, "ckpt.pt"), CoordinationEnv) as resumed:
+            rest = resumed.train(total_steps=120)
+        with mappo.Trainer(CoordinationEnv, cfg.replace(seed=seed)) as alone:
+            straight = alone.train()
+        assert len(rest) == 1 and rest[0]["env_steps"] == 120
+        for key, value in strip_timing(rest)[0].items():
+            assert value == pytest.approx(strip_timing(straight)[-1][key], abs=TOL, rel=TOL), (seed, key)
+
+
+def test_a_seed_a_callback_stops_ends_alone():
+    """Callbacks are per seed: early stopping on one seed's target ends that seed; the others go on."""
+    cfg = tiny(num_seeds=2, total_steps=200, seed=0)
+
+    class StopSeed1:
+        def on_iteration_end(self, trainer, row):
+            return trainer.cfg.seed == 1 and row["iteration"] >= 2
+
+    with SeedStack(CoordinationEnv, cfg, callbacks=[StopSeed1()]) as stack:
+        histories = stack.train()
+    assert [len(h) for h in histories] == [5, 2]
+
+
+def test_refusals_name_the_field():
+    with pytest.raises(ValueError, match="num_seeds"):
+        tiny(num_seeds=0)
+    with pytest.raises(ValueError, match="num_seeds"):
+        tiny(seed=2**32 - 1, num_seeds=2)
+    with pytest.raises(ValueError, match="SeedStack"):
+        mappo.Trainer(CoordinationEnv, tiny(num_seeds=2))
+    with pytest.raises(ValueError, match="recurrent"):
+        SeedStack(CoordinationEnv, tiny(num_seeds=2, recurrent=True))
+    with pytest.raises(ValueError, match="algorithm='happo'"):
+        SeedStack(CoordinationEnv, tiny(num_seeds=2, algorithm="happo", parameter_sharing="separate"))
+
+
+def test_cli_trains_the_seeds(tmp_path):
+    """`mappo train CONFIG num_seeds=2` writes a folder per seed under run_dir."""
+    config = write_config(tmp_path / "c.yaml", vector_mode="inprocess", total_steps=80)
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "mappo", "train", config, "num_seeds=2", f"run_dir={out}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "num_seeds=2: seeds 0..1" in done.stdout
+    for seed in (0, 1):
+        assert os.path.isfile(os.path.join(out, f"seed{seed}", "ckpt.pt"))
+
+
+@pytest.mark.slow
+def test_vmas_seeds_equal_their_own_runs():
+    """On VMAS (its own random state per env): each seed equals its one-seed run."""
+    pytest.importorskip("vmas")
+    env_fn = envs.make_env_fn("vmas/simple_spread", max_steps=10)
+    cfg = tiny(total_steps=160, num_envs=4, hidden_sizes=[16, 16], seed=11)
+    with SeedStack(env_fn, cfg.replace(num_seeds=2)) as stack:
+        histories = stack.train()
+        for k, history in enumerate(histories):
+            with mappo.Trainer(env_fn, cfg.replace(seed=11 + k)) as alone:
+                assert_same_run(stack.trainers[k], history, alone, alone.train(), ("vmas", k))
