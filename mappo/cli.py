@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import time
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from . import distributed as D
 from .config import Config, help_text
@@ -111,9 +111,21 @@ def train_main(argv: List[str]) -> int:
         from omegaconf import OmegaConf
 
         changes = OmegaConf.to_container(OmegaConf.from_dotlist(overrides)) if overrides else {}
-        trainer = _load(args.resume, args.trust_env_code, **{"run_dir": args.resume, **changes})
-        if trainer.sync.is_main:
-            print(f"resuming {args.resume} at {trainer.env_steps} env steps (iteration {trainer.iteration})", flush=True)
+        from .seeds import SeedStack, seed_folders
+
+        if not os.path.isfile(os.path.join(args.resume, "ckpt.pt")) and seed_folders(args.resume):
+            # a num_seeds run: its seeds go on together
+            def load_one(folder: str, **fields: Any) -> Trainer:
+                return _load(folder, args.trust_env_code, **{**changes, **fields})
+
+            trainer = SeedStack.load(args.resume, load_one)
+            steps = ", ".join(f"seed {t.cfg.seed} at {t.env_steps}" for t in trainer.trainers)
+            print(f"resuming {args.resume}: {steps} env steps", flush=True)
+        else:
+            trainer = _load(args.resume, args.trust_env_code, **{"run_dir": args.resume, **changes})
+            if trainer.sync.is_main:
+                print(f"resuming {args.resume} at {trainer.env_steps} env steps (iteration {trainer.iteration})",
+                      flush=True)
     else:
         if not args.config:
             parser.error("give a CONFIG file, or --resume RUN_DIR")

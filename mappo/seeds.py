@@ -129,19 +129,47 @@ class SeedStack:
                 seed = cfg.seed + k
                 one = cfg.replace(seed=seed, num_seeds=1, progress=cfg.progress and k == 0,
                                   run_dir=None if cfg.run_dir is None else seed_folder(cfg.run_dir, seed))
-                trainer = Trainer(env_fn, one, [copy.deepcopy(c) for c in callbacks])
-                if not isinstance(trainer.learner, PPOLearner) or type(trainer.learner).update is not PPOLearner.update:
-                    raise ValueError(f"num_seeds={cfg.num_seeds} batches PPO's update over the seeds; algorithm="
-                                     f"{cfg.algorithm!r} updates its own way: train its seeds as separate runs")
-                if trainer.sync.world_size > 1:
-                    raise ValueError("num_seeds > 1 runs in one process; under torchrun train one seed per job")
-                self.trainers.append(trainer)
-                self.rng.append(rng_state(trainer.device))  # what a one-seed run holds entering train()
+                self._add(Trainer(env_fn, one, [copy.deepcopy(c) for c in callbacks]))
         except BaseException:
             self.close()
             raise
         self.device = self.trainers[0].device
         self.interrupted: Optional[int] = None
+
+    def _add(self, trainer: Trainer) -> None:
+        if not isinstance(trainer.learner, PPOLearner) or type(trainer.learner).update is not PPOLearner.update:
+            trainer.close()
+            raise ValueError(f"num_seeds={self.cfg.num_seeds} batches PPO's update over the seeds; algorithm="
+                             f"{self.cfg.algorithm!r} updates its own way: train its seeds as separate runs")
+        if trainer.sync.world_size > 1:
+            trainer.close()
+            raise ValueError("num_seeds > 1 runs in one process; under torchrun train one seed per job")
+        self.trainers.append(trainer)
+        self.rng.append(rng_state(trainer.device))  # what a one-seed run holds entering train()
+
+    @classmethod
+    def load(cls, run_dir: str, load_one: Callable[..., Trainer]) -> "SeedStack":
+        """The seeds of a ``num_seeds`` run in ``run_dir`` (its ``seed<S>`` folders), each rebuilt
+        by ``load_one(folder, run_dir=folder)`` (e.g. :meth:`Trainer.load` of the folder's ckpt.pt;
+        ``progress=False`` joins the fields after the first seed), to train on together where
+        they stopped."""
+        folders = seed_folders(run_dir)
+        if not folders:
+            raise FileNotFoundError(f"{run_dir!r} holds no seed<S> folders with a checkpoint (ckpt.pt)")
+        stack = cls.__new__(cls)
+        stack.trainers, stack.rng, stack.interrupted = [], [], None
+        try:
+            for k, folder in enumerate(folders):
+                trainer = load_one(folder, run_dir=folder, **({} if k == 0 else {"progress": False}))
+                if k == 0:
+                    stack.cfg = trainer.cfg.replace(num_seeds=len(folders), run_dir=run_dir)
+                    check_seedable(stack.cfg)
+                stack._add(trainer)
+        except BaseException:
+            stack.close()
+            raise
+        stack.device = stack.trainers[0].device
+        return stack
 
     @property
     def seeds(self) -> List[int]:
@@ -238,6 +266,15 @@ class SeedStack:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def seed_folders(run_dir: str) -> List[str]:
+    """The ``seed<S>`` folders in ``run_dir`` that hold a checkpoint, by seed."""
+    if not os.path.isdir(run_dir):
+        return []
+    names = [n for n in os.listdir(run_dir) if n.startswith("seed") and n[4:].isdigit()
+             and os.path.isfile(os.path.join(run_dir, n, "ckpt.pt"))]
+    return [os.path.join(run_dir, n) for n in sorted(names, key=lambda n: int(n[4:]))]
 
 
 def check_seedable(cfg: Config) -> None:

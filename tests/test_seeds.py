@@ -1,5 +1,7 @@
 """num_seeds: K seeds in one process with one batched update (mappo/seeds.py)."""
+import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -10,7 +12,7 @@ import yaml
 import envs
 import mappo
 from mappo.seeds import SeedStack, seed_folder
-from tests.helpers import strip_timing, tiny, write_config
+from tests.helpers import sigterm_once_written, strip_timing, tiny, write_config
 from tests.toy_envs import ContinuousEnv, CoordinationEnv, EarlyExitEnv, TwoTeamEnv, uneven_batched_env
 
 # float rounding of the batched matmuls against the one-seed ones, after a few updates
@@ -143,3 +145,57 @@ def test_vmas_seeds_equal_their_own_runs():
         for k, history in enumerate(histories):
             with mappo.Trainer(env_fn, cfg.replace(seed=11 + k)) as alone:
                 assert_same_run(stack.trainers[k], history, alone, alone.train(), ("vmas", k))
+
+
+def test_a_stopped_seed_run_resumes_together(tmp_path):
+    """A num_seeds run stopped part-way goes on from its seeds' checkpoints, together (the
+    Python API and `mappo train --resume RUN_DIR`), each seed as its one-seed run would."""
+    cfg = tiny(total_steps=120, num_envs=2, rollout_length=20, seed=3)
+    root = str(tmp_path / "run")
+    with SeedStack(CoordinationEnv, cfg.replace(num_seeds=2, total_steps=80, run_dir=root)) as stack:
+        stack.train()
+
+    def load_one(folder, **fields):
+        return mappo.Trainer.load(os.path.join(folder, "ckpt.pt"), CoordinationEnv, **fields)
+
+    with SeedStack.load(root, load_one) as resumed:
+        assert resumed.seeds == [3, 4] and resumed.cfg.num_seeds == 2
+        rest = resumed.train(total_steps=120)
+    for k, seed in enumerate((3, 4)):
+        with mappo.Trainer(CoordinationEnv, cfg.replace(seed=seed)) as alone:
+            straight = strip_timing(alone.train())
+        assert [r["env_steps"] for r in rest[k]] == [120]
+        for key, value in strip_timing(rest[k])[0].items():
+            assert value == pytest.approx(straight[-1][key], abs=TOL, rel=TOL), (seed, key)
+
+
+def test_cli_resumes_a_seed_run(tmp_path):
+    config = write_config(tmp_path / "c.yaml", vector_mode="inprocess", total_steps=40)
+    out = tmp_path / "run"
+    first = subprocess.run([sys.executable, "-m", "mappo", "train", config, "num_seeds=2", f"run_dir={out}"],
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = subprocess.run([sys.executable, "-m", "mappo", "train", "--resume", str(out), "total_steps=80",
+                            "--trust-env-code"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "seed 0 at 40, seed 1 at 40 env steps" in again.stdout
+    for seed in (0, 1):
+        rows = [json.loads(line) for line in open(out / f"seed{seed}" / "metrics.jsonl")]
+        assert [r["env_steps"] for r in rows if "policy_loss" in r] == [40, 80]
+
+
+def test_sigterm_stops_every_seed_with_its_checkpoint(tmp_path):
+    """SIGTERM to a num_seeds run stops every seed after the iteration, each with its checkpoint,
+    and `--resume RUN_DIR` finishes them."""
+    config = write_config(tmp_path / "c.yaml", vector_mode="inprocess", total_steps=200000, checkpoint_every=1)
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "mappo", "train", config, "num_seeds=3", f"run_dir={out}"]
+    ckpts = [str(out / f"seed{s}" / "ckpt.pt") for s in range(3)]
+    returncode, output = sigterm_once_written(command, ckpts, dict(os.environ), timeout=120)
+    assert returncode == 128 + signal.SIGTERM, output[-2000:]
+    steps = [torch.load(p, weights_only=False)["env_steps"] for p in ckpts]
+    assert len(set(steps)) == 1 and 0 < steps[0] < 200000, steps
+    again = subprocess.run([sys.executable, "-m", "mappo", "train", "--resume", str(out), f"total_steps={steps[0] + 80}",
+                            "--trust-env-code"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [torch.load(p, weights_only=False)["env_steps"] for p in ckpts] == [steps[0] + 80] * 3
