@@ -16,7 +16,8 @@ observations, a CNN for images.  The critic encodes each agent's observation and
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+import contextlib
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -264,6 +265,22 @@ class GroupedGRUCell(nn.Module):
         return out
 
 
+_STEPWISE = [False]  # run_gru takes the step loop only (set by :func:`stepwise_gru`)
+
+
+@contextlib.contextmanager
+def stepwise_gru() -> Iterator[None]:
+    """Within: :func:`run_gru` unrolls step by step with plain tensor ops, never through the fused
+    kernels or data-dependent segment cuts, which ``torch.func.vmap`` cannot batch (mappo/seeds.py
+    runs the loss under it).  Same equations; the numbers differ from the fused kernels' by float
+    rounding."""
+    _STEPWISE[0] = True
+    try:
+        yield
+    finally:
+        _STEPWISE[0] = False
+
+
 def run_gru(cell: GroupedGRUCell, x: torch.Tensor, h: torch.Tensor, resets: torch.Tensor
             ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unroll ``cell`` over ``x [L, ..., A, in]`` from ``h [..., A, H]``.
@@ -280,11 +297,12 @@ def run_gru(cell: GroupedGRUCell, x: torch.Tensor, h: torch.Tensor, resets: torc
     input projection ``x2h`` is made for all steps in one matmul and only ``h2h`` runs per step.
     """
     L = x.shape[0]
-    if cell.fused and L == 1 and not torch.jit.is_tracing():  # acting: one step (an exported actor: the plain cell)
+    fused = cell.fused and not _STEPWISE[0]
+    if fused and L == 1 and not torch.jit.is_tracing():  # acting: one step (an exported actor: the plain cell)
         H = h.shape[-1]
         out = cell.fused_step(x[0].reshape(-1, x.shape[-1]), restart(h, resets[0]).reshape(-1, H)).view(h.shape)
         return out.unsqueeze(0), h.unsqueeze(0), out
-    if cell.fused and L > 1:
+    if fused and L > 1:
         rows, H = x.shape[1:-1], h.shape[-1]
         out = _gru_segments(cell, x.reshape(L, -1, x.shape[-1]), h.reshape(-1, H), resets.reshape(L, -1))
         out = out.reshape(L, *rows, H)

@@ -28,6 +28,7 @@ from torch.func import functional_call, vmap
 from .checkpoint import rng_state, set_rng_state
 from .config import Config
 from .learner import EpochTally, LossTerms, PPOLearner
+from .networks import stepwise_gru
 from .stop import StopOnSignal
 from .trainer import Trainer, threads
 
@@ -87,8 +88,9 @@ def learn_together(learners: Sequence[PPOLearner], mbs: Sequence[Dict[str, torch
 
     totals: List[Optional[LossTerms]] = [None] * len(learners)
     for i in range(len(pieces[0])):
-        terms = vmap(loss, in_dims=(0, 0, 0, None if counts is None else 0, 0))(
-            weights, buffers, _stack([p[i] for p in pieces]), counts, kl_coefs)
+        with stepwise_gru():
+            terms = vmap(loss, in_dims=(0, 0, 0, None if counts is None else 0, 0))(
+                weights, buffers, _stack([p[i] for p in pieces]), counts, kl_coefs)
         for k, learner in enumerate(learners):
             if len(pieces[0]) == 1:  # before the backward pass: a NaN loss names its part and seed
                 learner._check_finite(terms.total[k], _seed_terms(terms, k))
@@ -281,8 +283,6 @@ def check_seedable(cfg: Config) -> None:
     """What ``num_seeds > 1`` does not batch: an error naming the field."""
     if cfg.num_seeds < 2:
         raise ValueError(f"SeedStack trains num_seeds >= 2 seeds; num_seeds={cfg.num_seeds} is one Trainer")
-    refused = {"recurrent": cfg.recurrent, "compile": cfg.compile}
-    for field, value in refused.items():
-        if value:
-            raise ValueError(f"num_seeds={cfg.num_seeds} does not take {field}=true yet: the batched update "
-                             f"covers feed-forward networks without torch.compile; train the seeds as separate runs")
+    if cfg.compile:
+        raise ValueError(f"num_seeds={cfg.num_seeds} does not take compile=true: the batched update runs under "
+                         f"torch.func.vmap; train the seeds as separate runs to compile each")

@@ -45,6 +45,8 @@ CASES = {
     "Box actions, agents leaving early": (ContinuousEnv, dict(critic_input="local")),
     "agents leaving, team deaths": (EarlyExitEnv, dict(dead_agents="team")),
     "batched simulator": (uneven_batched_env(), dict()),
+    "recurrent, agents leaving early": (EarlyExitEnv, dict(recurrent=True, chunk_length=5)),
+    "recurrent, separate weights": (CoordinationEnv, dict(recurrent=True, parameter_sharing="separate")),
 }
 
 
@@ -116,8 +118,8 @@ def test_refusals_name_the_field():
         tiny(seed=2**32 - 1, num_seeds=2)
     with pytest.raises(ValueError, match="SeedStack"):
         mappo.Trainer(CoordinationEnv, tiny(num_seeds=2))
-    with pytest.raises(ValueError, match="recurrent"):
-        SeedStack(CoordinationEnv, tiny(num_seeds=2, recurrent=True))
+    with pytest.raises(ValueError, match="compile"):
+        SeedStack(CoordinationEnv, tiny(num_seeds=2, compile=True))
     with pytest.raises(ValueError, match="algorithm='happo'"):
         SeedStack(CoordinationEnv, tiny(num_seeds=2, algorithm="happo", parameter_sharing="separate"))
 
