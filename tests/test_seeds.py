@@ -13,7 +13,7 @@ import envs
 import mappo
 from mappo.seeds import SeedStack, seed_folder
 from tests.helpers import sigterm_once_written, strip_timing, tiny, write_config
-from tests.toy_envs import ContinuousEnv, CoordinationEnv, EarlyExitEnv, TwoTeamEnv, uneven_batched_env
+from tests.toy_envs import ContinuousEnv, CoordinationEnv, EarlyExitEnv, PixelTeamEnv, TwoTeamEnv, uneven_batched_env
 
 # float rounding of the batched matmuls against the one-seed ones, after a few updates
 TOL = 1e-5
@@ -47,6 +47,8 @@ CASES = {
     "batched simulator": (uneven_batched_env(), dict()),
     "recurrent, agents leaving early": (EarlyExitEnv, dict(recurrent=True, chunk_length=5)),
     "recurrent, separate weights": (CoordinationEnv, dict(recurrent=True, parameter_sharing="separate")),
+    "image observations through a CNN": (PixelTeamEnv, dict(cnn_channels=[8, 8], cnn_kernels=[3, 3], cnn_strides=[2, 1],
+                                                            cnn_features=32)),
 }
 
 
@@ -195,9 +197,11 @@ def test_sigterm_stops_every_seed_with_its_checkpoint(tmp_path):
     ckpts = [str(out / f"seed{s}" / "ckpt.pt") for s in range(3)]
     returncode, output = sigterm_once_written(command, ckpts, dict(os.environ), timeout=120)
     assert returncode == 128 + signal.SIGTERM, output[-2000:]
+    # a seed that had already collected its next rollout when the signal came finishes that iteration
     steps = [torch.load(p, weights_only=False)["env_steps"] for p in ckpts]
-    assert len(set(steps)) == 1 and 0 < steps[0] < 200000, steps
-    again = subprocess.run([sys.executable, "-m", "mappo", "train", "--resume", str(out), f"total_steps={steps[0] + 80}",
+    assert all(0 < s < 200000 for s in steps) and max(steps) - min(steps) <= 40, steps
+    target = max(steps) + 80
+    again = subprocess.run([sys.executable, "-m", "mappo", "train", "--resume", str(out), f"total_steps={target}",
                             "--trust-env-code"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert [torch.load(p, weights_only=False)["env_steps"] for p in ckpts] == [steps[0] + 80] * 3
+    assert [torch.load(p, weights_only=False)["env_steps"] for p in ckpts] == [target] * 3
