@@ -28,6 +28,7 @@ from torch.func import functional_call, vmap
 from .checkpoint import rng_state, set_rng_state
 from .config import Config
 from .learner import EpochTally, LossTerms, PPOLearner
+from .machine import Machine
 from .networks import stepwise_gru
 from .stop import StopOnSignal
 from .trainer import Trainer, threads
@@ -117,7 +118,8 @@ class SeedStack:
 
     ``callbacks`` (as :class:`~mappo.trainer.Trainer` takes them): each seed gets its own copy,
     so a callback's state (early stopping's patience) is per seed; a seed a callback stops ends
-    while the others go on."""
+    while the others go on.  With subprocess envs and ``num_workers=0`` (auto), each seed gets
+    ``cores // K`` env workers (at least one), written into its config."""
 
     def __init__(self, env_fn: Callable[..., Any], cfg: Config, callbacks: Sequence[Any] = ()):
         if not isinstance(cfg, Config):
@@ -126,10 +128,15 @@ class SeedStack:
         self.cfg = cfg
         self.trainers: List[Trainer] = []
         self.rng: List[Dict[str, Any]] = []  # each seed's random streams while another seed runs
+        workers = cfg.num_workers
+        if not workers and cfg.vector_mode == "subprocess":
+            # each seed's PettingZoo envs have their own worker processes, idle while another seed
+            # collects: one per core for every seed would be K x cores processes
+            workers = max(1, Machine.this().cores // cfg.num_seeds)
         try:
             for k in range(cfg.num_seeds):
                 seed = cfg.seed + k
-                one = cfg.replace(seed=seed, num_seeds=1, progress=cfg.progress and k == 0,
+                one = cfg.replace(seed=seed, num_seeds=1, progress=cfg.progress and k == 0, num_workers=workers,
                                   run_dir=None if cfg.run_dir is None else seed_folder(cfg.run_dir, seed))
                 self._add(Trainer(env_fn, one, [copy.deepcopy(c) for c in callbacks]))
         except BaseException:
@@ -209,7 +216,20 @@ class SeedStack:
             for run in runs.values():  # after an error in one seed: the others close their logs and folders
                 run.close()
         self.interrupted = stop.signum
+        if cfg.progress:
+            print(self._summary(histories), flush=True)
         return histories
+
+    def _summary(self, histories: List[List[Dict[str, Any]]]) -> str:
+        """The seeds' last team returns, and how to go on with all of them."""
+        lasts = []
+        for trainer, history in zip(self.trainers, histories):
+            last = next((r["team_return"] for r in reversed(history) if "team_return" in r), None)
+            lasts.append(f"{trainer.cfg.seed}: {'-' if last is None else f'{last:.3f}'}")
+        text = f"num_seeds={len(self.trainers)}: team return last, by seed: {', '.join(lasts)}"
+        if self.cfg.run_dir is not None:
+            text += f"\ncontinue every seed with: mappo train --resume {self.cfg.run_dir}"
+        return text
 
     def _advance(self, k: int, runs: Dict[int, Any], histories: List[Any], answer: Any) -> bool:
         """Run seed ``k``'s generator, with its random streams in place, to its next update

@@ -134,6 +134,7 @@ def test_cli_trains_the_seeds(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "num_seeds=2: seeds 0..1" in done.stdout
+    assert f"continue every seed with: mappo train --resume {out}" in done.stdout
     for seed in (0, 1):
         assert os.path.isfile(os.path.join(out, f"seed{seed}", "ckpt.pt"))
 
@@ -205,3 +206,43 @@ def test_sigterm_stops_every_seed_with_its_checkpoint(tmp_path):
                             "--trust-env-code"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert [torch.load(p, weights_only=False)["env_steps"] for p in ckpts] == [target] * 3
+
+
+def test_each_seed_is_its_own_wandb_run(tmp_path, monkeypatch):
+    """W&B (offline): every seed logs to a run of its own, all open side by side, each with its
+    seed's rows and config."""
+    from wandb.sdk.wandb_run import Run
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    sent = []
+    real_log = Run.log
+
+    def spy_log(self, data, *args, **kwargs):
+        if "iteration" in data:
+            sent.append((self.id, self.config["seed"], data["env_steps"], data["policy_loss"]))
+        return real_log(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Run, "log", spy_log)
+    cfg = tiny(num_seeds=2, total_steps=80, wandb=True, wandb_mode="offline", run_dir=str(tmp_path / "run"))
+    with SeedStack(CoordinationEnv, cfg) as stack:
+        histories = stack.train()
+    for k, seed in enumerate((0, 1)):
+        rows = [(steps, loss) for _, s, steps, loss in sent if s == seed]
+        assert rows == [(r["env_steps"], r["policy_loss"]) for r in histories[k]], seed
+        assert len({run for run, s, *_ in sent if s == seed}) == 1
+        assert any(d.name.startswith("offline-run") for d in (tmp_path / "run" / f"seed{seed}" / "wandb").iterdir())
+    assert len({run for run, *_ in sent}) == 2
+
+
+def test_seeds_share_the_cores_among_their_env_workers(monkeypatch):
+    """Subprocess envs with num_workers=0: each seed gets cores // K workers (at least one), not
+    one per core for every seed."""
+    from mappo.machine import Machine
+
+    monkeypatch.setattr(Machine, "this", classmethod(lambda cls: Machine(cores=8, cuda=False)))
+    cfg = tiny(num_seeds=4, vector_mode="subprocess", num_envs=4)
+    with SeedStack(CoordinationEnv, cfg) as stack:
+        assert [t.cfg.num_workers for t in stack.trainers] == [2] * 4
+        assert [t.resources.num_workers for t in stack.trainers] == [2] * 4
+    with SeedStack(CoordinationEnv, cfg.replace(num_seeds=16, num_envs=2)) as stack:
+        assert {t.resources.num_workers for t in stack.trainers} == {1}

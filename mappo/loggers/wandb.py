@@ -12,7 +12,7 @@ class WandbBackend:
 
         self.wandb, self.cfg = wandb, cfg
         self.run = wandb.init(project=cfg.wandb_project, name=cfg.run_name, config=cfg.to_dict(), mode=cfg.wandb_mode,
-                              dir=run_dir, reinit="finish_previous")
+                              dir=run_dir, reinit="create_new")  # num_seeds: one open run per seed
         self.run.define_metric("env_steps")
         self.run.define_metric("*", step_metric="env_steps")
 
