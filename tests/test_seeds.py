@@ -246,3 +246,16 @@ def test_seeds_share_the_cores_among_their_env_workers(monkeypatch):
         assert [t.resources.num_workers for t in stack.trainers] == [2] * 4
     with SeedStack(CoordinationEnv, cfg.replace(num_seeds=16, num_envs=2)) as stack:
         assert {t.resources.num_workers for t in stack.trainers} == {1}
+
+
+@pytest.mark.slow
+def test_jaxmarl_seeds_equal_their_own_runs():
+    """On JaxMARL MPE (keys from (seed, env, episode, step)): each seed equals its one-seed run."""
+    pytest.importorskip("jaxmarl")
+    env_fn = envs.make_env_fn("jaxmarl/MPE_simple_spread_v3")
+    cfg = tiny(total_steps=200, num_envs=4, rollout_length=25, hidden_sizes=[16, 16], seed=21)
+    with SeedStack(env_fn, cfg.replace(num_seeds=2)) as stack:
+        histories = stack.train()
+        for k, history in enumerate(histories):
+            with mappo.Trainer(env_fn, cfg.replace(seed=21 + k)) as alone:
+                assert_same_run(stack.trainers[k], history, alone, alone.train(), ("jaxmarl", k))
