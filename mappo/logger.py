@@ -69,6 +69,13 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def resume_command(cfg: Any, run_dir: str) -> str:
+    """The command that continues the run in ``run_dir``: an env given as ``module:callable`` is
+    the user's code, which ``--resume`` runs only when told to (``--trust-env-code``)."""
+    trust = " --trust-env-code" if ":" in str(cfg.env) else ""
+    return f"mappo train --resume {run_dir}{trust}"
+
+
 class RunLogger:
     """Fans each iteration's row out to the backends and shows progress on the console.
 
@@ -189,7 +196,7 @@ class RunLogger:
 
             lines.append(f"  run folder  {self.run_dir} ({', '.join(run_files(self.run_dir)) or 'empty'})")
         if ckpt:
-            lines.append(f"  checkpoint  {ckpt}; continue with: mappo train --resume {self.run_dir}")
+            lines.append(f"  checkpoint  {ckpt}; continue with: {resume_command(self.cfg, self.run_dir)}")
         print("\n".join(lines), flush=True)
 
     def close(self) -> None:

@@ -28,6 +28,7 @@ from torch.func import functional_call, vmap
 from .checkpoint import rng_state, set_rng_state
 from .config import Config
 from .learner import EpochTally, LossTerms, PPOLearner
+from .logger import resume_command
 from .machine import Machine
 from .networks import stepwise_gru
 from .stop import StopOnSignal
@@ -228,7 +229,7 @@ class SeedStack:
             lasts.append(f"{trainer.cfg.seed}: {'-' if last is None else f'{last:.3f}'}")
         text = f"num_seeds={len(self.trainers)}: team return last, by seed: {', '.join(lasts)}"
         if self.cfg.run_dir is not None:
-            text += f"\ncontinue every seed with: mappo train --resume {self.cfg.run_dir}"
+            text += f"\ncontinue every seed with: {resume_command(self.cfg, self.cfg.run_dir)}"
         return text
 
     def _advance(self, k: int, runs: Dict[int, Any], histories: List[Any], answer: Any) -> bool:

@@ -152,3 +152,13 @@ def test_competing_groups_are_shown_apart_never_summed(tmp_path, capsys, monkeyp
     assert [key_label(k) for k in drawn[-1]["keys"]] == ["red, training", "blue, training", "red, evaluation",
                                                          "blue, evaluation"]
     assert key_label("team_return") == "training" and key_label("eval/team_return_mean") == "evaluation"
+
+
+def test_the_resume_hint_trusts_only_user_code():
+    """The end-of-run hint continues a module:callable env's run with --trust-env-code (without it
+    --resume refuses to run the user's code); a registry env needs none."""
+    from mappo.logger import resume_command
+
+    assert resume_command(tiny(env="mpe/simple_spread"), "runs/a") == "mappo train --resume runs/a"
+    assert resume_command(tiny(env="tests.toy_envs:CoordinationEnv"), "runs/b") == \
+        "mappo train --resume runs/b --trust-env-code"

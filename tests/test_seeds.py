@@ -134,7 +134,7 @@ def test_cli_trains_the_seeds(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "num_seeds=2: seeds 0..1" in done.stdout
-    assert f"continue every seed with: mappo train --resume {out}" in done.stdout
+    assert f"continue every seed with: mappo train --resume {out} --trust-env-code" in done.stdout
     for seed in (0, 1):
         assert os.path.isfile(os.path.join(out, f"seed{seed}", "ckpt.pt"))
 
