@@ -17,7 +17,8 @@ from mappo.vector import make_vector_env  # noqa: E402
 from mappo.spaces import random_actions  # noqa: E402
 
 if len(sys.argv) != 2 or sys.argv[1] not in ("on", "off"):
-    sys.exit(__doc__.strip() + "\n\nusage: python scripts/bench_env_checks.py on|off")
+    print(__doc__.strip() + "\n\nusage: python scripts/bench_env_checks.py on|off")
+    sys.exit(0 if sys.argv[1:] in (["-h"], ["--help"]) else 2)
 torch.set_num_threads(1)
 if sys.argv[1] == "off":  # the boundary checks as no-ops: what they cost
     vector.EnvSlot._check_agents = lambda self, field, names: None
