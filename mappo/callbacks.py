@@ -48,6 +48,9 @@ class EarlyStopping:
         self.reason: Optional[str] = None
 
     def on_iteration_end(self, trainer: Any, row: Dict[str, Any]) -> bool:
+        if self.metric.startswith("eval/") and not getattr(getattr(trainer, "cfg", None), "eval_every", 1):
+            raise ValueError(f"early_stopping: metric {self.metric!r} comes from evaluations, and this run has none "
+                             f"(eval_every=0): set eval_every, or a training metric such as 'team_return'")
         value = row.get(self.metric)
         if value is None or not math.isfinite(value):
             return False
@@ -61,6 +64,12 @@ class EarlyStopping:
         elif self.stale >= self.patience:
             self.reason = f"{self.metric} has not improved on {self.best:.4g} for {self.stale} rows"
         return self.reason is not None
+
+    def on_run_end(self, trainer: Any, history: List[Dict[str, Any]]) -> None:
+        if self.best is None and history:  # a misspelt metric would otherwise never stop anything, silently
+            keys = sorted({k for row in history for k in row})
+            print(f"early_stopping: metric {self.metric!r} never appeared in this run's rows, so it never stopped "
+                  f"the run; the rows have {keys}", flush=True)
 
     def state_dict(self) -> Dict[str, Any]:
         return {"best": self.best, "stale": self.stale}

@@ -156,3 +156,16 @@ def test_cli_early_stopping_from_a_config_override(tmp_path):
     assert "stopped at iteration 3: episode_length has not improved on 25 for 2 rows" in out.stdout
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and (run_dir / "ckpt.pt").is_file()
+
+
+def test_early_stopping_says_when_its_metric_cannot_or_did_not_appear(capsys):
+    """An eval/ metric on a run without evaluations is an error at the first iteration; a metric
+    no row carried (a typo) is said at the end of the run, with the keys the rows had."""
+    with mappo.Trainer(CoordinationEnv, tiny(eval_every=0), callbacks=[EarlyStopping()]) as trainer:
+        with pytest.raises(ValueError, match="eval_every=0"):
+            trainer.train()
+    with mappo.Trainer(CoordinationEnv, tiny(), callbacks=[EarlyStopping(metric="team_retrun")]) as trainer:
+        history = trainer.train()
+    assert len(history) == 5 and trainer.stop_reason is None
+    out = capsys.readouterr().out
+    assert "metric 'team_retrun' never appeared" in out and "'team_return'" in out
