@@ -109,9 +109,12 @@ def load_space(path: str) -> Space:
     for end in (0, -1):
         values = [_override(name, _end_value(spec, end)) for name, spec in space.params.items()]
         try:
-            check_registered(Config.from_yaml(space.config, space.overrides + values))
+            cfg = check_registered(Config.from_yaml(space.config, space.overrides + values))
         except (ValueError, TypeError) as err:
             raise ValueError(f"{where}: params at their {'low' if end == 0 else 'high'} end: {err}") from err
+        if space.metric.startswith("eval/") and not cfg.eval_every:
+            raise ValueError(f"{where}: metric {space.metric!r} comes from evaluations, and the trials' config has "
+                             f"none (eval_every=0): set eval_every in 'overrides' or the config")
     low = {name: _override(name, _end_value(spec, 0)) for name, spec in space.params.items()}
     for name, spec in space.params.items():
         for choice in spec["choices"][1:-1] if spec["type"] == "categorical" else ():
@@ -201,6 +204,14 @@ class ReportToStudy:
         return True
 
 
+def metric_keys(run_dir: str) -> List[str]:
+    """Every key of the run's metrics.jsonl rows."""
+    from .plot import read_metrics
+
+    path = os.path.join(run_dir, "metrics.jsonl")
+    return sorted({k for row in read_metrics(run_dir) for k in row}) if os.path.isfile(path) else []
+
+
 def score(run_dir: str, metric: str, objective: str) -> Optional[float]:
     """The run's score: the last, max or mean of ``metric`` over its metrics.jsonl rows; None when
     no row has it."""
@@ -255,8 +266,11 @@ def run_sweep(space: Space, out: str, launcher: Launcher, storage: Optional[str]
     os.makedirs(out, exist_ok=True)
     storage = storage or f"sqlite:///{os.path.abspath(os.path.join(out, 'study.db'))}"
     wanted = trials if trials is not None else space.trials
-    study = optuna.create_study(study_name=study_name, storage=storage, direction=space.direction,
-                                pruner=make_pruner(pruner_settings(space.pruner)), load_if_exists=True)
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage, direction=space.direction,
+                                    pruner=make_pruner(pruner_settings(space.pruner)), load_if_exists=True)
+    except Exception as err:  # SQLAlchemy's own errors for a bad URL, a missing driver, a refused connection
+        raise ValueError(f"cannot open the study at --storage {storage!r}: {type(err).__name__}: {err}") from err
     # a sampler seeded by the study's length: a call that adds trials to a study does not propose
     # again the points its first call drew (a fresh TPESampler(seed) would)
     study.sampler = optuna.samplers.TPESampler(seed=space.seed + len(study.trials))
@@ -285,7 +299,13 @@ def run_sweep(space: Space, out: str, launcher: Launcher, storage: Optional[str]
             return
         if driving is not None and driving.signum is not None:
             return  # left RUNNING: the next call continues it
-        value = score(os.path.join(out, f"trial_{number}"), space.metric, space.objective) if returncode == 0 else None
+        run_dir = os.path.join(out, f"trial_{number}")
+        value = score(run_dir, space.metric, space.objective) if returncode == 0 else None
+        if returncode == 0 and value is None and not error:
+            # a run that finished without the metric: every trial would (a misspelt key), so stop here
+            study.tell(number, state=TrialState.FAIL)
+            raise ValueError(f"trial {number} ran to its end, but none of its rows has the metric {space.metric!r}; "
+                             f"its rows have {metric_keys(run_dir)}. Fix 'metric' in the space file")
         if value is None or not math.isfinite(value):
             why = error or (f"exit {returncode}" if returncode else f"no row with {space.metric}")
             study.tell(number, state=TrialState.FAIL)

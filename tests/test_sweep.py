@@ -1,5 +1,6 @@
 """`mappo sweep`: the space file's checks, the pruning callback against a hand-made study, a small
 search end to end (best.yaml, trials.md, more trials on a second call) and a stop and resume."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -52,6 +53,9 @@ def test_space_errors_name_the_field(tmp_path):
         (f"config: {config}\nobjective: best\nparams: {{lr: {{type: float, low: 0.1, high: 1}}}}\n", "'objective'"),
         (f"config: {config}\npruner: hyper\nparams: {{lr: {{type: float, low: 0.1, high: 1}}}}\n", "'pruner'"),
         (f"config: {config}\ntrials: 0\nparams: {{lr: {{type: float, low: 0.1, high: 1}}}}\n", "'trials' must be"),
+        # a metric from evaluations on trials that never evaluate
+        (f"config: {config}\noverrides: [eval_every=0]\nparams: {{lr: {{type: float, low: 0.1, high: 1}}}}\n",
+         r"'eval/team_return_mean' comes from evaluations.*eval_every=0"),
         # a bad choice between good ones is found when the space is read, not when its trial starts
         (f"config: {config}\nparams: {{algorithm: {{type: categorical, choices: [ppo, hapo, happo]}}}}\n",
          r"params.algorithm choice 'hapo': config field 'algorithm' must be one of"),
@@ -120,6 +124,17 @@ def test_a_small_sweep_writes_best_yaml_and_a_second_call_adds_trials(tmp_path):
     assert len({t.params["lr"] for t in again.trials}) == 4  # the new trial is not a repeat of an old one
 
 
+def test_a_metric_no_row_has_stops_the_sweep_after_its_first_trial(tmp_path):
+    """A misspelt metric is found when the first trial ends without it, not after the whole budget."""
+    space = dataclasses.replace(load_space(_space(tmp_path, trials=4)), metric="eval/agent_retrun_mean")
+    out = str(tmp_path / "out")
+    with pytest.raises(ValueError, match=r"none of its rows has the metric 'eval/agent_retrun_mean'; its rows have "
+                                         r"\[.*'eval/agent_return_mean'"):
+        run_sweep(space, out, LocalLauncher(1), study_name="typo", poll_s=0.2)
+    study = optuna.load_study(study_name="typo", storage=f"sqlite:///{os.path.abspath(os.path.join(out, 'study.db'))}")
+    assert [t.state.name for t in study.trials] == ["FAIL"]
+
+
 @pytest.mark.slow
 def test_sigterm_stops_a_sweep_and_the_same_command_continues_its_trials(tmp_path):
     space = _space(tmp_path, trials=2, steps=5000)
@@ -141,3 +156,9 @@ def test_sigterm_stops_a_sweep_and_the_same_command_continues_its_trials(tmp_pat
     steps = [r["env_steps"] for r in rows if "sps" in r]
     assert steps == list(range(250, 5001, 250))  # resumed from its checkpoint: none twice, none lost
     assert "best: trial" in again.stderr and (out / "best.yaml").is_file()
+
+
+def test_a_bad_storage_url_is_one_clear_error(tmp_path):
+    space = load_space(_space(tmp_path))
+    with pytest.raises(ValueError, match=r"cannot open the study at --storage 'notadb://x'"):
+        run_sweep(space, str(tmp_path / "out"), LocalLauncher(1), storage="notadb://x")
