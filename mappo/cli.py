@@ -81,6 +81,12 @@ def _load(run: str, trust_env_code: bool = False, **overrides):
     return Trainer.from_checkpoint(payload, _env_fn(cfg), path, **overrides)
 
 
+def trainer_is_main(trainer: Any) -> bool:
+    """Whether this process prints for the run (rank 0 of a torchrun job; a SeedStack always)."""
+    sync = getattr(trainer, "sync", None)
+    return sync is None or sync.is_main
+
+
 def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mappo train", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -138,6 +144,10 @@ def train_main(argv: List[str]) -> int:
             trainer = SeedStack(_env_fn(cfg), cfg)
         else:
             trainer = Trainer(_env_fn(cfg), cfg)
+    done = [t for t in getattr(trainer, "trainers", [trainer]) if t.env_steps >= t.cfg.total_steps]
+    if args.resume and done and trainer_is_main(trainer):
+        print(f"the run already has its budget of total_steps={done[0].cfg.total_steps} env steps; train on with "
+              f"a larger one: mappo train --resume {args.resume} total_steps=N", flush=True)
     with trainer:
         trainer.train()
     D.shutdown()  # every rank waits for the others (rank 0 writes the checkpoint and summary), then leaves

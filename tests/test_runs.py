@@ -375,3 +375,15 @@ def test_an_env_error_is_one_clear_block_with_the_traceback_kept(tmp_path):
     assert f"the full traceback is in {tmp_path / 'b' / 'error.log'}" in resumed.stderr
     log = (tmp_path / "b" / "error.log").read_text()
     assert "Traceback" in log and "the env's own traceback" in log and "boom from FailingEnv" in log
+
+
+def test_resuming_a_finished_run_says_how_to_train_on(tmp_path, capsys):
+    from mappo.cli import main
+
+    config = write_config(tmp_path / "c.yaml", vector_mode="inprocess", total_steps=40)
+    run_dir = str(tmp_path / "run")
+    assert main(["train", config, f"run_dir={run_dir}"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", run_dir, "--trust-env-code"]) == 0
+    assert (f"the run already has its budget of total_steps=40 env steps; train on with a larger one: "
+            f"mappo train --resume {run_dir} total_steps=N") in capsys.readouterr().out
