@@ -4,8 +4,9 @@
     python scripts/bench_seeds.py --configs configs/vmas_simple_spread.yaml --seeds 1 4 --iterations 2
 
 For each config and each K: one process training K seeds together (``mappo.SeedStack``; K = 1 is a
-plain Trainer), and K processes one after another each training one seed, with the same budget
-per seed (``--iterations`` rollouts).  It prints, per setting, the env steps of all seeds per
+plain Trainer); K processes one after another, each training one seed; and the same K processes
+one per core at a time on one torch thread each (as ``mappo benchmark --jobs <cores>`` runs
+seeds), with the same budget per seed (``--iterations`` rollouts).  It prints, per setting, the env steps of all seeds per
 second of training (``train()`` only) and per second of wall time (process start, imports, env
 and JIT start-up included), and the ratio together / separate.  Each process appends its
 figures to ``--out`` as it finishes; a second call with the same ``--out`` skips those already
@@ -19,7 +20,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Dict, List
+from typing import Any, Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ["configs/vmas_simple_spread.yaml", "configs/jaxmarl_mpe_simple_spread.yaml"]
@@ -42,26 +43,43 @@ def one(config: str, seeds: int, seed: int, iterations: int, overrides: List[str
         return {"train_s": time.perf_counter() - start, "steps_per_seed": steps}
 
 
-def measure(config: str, seeds: int, mode: str, iterations: int, overrides: List[str]) -> Dict[str, float]:
-    """``mode`` "together" (one process) or "separate" (``seeds`` processes in turn): total seconds."""
+def measure(config: str, seeds: int, mode: str, iterations: int, overrides: List[str]) -> Dict[str, Any]:
+    """``mode`` "together" (one process), "separate" (``seeds`` processes in turn) or "parallel"
+    (``seeds`` processes, one per core at a time, each on one torch thread, as ``mappo benchmark
+    --jobs <cores>`` runs them): seconds and env steps per second of all seeds.  "parallel" has
+    no training-only figure: its runs overlap."""
     runs = [(seeds, 0)] if mode == "together" else [(1, k) for k in range(seeds)]
-    train_s = wall_s = 0.0
+    jobs = len(os.sched_getaffinity(0)) if mode == "parallel" else 1
+    one_thread = ["torch_threads=1"] if mode == "parallel" else []
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if mode == "parallel" else None
+    train_s = 0.0
     steps = 0
-    for count, seed in runs:
-        command = [sys.executable, os.path.abspath(__file__), "--one", config, str(count), str(seed),
-                   str(iterations), *overrides]
-        start = time.perf_counter()
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-        wall_s += time.perf_counter() - start
-        if done.returncode:
-            raise RuntimeError(f"{config} K={seeds} {mode}: {done.stderr.strip().splitlines()[-1:]}")
-        figures = json.loads(done.stdout.strip().splitlines()[-1])
+    running: List[subprocess.Popen] = []
+    start = time.perf_counter()
+
+    def reap(proc: subprocess.Popen) -> None:
+        nonlocal train_s, steps
+        out, err = proc.communicate()
+        if proc.returncode:
+            raise RuntimeError(f"{config} K={seeds} {mode}: {err.strip().splitlines()[-1:]}")
+        figures = json.loads(out.strip().splitlines()[-1])
         train_s += figures["train_s"]
         steps = figures["steps_per_seed"]
+
+    for count, seed in runs:
+        if len(running) == jobs:
+            reap(running.pop(0))
+        command = [sys.executable, os.path.abspath(__file__), "--one", config, str(count), str(seed),
+                   str(iterations), *overrides, *one_thread]
+        running.append(subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True, env=env))
+    for proc in running:
+        reap(proc)
+    wall_s = time.perf_counter() - start
     total = steps * seeds
     return {"config": config, "seeds": seeds, "mode": mode, "iterations": iterations, "overrides": overrides,
-            "train_s": round(train_s, 2), "wall_s": round(wall_s, 2), "train_sps": round(total / train_s),
-            "wall_sps": round(total / wall_s)}
+            "train_s": None if mode == "parallel" else round(train_s, 2), "wall_s": round(wall_s, 2),
+            "train_sps": None if mode == "parallel" else round(total / train_s), "wall_sps": round(total / wall_s)}
 
 
 def main() -> None:
@@ -90,17 +108,18 @@ def main() -> None:
     for config in args.configs:
         for seeds in args.seeds:
             rows = {}
-            for mode in ("together", "separate"):
+            for mode in ("together", "separate", "parallel"):
                 wanted = (config, seeds, mode, args.iterations, tuple(args.overrides))
                 if wanted not in have:
                     have[wanted] = measure(config, seeds, mode, args.iterations, args.overrides)
                     with open(args.out, "a") as f:
                         f.write(json.dumps(have[wanted]) + "\n")
                 rows[mode] = have[wanted]
-            t, s = rows["together"], rows["separate"]
+            t, s, p = rows["together"], rows["separate"], rows["parallel"]
             print(f"{os.path.basename(config)} K={seeds}: together {t['train_sps']:,} steps/s training, "
                   f"{t['wall_sps']:,} wall; separate {s['train_sps']:,} / {s['wall_sps']:,}; "
-                  f"ratio {t['train_sps'] / s['train_sps']:.2f}x training, {t['wall_sps'] / s['wall_sps']:.2f}x wall",
+                  f"ratio {t['train_sps'] / s['train_sps']:.2f}x training, {t['wall_sps'] / s['wall_sps']:.2f}x wall; "
+                  f"parallel (one per core) {p['wall_sps']:,} wall, ratio {t['wall_sps'] / p['wall_sps']:.2f}x",
                   flush=True)
 
 
