@@ -117,10 +117,14 @@ def train_main(argv: List[str]) -> int:
         from omegaconf import OmegaConf
 
         changes = OmegaConf.to_container(OmegaConf.from_dotlist(overrides)) if overrides else {}
-        from .seeds import SeedStack, seed_folders
+        from .seeds import SeedStack, read_seeds
 
-        if not os.path.isfile(os.path.join(args.resume, "ckpt.pt")) and seed_folders(args.resume):
+        if not os.path.isfile(os.path.join(args.resume, "ckpt.pt")) and read_seeds(args.resume) is not None:
             # a num_seeds run: its seeds go on together
+            fixed = [k for k in ("num_seeds", "run_dir", "seed") if k in changes]
+            if fixed:
+                parser.error(f"--resume of a num_seeds run keeps its seeds and folders; drop {fixed}")
+
             def load_one(folder: str, **fields: Any) -> Trainer:
                 return _load(folder, args.trust_env_code, **{**changes, **fields})
 
@@ -144,9 +148,9 @@ def train_main(argv: List[str]) -> int:
             trainer = SeedStack(_env_fn(cfg), cfg)
         else:
             trainer = Trainer(_env_fn(cfg), cfg)
-    done = [t for t in getattr(trainer, "trainers", [trainer]) if t.env_steps >= t.cfg.total_steps]
-    if args.resume and done and trainer_is_main(trainer):
-        print(f"the run already has its budget of total_steps={done[0].cfg.total_steps} env steps; train on with "
+    seeds = getattr(trainer, "trainers", [trainer])
+    if args.resume and all(t.env_steps >= t.cfg.total_steps for t in seeds) and trainer_is_main(trainer):
+        print(f"the run already has its budget of total_steps={seeds[0].cfg.total_steps} env steps; train on with "
               f"a larger one: mappo train --resume {args.resume} total_steps=N", flush=True)
     with trainer:
         trainer.train()

@@ -19,7 +19,9 @@ num_seeds=1))`` would, up to the float rounding of the batched matmuls
 from __future__ import annotations
 
 import copy
+import json
 import os
+import shutil
 from typing import Any, Callable, Dict, Generator, List, Optional, Sequence
 
 import torch
@@ -27,12 +29,16 @@ from torch.func import functional_call, vmap
 
 from .checkpoint import rng_state, set_rng_state
 from .config import Config
+from .files import written_atomically
 from .learner import EpochTally, LossTerms, PPOLearner
 from .logger import resume_command
 from .machine import Machine
 from .networks import stepwise_gru
 from .stop import StopOnSignal
 from .trainer import Trainer, threads
+
+
+SEEDS_FILE = "seeds.json"  # in a num_seeds run's folder: its seeds
 
 
 def seed_folder(run_dir: str, seed: int) -> str:
@@ -88,6 +94,12 @@ def learn_together(learners: Sequence[PPOLearner], mbs: Sequence[Dict[str, torch
              kl: torch.Tensor) -> LossTerms:
         return functional_call(nets[0], {**w, **b}, (mb, c, kl))
 
+    def checked(k: int, check: Callable[[], None]) -> None:
+        try:
+            check()
+        except FloatingPointError as err:
+            raise SeedFailed(k, learners[k].cfg.seed, err) from err
+
     totals: List[Optional[LossTerms]] = [None] * len(learners)
     for i in range(len(pieces[0])):
         with stepwise_gru():
@@ -95,18 +107,33 @@ def learn_together(learners: Sequence[PPOLearner], mbs: Sequence[Dict[str, torch
                 weights, buffers, _stack([p[i] for p in pieces]), counts, kl_coefs)
         for k, learner in enumerate(learners):
             if len(pieces[0]) == 1:  # before the backward pass: a NaN loss names its part and seed
-                learner._check_finite(terms.total[k], _seed_terms(terms, k))
+                checked(k, lambda: learner._check_finite(terms.total[k], _seed_terms(terms, k)))
         terms.total.sum().backward()
         for k in range(len(learners)):
             part = _seed_terms(terms, k)
             totals[k] = part if totals[k] is None else _add_terms(totals[k], part)
+    # every seed's loss and gradient norms checked before any seed steps: an error leaves them all as they were
+    stepped = []
     for k, learner in enumerate(learners):
-        learner._check_finite(totals[k].total, totals[k])
+        checked(k, lambda: learner._check_finite(totals[k].total, totals[k]))
         for name, p in own[k].items():  # a weight the loss never reads (no Gaussian dims) has none
             grad = weights[name].grad
             p.grad = None if grad is None else grad[k]
-        learner._apply(learner._stepped(None, True))
+        units = learner._stepped(None, True)
+        for unit, what in units:
+            checked(k, lambda: unit.clip(what))
+        stepped += units
+    for unit, _ in stepped:
+        unit.step()
     return totals  # type: ignore[return-value]
+
+
+class SeedFailed(FloatingPointError):
+    """A non-finite loss or gradient norm in one seed's update; ``index``: its place in the batch."""
+
+    def __init__(self, index: int, seed: int, err: FloatingPointError):
+        super().__init__(f"seed {seed}: {err}")
+        self.index = index
 
 
 def _add_terms(a: LossTerms, b: LossTerms) -> LossTerms:
@@ -159,13 +186,20 @@ class SeedStack:
 
     @classmethod
     def load(cls, run_dir: str, load_one: Callable[..., Trainer]) -> "SeedStack":
-        """The seeds of a ``num_seeds`` run in ``run_dir`` (its ``seed<S>`` folders), each rebuilt
-        by ``load_one(folder, run_dir=folder)`` (e.g. :meth:`Trainer.load` of the folder's ckpt.pt;
-        ``progress=False`` joins the fields after the first seed), to train on together where
-        they stopped."""
-        folders = seed_folders(run_dir)
-        if not folders:
-            raise FileNotFoundError(f"{run_dir!r} holds no seed<S> folders with a checkpoint (ckpt.pt)")
+        """The seeds of a ``num_seeds`` run in ``run_dir`` (those its ``seeds.json`` lists), each
+        rebuilt by ``load_one(folder, run_dir=folder)`` (e.g. :meth:`Trainer.load` of the folder's
+        ckpt.pt; ``progress=False`` joins the fields after the first seed), to train on together
+        where they stopped.  A listed seed without a checkpoint, or seeds whose configs differ
+        (but for the seed and the budget), are errors naming them."""
+        seeds = read_seeds(run_dir)
+        if seeds is None:
+            raise FileNotFoundError(f"{run_dir!r} holds no num_seeds run (no {SEEDS_FILE})")
+        folders = [seed_folder(run_dir, seed) for seed in seeds]
+        missing = [f for f in folders if not os.path.isfile(os.path.join(f, "ckpt.pt"))]
+        if missing:
+            raise FileNotFoundError(f"the num_seeds run in {run_dir!r} cannot go on as one: {missing} hold no checkpoint "
+                                    f"(those seeds stopped before their first). Continue the others one by one "
+                                    f"(mappo train --resume {run_dir}/seed<S>), or start the run again")
         stack = cls.__new__(cls)
         stack.trainers, stack.rng, stack.interrupted = [], [], None
         try:
@@ -174,6 +208,8 @@ class SeedStack:
                 if k == 0:
                     stack.cfg = trainer.cfg.replace(num_seeds=len(folders), run_dir=run_dir)
                     check_seedable(stack.cfg)
+                else:
+                    _check_same_run(stack.trainers[0], trainer)
                 stack._add(trainer)
         except BaseException:
             stack.close()
@@ -185,11 +221,25 @@ class SeedStack:
     def seeds(self) -> List[int]:
         return [t.cfg.seed for t in self.trainers]
 
+    def save(self, index: int, path: str) -> None:
+        """Seed ``index``'s checkpoint (:meth:`Trainer.save`) with its own random streams: after
+        :meth:`train`, the process's streams are those of the seed that ran last."""
+        outside = rng_state(self.device)
+        set_rng_state(self.rng[index], self.device)
+        try:
+            self.trainers[index].save(path)
+        finally:
+            set_rng_state(outside, self.device)
+
     def train(self, total_steps: Optional[int] = None) -> List[List[Dict[str, Any]]]:
         """Train every seed to ``total_steps`` env steps each (default ``cfg.total_steps``); returns
         each seed's history (as :meth:`Trainer.train` does for one).  SIGINT/SIGTERM stops every
-        seed after the current iteration, each with its checkpoint."""
+        seed after its current iteration, each with its checkpoint.  A non-finite loss in one
+        seed's update stops the others where their last checkpoints are and raises, naming it."""
         cfg = self.cfg
+        fresh = all(not t.history and t._resume is None for t in self.trainers)
+        if fresh and cfg.run_dir is not None:
+            self._claim_root()
         if cfg.progress:
             where = f" in {cfg.run_dir}/seed<S>" if cfg.run_dir is not None else ""
             print(f"num_seeds={cfg.num_seeds}: seeds {self.seeds[0]}..{self.seeds[-1]} in one process{where}; "
@@ -197,6 +247,8 @@ class SeedStack:
         histories: List[List[Dict[str, Any]]] = [[] for _ in self.trainers]
         stop = StopOnSignal()
         runs: Dict[int, Generator[str, Dict[str, float], List[Dict[str, Any]]]] = {}
+        # process-wide, so held for all the seeds (see Trainer.training)
+        flush = cfg.flush_denormal and torch.set_flush_denormal(True)
         try:
             with stop:
                 for k, trainer in enumerate(self.trainers):
@@ -205,6 +257,8 @@ class SeedStack:
                 while waiting:
                     try:
                         stats = self.update(waiting)
+                    except SeedFailed as err:
+                        raise self._one_failed(waiting[err.index], err, runs, histories) from err
                     except BaseException as err:
                         for k in waiting:  # each run's own handlers see it (error log, summary)
                             try:
@@ -213,13 +267,63 @@ class SeedStack:
                                 pass
                         raise
                     waiting = [k for k, s in zip(waiting, stats) if self._advance(k, runs, histories, s)]
+        except BaseException:
+            if fresh and cfg.run_dir is not None:
+                self._let_go_of_root()
+            raise
         finally:
             for run in runs.values():  # after an error in one seed: the others close their logs and folders
                 run.close()
+            if flush:
+                torch.set_flush_denormal(False)
         self.interrupted = stop.signum
         if cfg.progress:
             print(self._summary(histories), flush=True)
         return histories
+
+    def _one_failed(self, bad: int, err: SeedFailed, runs: Dict[int, Any], histories: List[Any]) -> BaseException:
+        """Seed ``bad``'s update failed: it gets the error (its error.log); the others stop where
+        their last checkpoints are, without writing another (their weights are mid-update)."""
+        for k in list(runs):
+            if k != bad:
+                runs.pop(k).close()
+        try:
+            self._advance(bad, runs, histories, err)
+        except BaseException:
+            pass
+        where = f" in {self.cfg.run_dir}" if self.cfg.run_dir is not None else ""
+        return FloatingPointError(f"{err}. The other seeds stopped at their last checkpoints{where}")
+
+    def _claim_root(self) -> None:
+        """``run_dir`` for this run's seeds: ``seeds.json`` lists them.  A folder holding another
+        run (a one-seed run, or other seeds) is an error, or with ``overwrite`` is replaced."""
+        root = self.cfg.run_dir
+        if any(os.path.isfile(os.path.join(root, f)) for f in ("ckpt.pt", "config.yaml")):
+            raise ValueError(f"run_dir {root!r} holds a one-seed run; a num_seeds run needs a folder of its own")
+        old = read_seeds(root)
+        if old is not None and old != self.seeds:
+            if not self.cfg.overwrite:
+                raise ValueError(f"run_dir {root!r} holds a num_seeds run of seeds {old}, not {self.seeds}: choose "
+                                 f"another run_dir, or overwrite=true to replace it")
+            for seed in old:
+                if seed not in self.seeds:
+                    shutil.rmtree(seed_folder(root, seed), ignore_errors=True)
+        os.makedirs(root, exist_ok=True)
+        with written_atomically(os.path.join(root, SEEDS_FILE)) as tmp, open(tmp, "w") as f:
+            json.dump({"seeds": self.seeds}, f)
+
+    def _let_go_of_root(self) -> None:
+        """After a failed start: when no seed kept a checkpoint, nothing of the run is left."""
+        root = self.cfg.run_dir
+        if any(os.path.isfile(os.path.join(seed_folder(root, s), "ckpt.pt")) for s in self.seeds):
+            return
+        path = os.path.join(root, SEEDS_FILE)
+        if os.path.isfile(path):
+            os.remove(path)
+        try:
+            os.rmdir(root)
+        except OSError:  # other files there: not ours to remove
+            pass
 
     def _summary(self, histories: List[List[Dict[str, Any]]]) -> str:
         """The seeds' last team returns, and how to go on with all of them."""
@@ -291,13 +395,29 @@ class SeedStack:
         self.close()
 
 
-def seed_folders(run_dir: str) -> List[str]:
-    """The ``seed<S>`` folders in ``run_dir`` that hold a checkpoint, by seed."""
-    if not os.path.isdir(run_dir):
-        return []
-    names = [n for n in os.listdir(run_dir) if n.startswith("seed") and n[4:].isdigit()
-             and os.path.isfile(os.path.join(run_dir, n, "ckpt.pt"))]
-    return [os.path.join(run_dir, n) for n in sorted(names, key=lambda n: int(n[4:]))]
+def read_seeds(run_dir: str) -> Optional[List[int]]:
+    """The seeds of the ``num_seeds`` run in ``run_dir`` (its ``seeds.json``), or None."""
+    path = os.path.join(run_dir, SEEDS_FILE)
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return [int(s) for s in json.load(f)["seeds"]]
+
+
+# config fields in which the seeds of one run may differ
+PER_SEED_FIELDS = ("seed", "run_dir", "progress", "total_steps", "num_workers", "overwrite")
+
+
+def _check_same_run(first: Trainer, other: Trainer) -> None:
+    """Seeds trained together share one config but for :data:`PER_SEED_FIELDS` (the batched
+    update runs every seed with the first seed's settings)."""
+    a, b = first.cfg.to_dict(), other.cfg.to_dict()
+    differ = [k for k in a if k not in PER_SEED_FIELDS and a[k] != b.get(k)]
+    if differ:
+        raise ValueError(f"seeds {first.cfg.seed} and {other.cfg.seed} of {os.path.dirname(other.cfg.run_dir)!r} were "
+                         f"trained with different configs (" + ", ".join(f"{k}: {a[k]!r} vs {b.get(k)!r}" for k in differ)
+                         + "), so they cannot go on as one run: continue them one by one (mappo train --resume "
+                         "<run_dir>/seed<S>)")
 
 
 def check_seedable(cfg: Config) -> None:

@@ -255,7 +255,8 @@ class Trainer:
         """:meth:`train` as a generator that yields ``"update"`` after each rollout and takes the
         update's diagnostics back (``send``); it returns the history.  :func:`drive` runs it with
         :meth:`update`; ``mappo/seeds.py`` runs several seeds' generators side by side with one
-        update for all of them.  ``stop``: a signal handler shared by such runs (default: its own)."""
+        update for all of them.  ``stop``: a signal handler shared by such runs (default: its
+        own); its holder also owns the other process-wide setting, ``flush_denormal``."""
         cfg = self.cfg
         total = int(total_steps if total_steps is not None else cfg.total_steps)
         if total > cfg.total_steps:
@@ -271,7 +272,7 @@ class Trainer:
         # denormal floats (below 1.2e-38) take a slow path on x86 CPUs; settling physics makes
         # them (VMAS navigation stepped 10 -> 16 ms once agents stood still), so they are flushed
         # to zero while training, and the process is left as torch's default (off) afterwards
-        flush = cfg.flush_denormal and torch.set_flush_denormal(True)
+        flush = stop is None and cfg.flush_denormal and torch.set_flush_denormal(True)
         try:
             return (yield from self._train(total, run_dir, ckpt, folder if fresh else None, stop))
         except Exception as err:

@@ -85,7 +85,7 @@ def test_seed_folders_are_ordinary_runs(tmp_path):
     root = str(tmp_path / "run")
     with SeedStack(CoordinationEnv, cfg.replace(num_seeds=2, total_steps=80, run_dir=root)) as stack:
         stack.train()
-    assert sorted(os.listdir(root)) == ["seed3", "seed4"]
+    assert sorted(os.listdir(root)) == ["seed3", "seed4", "seeds.json"]
     for seed in (3, 4):
         folder = seed_folder(root, seed)
         saved = yaml.safe_load(open(os.path.join(folder, "config.yaml")))
@@ -259,3 +259,107 @@ def test_jaxmarl_seeds_equal_their_own_runs():
         for k, history in enumerate(histories):
             with mappo.Trainer(env_fn, cfg.replace(seed=21 + k)) as alone:
                 assert_same_run(stack.trainers[k], history, alone, alone.train(), ("jaxmarl", k))
+
+
+def test_flush_denormal_holds_for_every_seed_until_the_last_ends():
+    """Denormal flushing is process-wide: a seed that ends early does not turn it off under the others."""
+    flushed = []
+
+    class Watch:
+        def on_iteration_end(self, trainer, row):
+            if trainer.cfg.seed == 0:  # a denormal times one is zero only while flushing
+                flushed.append((torch.tensor([1e-39]) * 1.0).item() == 0.0)
+            return trainer.cfg.seed == 1
+
+    with SeedStack(CoordinationEnv, tiny(num_seeds=2, total_steps=120), callbacks=[Watch()]) as stack:
+        histories = stack.train()
+    assert [len(h) for h in histories] == [3, 1] and flushed == [True, True, True]
+    assert (torch.tensor([1e-39]) * 1.0).item() != 0.0  # torch's default again after the run
+
+
+def test_a_nan_in_one_seed_names_it_and_stops_the_others_unchanged(tmp_path):
+    """A non-finite loss in seed 1's update: the error names seed 1 and goes to its error.log only;
+    no seed has stepped on that minibatch (in pieces too), and the others keep their checkpoints."""
+    cfg = tiny(num_seeds=3, total_steps=120, update_rows=8, checkpoint_every=1, run_dir=str(tmp_path / "run"))
+    with SeedStack(CoordinationEnv, cfg) as stack:
+        learner = stack.trainers[1].learner
+        real_targets, calls = learner.targets, []
+
+        def poisoned(buf):  # the second update of seed 1 sees a NaN advantage
+            out = real_targets(buf)
+            calls.append(1)
+            if len(calls) == 2:
+                buf.advantages[0, 0, 0] = float("nan")
+            return out
+
+        learner.targets = poisoned
+        before = {}
+
+        class Keep:
+            def on_iteration_end(self, trainer, row):
+                before[trainer.cfg.seed] = weights(trainer)
+
+        for t in stack.trainers:
+            t.callbacks.append(Keep())
+        with pytest.raises(FloatingPointError, match=r"seed 1: non-finite .*other seeds stopped at their last checkpoints"):
+            stack.train()
+        for k in (0, 2):
+            after = weights(stack.trainers[k])
+            assert all(torch.equal(after[n], before[k][n]) for n in after), k
+    assert os.path.isfile(tmp_path / "run" / "seed1" / "error.log")
+    assert not any(os.path.isfile(tmp_path / "run" / f"seed{s}" / "error.log") for s in (0, 2))
+    for s in (0, 2):
+        assert torch.load(tmp_path / "run" / f"seed{s}" / "ckpt.pt", weights_only=False)["env_steps"] == 40
+
+
+def test_resume_refuses_seeds_that_do_not_belong_together(tmp_path):
+    root = str(tmp_path / "run")
+    cfg = tiny(num_seeds=2, total_steps=40, run_dir=root)
+    with SeedStack(CoordinationEnv, cfg) as stack:
+        stack.train()
+
+    def load_one(folder, **fields):
+        return mappo.Trainer.load(os.path.join(folder, "ckpt.pt"), CoordinationEnv, **fields)
+
+    # one seed continued alone with another setting: the batched update would run it with seed 0's
+    with mappo.Trainer.load(os.path.join(root, "seed1", "ckpt.pt"), CoordinationEnv, ppo_epochs=3) as alone:
+        alone.train(total_steps=80)
+    with pytest.raises(ValueError, match=r"seeds 0 and 1 .* different configs \(ppo_epochs: 2 vs 3\)"):
+        SeedStack.load(root, load_one)
+    # a listed seed without a checkpoint
+    os.remove(os.path.join(root, "seed1", "ckpt.pt"))
+    with pytest.raises(FileNotFoundError, match=r"seed1'\] hold no checkpoint"):
+        SeedStack.load(root, load_one)
+
+
+def test_a_seed_run_folder_holds_one_run(tmp_path):
+    """Other seeds in the folder are an error, or with overwrite are replaced (their folders go)."""
+    root = tmp_path / "run"
+    with SeedStack(CoordinationEnv, tiny(num_seeds=3, total_steps=40, run_dir=str(root))) as stack:
+        stack.train()
+    with pytest.raises(ValueError, match=r"holds a num_seeds run of seeds \[0, 1, 2\], not \[5, 6\]"):
+        with SeedStack(CoordinationEnv, tiny(num_seeds=2, seed=5, total_steps=40, run_dir=str(root))) as stack:
+            stack.train()
+    with SeedStack(CoordinationEnv, tiny(num_seeds=2, total_steps=40, run_dir=str(root), overwrite=True,
+                                         hidden_sizes=[8])) as stack:
+        stack.train()
+    assert sorted(os.listdir(root)) == ["seed0", "seed1", "seeds.json"]
+    with pytest.raises(ValueError, match="holds a one-seed run"):
+        with mappo.Trainer(CoordinationEnv, tiny(total_steps=40, run_dir=str(tmp_path / "one"))) as one:
+            one.train()
+        with SeedStack(CoordinationEnv, tiny(num_seeds=2, run_dir=str(tmp_path / "one"))) as stack:
+            stack.train()
+
+
+def test_a_seed_saved_after_training_keeps_its_own_random_streams(tmp_path):
+    cfg = tiny(total_steps=80, seed=0)
+    with SeedStack(CoordinationEnv, cfg.replace(num_seeds=2)) as stack:
+        stack.train()
+        stack.save(0, str(tmp_path / "s0.pt"))
+    with mappo.Trainer.load(str(tmp_path / "s0.pt"), CoordinationEnv) as resumed:
+        rest = strip_timing(resumed.train(total_steps=160))
+    with mappo.Trainer(CoordinationEnv, cfg.replace(total_steps=160)) as alone:
+        straight = strip_timing(alone.train())
+    for row, ref in zip(rest, straight[-len(rest):]):
+        for key in row:
+            assert row[key] == pytest.approx(ref[key], abs=TOL, rel=TOL), key
