@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, List, Optional
+from typing import Any, Callable, List, Optional
 
 from . import distributed as D
 from .config import Config, help_text
@@ -273,6 +273,19 @@ COMMANDS = {"train": train_main, "eval": eval_main, "export": export_main, "benc
             "sweep": sweep_main}
 PARSERS = {"train": train_parser, "eval": eval_parser, "export": export_parser, "benchmark": benchmark_parser,
            "sweep": sweep_parser}
+
+
+def script_main(main: Callable[[], Optional[int]], prog: str) -> int:
+    """Run a script's ``main()`` (``scripts/``): errors about the user's input (a config field, a
+    missing file) as one line and exit code 2, as the ``mappo`` command reports them; with
+    ``MAPPO_DEBUG=1`` in the environment, the traceback."""
+    try:
+        return main() or 0
+    except USER_ERRORS as err:
+        if os.environ.get("MAPPO_DEBUG"):
+            raise
+        print(f"{prog}: error: {err} (MAPPO_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 2
 
 
 def main(argv: Optional[List[str]] = None) -> int:

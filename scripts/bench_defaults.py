@@ -22,6 +22,7 @@ import sys
 from typing import Dict, List, Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # this checkout's mappo, not another one installed
 CONFIGS = ["configs/mpe_simple_spread.yaml", "configs/jaxmarl_mpe_simple_spread.yaml",
            "configs/benchmarks/lbf_8x8-2p-2f-coop.yaml", "configs/benchmarks/rware_tiny-2ag.yaml",
            "configs/vmas_navigation.yaml", "configs/butterfly_cooperative_pong.yaml"]
@@ -98,4 +99,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mappo.cli import script_main
+
+    sys.exit(script_main(main, "bench_defaults.py"))

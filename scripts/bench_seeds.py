@@ -23,12 +23,12 @@ import time
 from typing import Any, Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # this checkout's mappo, not another one installed
 CONFIGS = ["configs/vmas_simple_spread.yaml", "configs/jaxmarl_mpe_simple_spread.yaml"]
 
 
 def one(config: str, seeds: int, seed: int, iterations: int, overrides: List[str]) -> Dict[str, float]:
     """Train ``seeds`` seeds from ``seed`` in this process; the seconds it took."""
-    sys.path.insert(0, ROOT)
     import mappo
     from mappo.cli import _env_fn
 
@@ -124,4 +124,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mappo.cli import script_main
+
+    sys.exit(script_main(main, "bench_seeds.py"))

@@ -115,4 +115,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from mappo.cli import script_main
+
+    sys.exit(script_main(main, "bench_throughput.py"))

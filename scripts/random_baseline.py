@@ -56,4 +56,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mappo.cli import script_main
+
+    sys.exit(script_main(main, "random_baseline.py"))

@@ -387,3 +387,13 @@ def test_resuming_a_finished_run_says_how_to_train_on(tmp_path, capsys):
     assert main(["train", "--resume", run_dir, "--trust-env-code"]) == 0
     assert (f"the run already has its budget of total_steps=40 env steps; train on with a larger one: "
             f"mappo train --resume {run_dir} total_steps=N") in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("script,args", [("bench_run.py", ["configs/mpe_simple_spread.yaml", "lr=-1"]),
+                                         ("random_baseline.py", ["no_such_config.yaml"])])
+def test_scripts_report_a_bad_config_in_one_line(script, args):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, os.path.join(root, "scripts", script), *args], cwd=root,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-1500:]
+    assert done.stderr.startswith(f"{script}: error: ") and len(done.stderr.strip().splitlines()) == 1
