@@ -165,7 +165,11 @@ def _check_metric(task: Task, path: str) -> None:
     where = f"suite {path!r}: task {task.name!r}"
     if task.metric not in PER_EPISODE:
         raise ValueError(f"{where}: 'metric' must be one of {sorted(PER_EPISODE)}, got {task.metric!r}")
-    if not Config.from_yaml(task.config, task.overrides).eval_every:
+    try:
+        cfg = Config.from_yaml(task.config, task.overrides)
+    except (ValueError, TypeError) as err:
+        raise type(err)(f"{where}: {err}") from err
+    if not cfg.eval_every:
         raise ValueError(f"{where}: its metric {task.metric!r} comes from evaluations, but its config has "
                          f"eval_every=0; set eval_every in the config or the task's overrides")
 

@@ -106,6 +106,9 @@ def test_suite_errors(tmp_path):
     bad.write_text(good.replace("eval_every=2", "eval_every=0"))
     with pytest.raises(ValueError, match=r"task 'climb': its metric .* eval_every=0"):
         load_suite(str(bad))
+    bad.write_text(good.replace("eval_every=2", "eval_evry=2"))  # a task's override names the task
+    with pytest.raises(ValueError, match=r"task 'climb': overrides: unknown config field\(s\) 'eval_evry'"):
+        load_suite(str(bad))
     suite = load_suite(_suite(tmp_path))
     with pytest.raises(ValueError, match=r"unknown task\(s\) \['nope'\]"):
         select(suite, "nope", None)
