@@ -136,6 +136,7 @@ class Config:
             if not isinstance(part, DictConfig):
                 raise ValueError(f"{source}: expected field: value pairs, got {OmegaConf.to_yaml(part)!r}")
             _check_containers(OmegaConf.to_container(part), source)
+        loaded, given = _whole_numbers(loaded), _whole_numbers(given)
         try:
             merged = OmegaConf.merge(OmegaConf.structured(cls), loaded, given)
         except Exception as err:  # a scalar of the wrong type: OmegaConf names the key
@@ -206,6 +207,18 @@ def _check_containers(values: Dict[str, Any], source: str) -> None:
             what = "a list" if kind is list else "a mapping"
             raise ValueError(f"{source}: config field {name!r} must be {what}{' or null' if optional else ''}, "
                              f"e.g. {name}={_EXAMPLES.get(name, '[]' if kind is list else '{}')}; got {value!r}")
+
+
+def _whole_numbers(part: DictConfig) -> DictConfig:
+    """``part`` with a whole float given to an integer field as that integer: ``total_steps=1e6``
+    (YAML and OmegaConf read 1e6 as a float)."""
+    values = OmegaConf.to_container(part)
+    fields = {f.name for f in dataclasses.fields(Config)}
+    changed = False
+    for name, value in values.items():
+        if name in fields and isinstance(value, float) and value.is_integer() and _field_kind(name)[0] is int:
+            values[name], changed = int(value), True
+    return OmegaConf.create(values) if changed else part
 
 
 def _scalar_error(err: Exception, path: str, overrides: Optional[List[str]]) -> str:

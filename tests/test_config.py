@@ -115,3 +115,14 @@ def test_a_saved_config_matches_where_the_wanted_one_leaves_the_choice_to_the_en
                          cnn_features=128).to_dict()
     assert changed_settings(saved, mappo.Config().to_dict()) == []  # auto matches what the run chose
     assert changed_settings(saved, mappo.Config(num_minibatches=2, lr=1e-3).to_dict()) == ["lr", "num_minibatches"]
+
+
+def test_whole_numbers_in_scientific_notation_fill_integer_fields(tmp_path):
+    """total_steps=1e6 is a million steps (YAML reads 1e6 as a float); 1.5 stays an error."""
+    cfg = mappo.Config.from_yaml("configs/mpe_simple_spread.yaml", ["total_steps=1e6"])
+    assert cfg.total_steps == 1_000_000 and isinstance(cfg.total_steps, int)
+    path = tmp_path / "c.yaml"
+    path.write_text("env: mpe/simple_spread\ntotal_steps: 2.5e+5\n")
+    assert mappo.Config.from_yaml(str(path)).total_steps == 250_000
+    with pytest.raises(ValueError, match="'total_steps' must be an integer; got '1.5'"):
+        mappo.Config.from_yaml("configs/mpe_simple_spread.yaml", ["total_steps=1.5"])
