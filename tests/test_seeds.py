@@ -126,19 +126,6 @@ def test_refusals_name_the_field():
         SeedStack(CoordinationEnv, tiny(num_seeds=2, algorithm="happo", parameter_sharing="separate"))
 
 
-def test_cli_trains_the_seeds(tmp_path):
-    """`mappo train CONFIG num_seeds=2` writes a folder per seed under run_dir."""
-    config = write_config(tmp_path / "c.yaml", vector_mode="inprocess", total_steps=80)
-    out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "mappo", "train", config, "num_seeds=2", f"run_dir={out}"],
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "num_seeds=2: seeds 0..1" in done.stdout
-    assert f"continue every seed with: mappo train --resume {out} --trust-env-code" in done.stdout
-    for seed in (0, 1):
-        assert os.path.isfile(os.path.join(out, f"seed{seed}", "ckpt.pt"))
-
-
 @pytest.mark.slow
 def test_vmas_seeds_equal_their_own_runs():
     """On VMAS (its own random state per env): each seed equals its one-seed run."""
@@ -174,12 +161,16 @@ def test_a_stopped_seed_run_resumes_together(tmp_path):
             assert value == pytest.approx(straight[-1][key], abs=TOL, rel=TOL), (seed, key)
 
 
-def test_cli_resumes_a_seed_run(tmp_path):
+def test_cli_trains_and_resumes_the_seeds(tmp_path):
+    """`mappo train CONFIG num_seeds=2` writes a folder per seed under run_dir, and
+    `mappo train --resume RUN_DIR` continues both."""
     config = write_config(tmp_path / "c.yaml", vector_mode="inprocess", total_steps=40)
     out = tmp_path / "run"
     first = subprocess.run([sys.executable, "-m", "mappo", "train", config, "num_seeds=2", f"run_dir={out}"],
                            capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
+    assert "num_seeds=2: seeds 0..1" in first.stdout
+    assert f"continue every seed with: mappo train --resume {out} --trust-env-code" in first.stdout
     again = subprocess.run([sys.executable, "-m", "mappo", "train", "--resume", str(out), "total_steps=80",
                             "--trust-env-code"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
