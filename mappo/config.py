@@ -149,7 +149,7 @@ class Config:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(_unknown_fields(unknown))
-        return cls(**values)
+        return cls(**_whole_number_values(values))
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -209,16 +209,20 @@ def _check_containers(values: Dict[str, Any], source: str) -> None:
                              f"e.g. {name}={_EXAMPLES.get(name, '[]' if kind is list else '{}')}; got {value!r}")
 
 
-def _whole_numbers(part: DictConfig) -> DictConfig:
-    """``part`` with a whole float given to an integer field as that integer: ``total_steps=1e6``
+def _whole_number_values(values: Dict[str, Any]) -> Dict[str, Any]:
+    """``values`` with a whole float given to an integer field as that integer: ``total_steps=1e6``
     (YAML and OmegaConf read 1e6 as a float)."""
-    values = OmegaConf.to_container(part)
     fields = {f.name for f in dataclasses.fields(Config)}
-    changed = False
-    for name, value in values.items():
-        if name in fields and isinstance(value, float) and value.is_integer() and _field_kind(name)[0] is int:
-            values[name], changed = int(value), True
-    return OmegaConf.create(values) if changed else part
+    return {name: int(value) if name in fields and isinstance(value, float) and value.is_integer()
+            and _field_kind(name)[0] is int else value for name, value in values.items()}
+
+
+def _whole_numbers(part: DictConfig) -> DictConfig:
+    """:func:`_whole_number_values` of an OmegaConf part, before the typed merge refuses the float."""
+    values = OmegaConf.to_container(part)
+    whole = _whole_number_values(values)
+    changed = any(type(whole[k]) is not type(values[k]) for k in values)  # 1.0 == 1: compare the types
+    return OmegaConf.create(whole) if changed else part
 
 
 def _scalar_error(err: Exception, path: str, overrides: Optional[List[str]]) -> str:

@@ -117,6 +117,9 @@ def claim(run_dir: str, fresh: bool, overwrite: bool) -> RunFolderLock:
     """Lock ``run_dir`` for a run.  A ``fresh`` run (not a continuation or resume) is refused a
     folder that holds a run unless ``overwrite``; it replaces the files of a run that stopped
     before its first checkpoint, saying so."""
+    if os.path.isfile(os.path.join(run_dir, "seeds.json")):  # mappo/seeds.py's folder of seed folders
+        raise ValueError(f"run_dir {run_dir!r} holds a num_seeds run (seeds.json): a run of one seed needs a folder of "
+                         f"its own (the seeds' folders, {run_dir}/seed<S>, are one-seed runs)")
     lock = RunFolderLock(run_dir)
     if os.path.exists(os.path.join(run_dir, "error.log")):  # the last attempt's; this one starts afresh
         os.remove(os.path.join(run_dir, "error.log"))

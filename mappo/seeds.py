@@ -28,6 +28,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from .checkpoint import rng_state, set_rng_state
+from . import runfolder
 from .config import Config
 from .files import written_atomically
 from .learner import EpochTally, LossTerms, PPOLearner
@@ -291,8 +292,14 @@ class SeedStack:
             self._advance(bad, runs, histories, err)
         except BaseException:
             pass
-        where = f" in {self.cfg.run_dir}" if self.cfg.run_dir is not None else ""
-        return FloatingPointError(f"{err}. The other seeds stopped at their last checkpoints{where}")
+        root = self.cfg.run_dir
+        if root is None:
+            return FloatingPointError(f"{err}. The other seeds stopped")
+        kept = [t.cfg.seed for t in self.trainers if runfolder.holds_run(seed_folder(root, t.cfg.seed))]
+        if not kept:
+            return FloatingPointError(f"{err}. The other seeds stopped; no seed had written a checkpoint yet, so "
+                                      f"nothing of the run is kept")
+        return FloatingPointError(f"{err}. The other seeds stopped; seeds {kept} keep their last checkpoints in {root}")
 
     def _claim_root(self) -> None:
         """``run_dir`` for this run's seeds: ``seeds.json`` lists them.  A folder holding another
@@ -301,13 +308,27 @@ class SeedStack:
         if any(os.path.isfile(os.path.join(root, f)) for f in ("ckpt.pt", "config.yaml")):
             raise ValueError(f"run_dir {root!r} holds a one-seed run; a num_seeds run needs a folder of its own")
         old = read_seeds(root)
-        if old is not None and old != self.seeds:
-            if not self.cfg.overwrite:
-                raise ValueError(f"run_dir {root!r} holds a num_seeds run of seeds {old}, not {self.seeds}: choose "
-                                 f"another run_dir, or overwrite=true to replace it")
-            for seed in old:
-                if seed not in self.seeds:
-                    shutil.rmtree(seed_folder(root, seed), ignore_errors=True)
+        if old is not None and old != self.seeds and not self.cfg.overwrite:
+            raise ValueError(f"run_dir {root!r} holds a num_seeds run of seeds {old}, not {self.seeds}: choose "
+                             f"another run_dir, or overwrite=true to replace it")
+        replaced = [s for s in old or [] if s not in self.seeds]
+        # nothing is removed while a folder this run would write or replace is in use by another run
+        held = []
+        try:
+            for seed in self.seeds + replaced:
+                folder = seed_folder(root, seed)
+                if os.path.isdir(folder):
+                    fd = runfolder.hold(os.path.join(folder, ".lock"))
+                    if fd is None:
+                        raise runfolder.RunFolderInUse(
+                            f"run_dir {folder!r} is in use by another run (pid "
+                            f"{runfolder.holder(os.path.join(folder, '.lock'))}); give this run its own run_dir")
+                    held.append(fd)
+            for seed in replaced:
+                shutil.rmtree(seed_folder(root, seed), ignore_errors=True)
+        finally:
+            for fd in held:
+                runfolder.let_go(fd)
         os.makedirs(root, exist_ok=True)
         with written_atomically(os.path.join(root, SEEDS_FILE)) as tmp, open(tmp, "w") as f:
             json.dump({"seeds": self.seeds}, f)
@@ -400,8 +421,11 @@ def read_seeds(run_dir: str) -> Optional[List[int]]:
     path = os.path.join(run_dir, SEEDS_FILE)
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return [int(s) for s in json.load(f)["seeds"]]
+    try:
+        with open(path) as f:
+            return [int(s) for s in json.load(f)["seeds"]]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path!r} does not list a num_seeds run's seeds ({{\"seeds\": [0, 1, ...]}}): {err}") from err
 
 
 # config fields in which the seeds of one run may differ

@@ -112,18 +112,24 @@ def load_space(path: str) -> Space:
             cfg = check_registered(Config.from_yaml(space.config, space.overrides + values))
         except (ValueError, TypeError) as err:
             raise ValueError(f"{where}: params at their {'low' if end == 0 else 'high'} end: {err}") from err
-        if space.metric.startswith("eval/") and not cfg.eval_every:
-            raise ValueError(f"{where}: metric {space.metric!r} comes from evaluations, and the trials' config has "
-                             f"none (eval_every=0): set eval_every in 'overrides' or the config")
+        _check_evaluates(space, cfg, f"{where}: params at their {'low' if end == 0 else 'high'} end")
     low = {name: _override(name, _end_value(spec, 0)) for name, spec in space.params.items()}
     for name, spec in space.params.items():
         for choice in spec["choices"][1:-1] if spec["type"] == "categorical" else ():
             values = [*{**low, name: _override(name, choice)}.values()]
             try:
-                check_registered(Config.from_yaml(space.config, space.overrides + values))
+                cfg = check_registered(Config.from_yaml(space.config, space.overrides + values))
             except (ValueError, TypeError) as err:
                 raise ValueError(f"{where}: params.{name} choice {choice!r}: {err}") from err
+            _check_evaluates(space, cfg, f"{where}: params.{name} choice {choice!r}")
     return space
+
+
+def _check_evaluates(space: Space, cfg: Any, where: str) -> None:
+    """An ``eval/`` metric needs trials that evaluate."""
+    if space.metric.startswith("eval/") and not cfg.eval_every:
+        raise ValueError(f"{where}: metric {space.metric!r} comes from evaluations, and the trial's config has "
+                         f"none (eval_every=0): set eval_every in 'overrides' or the config")
 
 
 def _check_param(name: str, spec: Any, where: str) -> None:
@@ -302,10 +308,15 @@ def run_sweep(space: Space, out: str, launcher: Launcher, storage: Optional[str]
         run_dir = os.path.join(out, f"trial_{number}")
         value = score(run_dir, space.metric, space.objective) if returncode == 0 else None
         if returncode == 0 and value is None and not error:
-            # a run that finished without the metric: every trial would (a misspelt key), so stop here
+            # a run that finished without the metric: every trial would, so stop here
             study.tell(number, state=TrialState.FAIL)
+            keys = metric_keys(run_dir)
+            if space.metric.startswith("eval/") and not any(k.startswith("eval/") for k in keys):
+                raise ValueError(f"trial {number} ran to its end without an evaluation, so without the metric "
+                                 f"{space.metric!r}: its budget ended before its first (eval_every); give the trials "
+                                 f"an eval_every of at most their iterations, or eval_at_start=true")
             raise ValueError(f"trial {number} ran to its end, but none of its rows has the metric {space.metric!r}; "
-                             f"its rows have {metric_keys(run_dir)}. Fix 'metric' in the space file")
+                             f"its rows have {keys}. Fix 'metric' in the space file")
         if value is None or not math.isfinite(value):
             why = error or (f"exit {returncode}" if returncode else f"no row with {space.metric}")
             study.tell(number, state=TrialState.FAIL)

@@ -171,7 +171,7 @@ def test_cli_trains_and_resumes_the_seeds(tmp_path):
     assert first.returncode == 0, first.stderr[-2000:]
     assert "num_seeds=2: seeds 0..1" in first.stdout
     assert f"continue every seed with: mappo train --resume {out} --trust-env-code" in first.stdout
-    again = subprocess.run([sys.executable, "-m", "mappo", "train", "--resume", str(out), "total_steps=80",
+    again = subprocess.run([sys.executable, "-m", "mappo", "train", "--resume", str(out), "total_steps=8e1",
                             "--trust-env-code"], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "seed 0 at 40, seed 1 at 40 env steps" in again.stdout
@@ -335,6 +335,10 @@ def test_a_seed_run_folder_holds_one_run(tmp_path):
                                          hidden_sizes=[8])) as stack:
         stack.train()
     assert sorted(os.listdir(root)) == ["seed0", "seed1", "seeds.json"]
+    # a one-seed run may not write into a num_seeds run's folder either
+    with pytest.raises(ValueError, match="holds a num_seeds run"):
+        with mappo.Trainer(CoordinationEnv, tiny(total_steps=40, run_dir=str(root), overwrite=True)) as one:
+            one.train()
     with pytest.raises(ValueError, match="holds a one-seed run"):
         with mappo.Trainer(CoordinationEnv, tiny(total_steps=40, run_dir=str(tmp_path / "one"))) as one:
             one.train()
@@ -354,3 +358,40 @@ def test_a_seed_saved_after_training_keeps_its_own_random_streams(tmp_path):
     for row, ref in zip(rest, straight[-len(rest):]):
         for key in row:
             assert row[key] == pytest.approx(ref[key], abs=TOL, rel=TOL), key
+
+
+def test_overwrite_removes_nothing_while_a_folder_is_in_use(tmp_path):
+    """overwrite=true on a num_seeds folder whose seed folder another run holds: an error naming it,
+    before any old seed's files are removed."""
+    from mappo import runfolder
+
+    root = tmp_path / "run"
+    with SeedStack(CoordinationEnv, tiny(num_seeds=3, total_steps=40, run_dir=str(root))) as stack:
+        stack.train()
+    for busy in ("seed2", "seed1"):  # a seed the new run drops, and one it would write
+        fd = runfolder.hold(str(root / busy / ".lock"))
+        try:
+            with pytest.raises(runfolder.RunFolderInUse, match=busy):
+                with SeedStack(CoordinationEnv, tiny(num_seeds=2, total_steps=40, run_dir=str(root),
+                                                     overwrite=True)) as stack:
+                    stack.train()
+        finally:
+            runfolder.let_go(fd)
+        assert all((root / f"seed{s}" / "ckpt.pt").is_file() for s in (0, 1, 2))
+        assert json.load(open(root / "seeds.json")) == {"seeds": [0, 1, 2]}
+
+
+def test_a_nan_before_any_checkpoint_says_nothing_is_kept(tmp_path):
+    cfg = tiny(num_seeds=2, total_steps=120, checkpoint_every=0, run_dir=str(tmp_path / "run"))
+    with SeedStack(CoordinationEnv, cfg) as stack:
+        real_targets = stack.trainers[1].learner.targets
+
+        def poisoned(buf):
+            out = real_targets(buf)
+            buf.advantages[0, 0, 0] = float("nan")
+            return out
+
+        stack.trainers[1].learner.targets = poisoned
+        with pytest.raises(FloatingPointError, match="seed 1: .*no seed had written a checkpoint yet"):
+            stack.train()
+    assert not (tmp_path / "run").exists()

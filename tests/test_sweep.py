@@ -56,6 +56,8 @@ def test_space_errors_name_the_field(tmp_path):
         # a metric from evaluations on trials that never evaluate
         (f"config: {config}\noverrides: [eval_every=0]\nparams: {{lr: {{type: float, low: 0.1, high: 1}}}}\n",
          r"'eval/team_return_mean' comes from evaluations.*eval_every=0"),
+        (f"config: {config}\nparams: {{eval_every: {{type: categorical, choices: [1, 0, 2]}}}}\n",
+         r"params.eval_every choice 0: metric .*\(eval_every=0\)"),
         # a bad choice between good ones is found when the space is read, not when its trial starts
         (f"config: {config}\nparams: {{algorithm: {{type: categorical, choices: [ppo, hapo, happo]}}}}\n",
          r"params.algorithm choice 'hapo': config field 'algorithm' must be one of"),
