@@ -81,12 +81,6 @@ def _load(run: str, trust_env_code: bool = False, **overrides):
     return Trainer.from_checkpoint(payload, _env_fn(cfg), path, **overrides)
 
 
-def trainer_is_main(trainer: Any) -> bool:
-    """Whether this process prints for the run (rank 0 of a torchrun job; a SeedStack always)."""
-    sync = getattr(trainer, "sync", None)
-    return sync is None or sync.is_main
-
-
 def train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mappo train", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -149,7 +143,7 @@ def train_main(argv: List[str]) -> int:
         else:
             trainer = Trainer(_env_fn(cfg), cfg)
     seeds = getattr(trainer, "trainers", [trainer])
-    if args.resume and all(t.env_steps >= t.cfg.total_steps for t in seeds) and trainer_is_main(trainer):
+    if args.resume and all(t.env_steps >= t.cfg.total_steps for t in seeds) and trainer.sync.is_main:
         print(f"the run already has its budget of total_steps={seeds[0].cfg.total_steps} env steps; train on with "
               f"a larger one: mappo train --resume {args.resume} total_steps=N", flush=True)
     with trainer:

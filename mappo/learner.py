@@ -399,11 +399,7 @@ class PPOLearner:
         1.6x faster on a 2-core Intel Xeon VM, and the whole VMAS navigation update 1.3x (docs/PERFORMANCE.md).
         """
         pieces = self._pieces(mb)
-        counts = None
-        if len(pieces) > 1:
-            alive = mb["alive"]
-            counts = ([(alive & m).sum().to(torch.float32) for m in self.unit_mask],
-                      [(alive & m).sum().to(torch.float32) for m in self.group_mask])
+        counts = self.counted_rows(mb["alive"]) if len(pieces) > 1 else None
         self._zero_grad()
         total: Optional[LossTerms] = None
         for piece in pieces:
@@ -411,10 +407,16 @@ class PPOLearner:
             if len(pieces) == 1:  # before the backward pass: a NaN loss names its part
                 self._check_finite(terms.total, terms)
             terms.total.backward()
-            total = _detached(terms) if total is None else _add(total, _detached(terms))
+            total = _detached(terms) if total is None else add_terms(total, _detached(terms))
         self._check_finite(total.total, total)
         self._apply(self._stepped(units, critic))
         return total
+
+    def counted_rows(self, alive: torch.Tensor) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+        """Each actor unit's and each critic unit's counted rows of a minibatch, ``alive [..., L, B, A]``
+        -> per unit ``[...]`` (scalars for one minibatch): what the loss of its pieces divides by."""
+        return ([(alive & m).sum((-3, -2, -1)).to(torch.float32) for m in self.unit_mask],
+                [(alive & m).sum((-3, -2, -1)).to(torch.float32) for m in self.group_mask])
 
     @property
     def update_rows(self) -> int:
@@ -584,7 +586,7 @@ def _detached(terms: LossTerms) -> LossTerms:
                      parts={k: v.detach() for k, v in terms.parts.items()})
 
 
-def _add(a: LossTerms, b: LossTerms) -> LossTerms:
+def add_terms(a: LossTerms, b: LossTerms) -> LossTerms:
     """Two pieces' (detached) terms summed: each is its share of the minibatch's means."""
     return LossTerms(*(getattr(a, k) + getattr(b, k) for k in LossTerms._fields[:6]),
                      parts={k: a.parts[k] + b.parts[k] for k in a.parts})

@@ -31,7 +31,7 @@ from .checkpoint import rng_state, set_rng_state
 from . import runfolder
 from .config import Config
 from .files import written_atomically
-from .learner import EpochTally, LossTerms, PPOLearner
+from .learner import EpochTally, LossTerms, PPOLearner, add_terms
 from .logger import resume_command
 from .machine import Machine
 from .networks import stepwise_gru
@@ -85,11 +85,7 @@ def learn_together(learners: Sequence[PPOLearner], mbs: Sequence[Dict[str, torch
     kl_coefs = torch.tensor([[u.kl_coef for u in learner.actor_units] for learner in learners],
                             device=template.device)
     pieces = [template._pieces(mb) for mb in mbs]  # the same cuts for every seed: equal shapes
-    counts = None
-    if len(pieces[0]) > 1:
-        alive = torch.stack([mb["alive"] for mb in mbs])
-        counts = ([(alive & m).sum((1, 2, 3)).to(torch.float32) for m in template.unit_mask],
-                  [(alive & m).sum((1, 2, 3)).to(torch.float32) for m in template.group_mask])
+    counts = template.counted_rows(torch.stack([mb["alive"] for mb in mbs])) if len(pieces[0]) > 1 else None
 
     def loss(w: Dict[str, torch.Tensor], b: Dict[str, torch.Tensor], mb: Dict[str, torch.Tensor], c: Any,
              kl: torch.Tensor) -> LossTerms:
@@ -112,7 +108,7 @@ def learn_together(learners: Sequence[PPOLearner], mbs: Sequence[Dict[str, torch
         terms.total.sum().backward()
         for k in range(len(learners)):
             part = _seed_terms(terms, k)
-            totals[k] = part if totals[k] is None else _add_terms(totals[k], part)
+            totals[k] = part if totals[k] is None else add_terms(totals[k], part)
     # every seed's loss and gradient norms checked before any seed steps: an error leaves them all as they were
     stepped = []
     for k, learner in enumerate(learners):
@@ -135,11 +131,6 @@ class SeedFailed(FloatingPointError):
     def __init__(self, index: int, seed: int, err: FloatingPointError):
         super().__init__(f"seed {seed}: {err}")
         self.index = index
-
-
-def _add_terms(a: LossTerms, b: LossTerms) -> LossTerms:
-    parts = {k: a.parts[k] + b.parts[k] for k in a.parts}
-    return LossTerms(*(getattr(a, f) + getattr(b, f) for f in LossTerms._fields if f != "parts"), parts)
 
 
 class SeedStack:
@@ -221,6 +212,11 @@ class SeedStack:
     @property
     def seeds(self) -> List[int]:
         return [t.cfg.seed for t in self.trainers]
+
+    @property
+    def sync(self) -> Any:
+        """The seeds' :class:`~mappo.distributed.Sync`: one process, so this one is the main one."""
+        return self.trainers[0].sync
 
     def save(self, index: int, path: str) -> None:
         """Seed ``index``'s checkpoint (:meth:`Trainer.save`) with its own random streams: after
